@@ -1,0 +1,97 @@
+//! fanfold's engine: exact group-by aggregation of CSV byte ranges.
+//!
+//! Pure and synchronous: no threads, no I/O beyond `Read`, no paths. The
+//! pipeline crate drives it through these steps:
+//!
+//! 1. [`read_head`] reads the header from the first bytes; [`Spec::compile`]
+//!    resolves the spec's columns; [`plan_chunks`] cuts the data into ranges.
+//! 2. A [`ChunkScanner`] per range parses the records that *start* in it and
+//!    aggregates them into a key-sorted partial (a run, see [`partial`]),
+//!    reporting quote parity and newline counts.
+//! 3. [`resolve_chain`] checks every chunk's quote-state guess; wrong ones
+//!    are scanned again with [`StartState::Known`].
+//! 4. [`Merger`] merges the runs (streaming k-way) and [`PartWriter`] cuts
+//!    the formatted rows into capped parts.
+//!
+//! ```
+//! use fanfold_engine::*;
+//! let csv = b"Song,Date,Number of Plays\nUmbrella,2020-01-01,100\nUmbrella,2020-01-01,50\n";
+//! let head = read_head(csv, csv.len() as u64, &Spec::default().csv).unwrap().unwrap();
+//! let compiled = head.compile(&Spec::default()).unwrap();
+//! let mut runs = Vec::new();
+//! for range in plan_chunks(head.data_start, csv.len() as u64, 7) {
+//!     let (_report, run) = scan_slice(&compiled, &head, range, csv, StartState::Guess);
+//!     runs.push(run);
+//! }
+//! let mut merger = Merger::new(runs.iter().map(|r| &r[..]).collect()).unwrap();
+//! let mut fmt = RowFormatter::new(b',');
+//! let mut out = Vec::new();
+//! while let Some((key, accs, texts)) = merger.next_group().unwrap() {
+//!     fmt.row(key, accs, texts, &mut out);
+//! }
+//! assert_eq!(out, b"Umbrella,2020-01-01,150\n");
+//! ```
+
+mod agg;
+mod key;
+pub mod number;
+pub mod partial;
+mod output;
+mod plan;
+mod scan;
+mod spec;
+
+use sha2::{Digest, Sha256};
+
+pub use agg::Acc;
+pub use output::{part_name, push_csv_field, Merger, PartInfo, PartSink, PartWriter, RowFormatter};
+pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
+pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
+pub use spec::{
+    AggOp, Aggregate, ColumnRef, Compiled, Dialect, Filter, FilterOp, GroupColumn, OnBadRow, Spec, SpecError,
+    Transform, DEFAULT_MAX_FILE_BYTES,
+};
+
+/// Engine errors. Data errors carry a position.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("the input is empty: no header or records")]
+    EmptyInput,
+    #[error("{0}")]
+    Rejected(BadRow),
+    #[error("{what} is {bytes} bytes, more than output.max_file_bytes = {max}")]
+    RowTooLarge { bytes: u64, max: u64, what: &'static str },
+    #[error("aggregate {aggregate} overflows the 128-bit range when merging the partials of one group")]
+    MergeOverflow { aggregate: usize, key: Vec<u8> },
+    #[error("reading a partial aggregate: {0}")]
+    Partial(std::io::Error),
+    #[error("writing output: {0}")]
+    Output(std::io::Error),
+}
+
+/// A job's identity: 32 hex chars of SHA-256 over the source and the
+/// canonical spec. The same object (same ETag) with the same spec is the
+/// same job.
+pub fn job_id(bucket: &str, key: &str, etag: &str, spec: &Spec) -> String {
+    let mut h = Sha256::new();
+    for part in [bucket, key, etag, &spec.canonical_json()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Scans one range of an in-memory file, feeding it in one piece.
+pub fn scan_slice(spec: &Compiled, head: &Head, range: ChunkRange, file: &[u8], state: StartState) -> (ChunkReport, Vec<u8>) {
+    let mut s = ChunkScanner::new(spec, range, file.len() as u64, range.start == head.data_start, state);
+    while !s.is_done() {
+        let p = s.position() as usize;
+        let n = s.feed(&file[p..]);
+        assert!(n > 0 || s.is_done(), "a whole-file feed always progresses");
+    }
+    s.finish()
+}

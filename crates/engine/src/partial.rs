@@ -1,0 +1,345 @@
+//! The partial aggregate of a chunk: a key-sorted run in a compact,
+//! versioned binary encoding.
+//!
+//! ```text
+//! "FFP" version(=1) n_aggs op[n_aggs] groups:varint
+//! entry*: shared:varint suffix_len:varint suffix acc[n_aggs]
+//! ```
+//! Keys are front-coded against the previous key; integers are LEB128
+//! varints, signed ones zigzagged. [`RunReader`] streams a run from any
+//! `Read` with a buffer that grows only to the longest entry.
+
+use std::io::{self, Read};
+
+use crate::agg::{Acc, TextRef, Val};
+use crate::number::Decimal;
+use crate::spec::AggOp;
+
+const MAGIC: &[u8; 3] = b"FFP";
+pub const VERSION: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_signed(out: &mut Vec<u8>, v: i128) {
+    put_varint(out, ((v << 1) ^ (v >> 127)) as u128);
+}
+
+fn put_text(out: &mut Vec<u8>, t: &[u8]) {
+    put_varint(out, t.len() as u128);
+    out.extend_from_slice(t);
+}
+
+fn put_dec(out: &mut Vec<u8>, d: &Decimal) {
+    out.push(d.scale);
+    put_signed(out, d.mantissa);
+}
+
+fn put_val(out: &mut Vec<u8>, v: &Option<Val>, arena: &[u8]) {
+    match v {
+        None => out.push(0),
+        Some(Val::Num(d)) => {
+            out.push(1);
+            put_dec(out, d);
+        }
+        Some(Val::Text(t)) => {
+            out.push(2);
+            put_text(out, t.get(arena));
+        }
+    }
+}
+
+fn put_pos(out: &mut Vec<u8>, v: &Option<(u64, TextRef)>, arena: &[u8]) {
+    match v {
+        None => out.push(0),
+        Some((p, t)) => {
+            out.push(1);
+            put_varint(out, *p as u128);
+            put_text(out, t.get(arena));
+        }
+    }
+}
+
+/// Writes a run: call [`RunWriter::push`] in strictly increasing key order.
+pub struct RunWriter {
+    out: Vec<u8>,
+    prev: Vec<u8>,
+    count_at: usize,
+    groups: u64,
+}
+
+impl RunWriter {
+    pub fn new(ops: &[AggOp]) -> Self {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(ops.len() as u8);
+        out.extend(ops.iter().map(|o| o.code()));
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 8]); // group count, fixed width so it can be patched
+        RunWriter { out, prev: Vec::new(), count_at, groups: 0 }
+    }
+
+    pub fn push(&mut self, key: &[u8], accs: &[Acc], arena: &[u8]) {
+        let shared = key.iter().zip(&self.prev).take_while(|(a, b)| a == b).count();
+        put_varint(&mut self.out, shared as u128);
+        put_text(&mut self.out, &key[shared..]);
+        self.prev.clear();
+        self.prev.extend_from_slice(key);
+        let out = &mut self.out;
+        for a in accs {
+            match a {
+                Acc::Count(c) => put_varint(out, *c as u128),
+                Acc::Sum(None) => out.push(0),
+                Acc::Sum(Some(d)) => {
+                    out.push(1);
+                    put_dec(out, d);
+                }
+                Acc::Mean { sum, n } => {
+                    put_dec(out, sum);
+                    put_varint(out, *n as u128);
+                }
+                Acc::Min(v) | Acc::Max(v) => put_val(out, v, arena),
+                Acc::First(v) | Acc::Last(v) => put_pos(out, v, arena),
+            }
+        }
+        self.groups += 1;
+    }
+
+    pub fn groups(&self) -> u64 {
+        self.groups
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let at = self.count_at;
+        self.out[at..at + 8].copy_from_slice(&self.groups.to_le_bytes());
+        self.out
+    }
+}
+
+/// A malformed run: a bug or a corrupted object, never user data.
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt partial aggregate: {what}"))
+}
+
+/// Streams the entries of a run.
+pub struct RunReader<R> {
+    src: R,
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+    eof: bool,
+    ops: Vec<AggOp>,
+    remaining: u64,
+    /// Current entry.
+    pub key: Vec<u8>,
+    pub accs: Vec<Acc>,
+    pub texts: Vec<u8>,
+}
+
+impl<R: Read> RunReader<R> {
+    pub fn new(src: R) -> io::Result<Self> {
+        let mut r = RunReader {
+            src,
+            buf: vec![0; 64 * 1024],
+            pos: 0,
+            len: 0,
+            eof: false,
+            ops: Vec::new(),
+            remaining: 0,
+            key: Vec::new(),
+            accs: Vec::new(),
+            texts: Vec::new(),
+        };
+        r.ensure(5)?;
+        if &r.buf[..3] != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        if r.buf[3] != VERSION {
+            return Err(corrupt(&format!("unsupported version {}", r.buf[3])));
+        }
+        let n = r.buf[4] as usize;
+        r.pos = 5;
+        r.ensure(n + 8)?;
+        for i in 0..n {
+            r.ops.push(AggOp::from_code(r.buf[r.pos + i]).ok_or_else(|| corrupt("bad op"))?);
+        }
+        r.pos += n;
+        r.remaining = u64::from_le_bytes(r.buf[r.pos..r.pos + 8].try_into().unwrap());
+        r.pos += 8;
+        Ok(r)
+    }
+
+    pub fn ops(&self) -> &[AggOp] {
+        &self.ops
+    }
+
+    pub fn groups_left(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Makes at least `n` bytes available from `pos`, or fails at end of input.
+    fn ensure(&mut self, n: usize) -> io::Result<()> {
+        if self.len - self.pos >= n {
+            return Ok(());
+        }
+        self.buf.copy_within(self.pos..self.len, 0);
+        self.len -= self.pos;
+        self.pos = 0;
+        if self.buf.len() < n {
+            self.buf.resize(n.max(self.buf.len() * 2), 0);
+        }
+        while self.len < n {
+            if self.eof {
+                return Err(corrupt("truncated"));
+            }
+            let got = self.src.read(&mut self.buf[self.len..])?;
+            if got == 0 {
+                self.eof = true;
+            }
+            self.len += got;
+        }
+        Ok(())
+    }
+
+    fn byte(&mut self) -> io::Result<u8> {
+        self.ensure(1)?;
+        self.pos += 1;
+        Ok(self.buf[self.pos - 1])
+    }
+
+    fn varint(&mut self) -> io::Result<u128> {
+        let mut v: u128 = 0;
+        let mut shift = 0;
+        loop {
+            let b = self.byte()?;
+            if shift >= 128 {
+                return Err(corrupt("varint too long"));
+            }
+            v |= ((b & 0x7f) as u128) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+
+    fn signed(&mut self) -> io::Result<i128> {
+        let u = self.varint()?;
+        Ok(((u >> 1) as i128) ^ -((u & 1) as i128))
+    }
+
+    fn dec(&mut self) -> io::Result<Decimal> {
+        let scale = self.byte()?;
+        Ok(Decimal { mantissa: self.signed()?, scale })
+    }
+
+    fn text(&mut self) -> io::Result<TextRef> {
+        let n = self.varint()? as usize;
+        self.ensure(n)?;
+        let r = TextRef { off: self.texts.len() as u64, len: n as u32 };
+        self.texts.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(r)
+    }
+
+    fn val(&mut self) -> io::Result<Option<Val>> {
+        Ok(match self.byte()? {
+            0 => None,
+            1 => Some(Val::Num(self.dec()?)),
+            2 => Some(Val::Text(self.text()?)),
+            _ => return Err(corrupt("bad value tag")),
+        })
+    }
+
+    fn pos_text(&mut self) -> io::Result<Option<(u64, TextRef)>> {
+        Ok(match self.byte()? {
+            0 => None,
+            1 => {
+                let p = self.varint()? as u64;
+                Some((p, self.text()?))
+            }
+            _ => return Err(corrupt("bad first/last tag")),
+        })
+    }
+
+    /// Moves to the next entry; `false` at the end of the run.
+    pub fn advance(&mut self) -> io::Result<bool> {
+        if self.remaining == 0 {
+            return Ok(false);
+        }
+        self.remaining -= 1;
+        let shared = self.varint()? as usize;
+        let n = self.varint()? as usize;
+        if shared > self.key.len() {
+            return Err(corrupt("bad key prefix"));
+        }
+        self.ensure(n)?;
+        self.key.truncate(shared);
+        self.key.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        self.accs.clear();
+        self.texts.clear();
+        for i in 0..self.ops.len() {
+            let a = match self.ops[i] {
+                AggOp::Count => Acc::Count(self.varint()? as u64),
+                AggOp::Sum => match self.byte()? {
+                    0 => Acc::Sum(None),
+                    1 => Acc::Sum(Some(self.dec()?)),
+                    _ => return Err(corrupt("bad sum tag")),
+                },
+                AggOp::Mean => {
+                    let sum = self.dec()?;
+                    Acc::Mean { sum, n: self.varint()? as u64 }
+                }
+                AggOp::Min => Acc::Min(self.val()?),
+                AggOp::Max => Acc::Max(self.val()?),
+                AggOp::First => Acc::First(self.pos_text()?),
+                AggOp::Last => Acc::Last(self.pos_text()?),
+            };
+            self.accs.push(a);
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let ops = [AggOp::Count, AggOp::Sum, AggOp::Mean, AggOp::Min, AggOp::Max, AggOp::First, AggOp::Last];
+        let arena = b"helloworld".to_vec();
+        let t = TextRef { off: 0, len: 5 };
+        let accs = vec![
+            Acc::Count(7),
+            Acc::Sum(Some(Decimal { mantissa: -i128::MAX, scale: 3 })),
+            Acc::Mean { sum: Decimal::from_int(10), n: 4 },
+            Acc::Min(Some(Val::Num(Decimal::from_int(-1)))),
+            Acc::Max(Some(Val::Text(TextRef { off: 5, len: 5 }))),
+            Acc::First(Some((12, t))),
+            Acc::Last(None),
+        ];
+        let mut w = RunWriter::new(&ops);
+        w.push(b"abc\0", &accs, &arena);
+        w.push(b"abd\0", &accs, &arena);
+        let bytes = w.finish();
+        let mut r = RunReader::new(&bytes[..]).unwrap();
+        assert_eq!(r.groups_left(), 2);
+        assert!(r.advance().unwrap());
+        assert_eq!(r.key, b"abc\0");
+        assert_eq!(r.accs[0], Acc::Count(7));
+        assert_eq!(r.accs[1], accs[1]);
+        assert!(matches!(r.accs[4], Acc::Max(Some(Val::Text(t))) if t.get(&r.texts) == b"world"));
+        assert!(r.advance().unwrap());
+        assert_eq!(r.key, b"abd\0");
+        assert!(!r.advance().unwrap());
+        assert!(RunReader::new(&bytes[..10]).and_then(|mut r| r.advance()).is_err());
+    }
+}

@@ -1,0 +1,629 @@
+//! The chunk scanner: turns the bytes of one chunk into a partial aggregate.
+//!
+//! A record belongs to the chunk in which its first byte lies. A scanner is
+//! fed the chunk's bytes starting one byte *before* the chunk (the lookback
+//! byte tells whether the chunk starts right after a newline) and keeps
+//! being fed past the chunk's end until the record that straddles it is
+//! complete. It is push-based ([`ChunkScanner::feed`] returns how many bytes
+//! it consumed; the caller keeps the rest and appends more), so the same
+//! code runs on a local file and on a streamed S3 body.
+//!
+//! Quotes: with RFC 4180 quoting every quote character flips the in-quotes
+//! state, so the state at a chunk's start is the parity of all quotes before
+//! it. The scanner cannot know it; unless told ([`StartState::Known`]) it
+//! guesses from the first quote it sees, and reports its guess and the
+//! parity of the quotes in its range. [`crate::plan::resolve_chain`] checks
+//! the guesses; a chunk that guessed wrong is scanned again with the known
+//! state. Newline counts per chunk give global line numbers for errors.
+
+use memchr::{memchr, memchr2, memchr3, memchr_iter};
+use serde::{Deserialize, Serialize};
+
+use crate::agg::{GroupTable, Input};
+use crate::key::push_field;
+use crate::number::{Decimal, NumberError};
+use crate::partial::RunWriter;
+use crate::spec::{AggOp, Compiled, FilterOp, OnBadRow, Transform};
+
+/// How many bad-row samples a chunk (and a job) keeps.
+pub const MAX_SAMPLES: usize = 10;
+
+/// Whether the scanner knows the quote state at its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartState {
+    /// Guess from the first bytes; the guess is validated later.
+    Guess,
+    /// `true`: the chunk starts inside a quoted field.
+    Known(bool),
+}
+
+/// A byte range of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRange {
+    pub index: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A rejected row. `line` is chunk-local (newlines between the chunk's
+/// start and `byte`) until [`crate::plan::LineIndex`] makes it global.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRow {
+    pub line: u64,
+    pub byte: u64,
+    pub column: Option<String>,
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {} (byte {})", self.line, self.byte)?;
+        if let Some(c) = &self.column {
+            write!(f, ": column {c:?}")?;
+        }
+        match &self.value {
+            Some(v) => write!(f, ": {v:?} {}", self.reason),
+            None => write!(f, ": {}", self.reason),
+        }
+    }
+}
+
+/// What a chunk reports besides its partial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkReport {
+    pub index: u32,
+    pub start: u64,
+    pub end: u64,
+    /// The quote state the scan assumed at `start`.
+    pub assumed_in_quotes: bool,
+    /// Whether the range holds an odd number of quote characters.
+    pub quote_parity: bool,
+    /// Newline bytes in the range.
+    pub newlines: u64,
+    /// Non-empty records that start in the range.
+    pub rows: u64,
+    /// Rows dropped by `where`.
+    pub filtered: u64,
+    /// Rows rejected (skip mode) — in fail mode see `error`.
+    pub bad_rows: u64,
+    pub samples: Vec<BadRow>,
+    /// The first rejected row in fail mode.
+    pub error: Option<BadRow>,
+    pub groups: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Problem {
+    Ragged { found: usize },
+    Number(NumberError),
+    Utf8,
+    Overflow,
+    Unterminated,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Issue {
+    problem: Problem,
+    /// (column index, field index in the parsed record)
+    col: Option<usize>,
+    /// Global byte offset the issue points at.
+    byte: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Lookback,
+    Seek { inq: bool },
+    Records,
+    Drain,
+    Done,
+}
+
+enum Parsed {
+    /// A complete record of `len` bytes including its terminator; `empty` if it holds nothing.
+    Record { len: usize, empty: bool, scratch: bool },
+    NeedMore,
+    /// Quoted field still open at end of input: the record runs to the end.
+    Unterminated { quote_at: u64, field: usize },
+}
+
+/// Per-row work: filters, key, inputs, group update.
+struct RowWork<'c> {
+    spec: &'c Compiled,
+    table: GroupTable,
+    key: Vec<u8>,
+    lower: Vec<u8>,
+    inputs: Vec<Input>,
+}
+
+impl RowWork<'_> {
+    /// `fields[i]` is a byte range of `row`; `fpos(i)` its global offset.
+    fn process(&mut self, row: &[u8], fields: &[(usize, usize)], fpos: &[u64], rec: u64) -> Result<bool, Issue> {
+        let spec = self.spec;
+        if fields.len() != spec.width {
+            return Err(Issue { problem: Problem::Ragged { found: fields.len() }, col: None, byte: rec });
+        }
+        let field = |c: usize| &row[fields[c].0..fields[c].1];
+        for f in &spec.filters {
+            if !filter_keeps(f.op, &f.values, field(f.col)) {
+                return Ok(false);
+            }
+        }
+        self.key.clear();
+        for &(c, t) in &spec.keys {
+            let v = field(c);
+            if std::str::from_utf8(v).is_err() {
+                return Err(Issue { problem: Problem::Utf8, col: Some(c), byte: fpos[c] });
+            }
+            match t {
+                None => push_field(&mut self.key, v),
+                Some(Transform::Lower) => {
+                    self.lower.clear();
+                    if v.is_ascii() {
+                        self.lower.extend(v.iter().map(u8::to_ascii_lowercase));
+                    } else {
+                        let s = std::str::from_utf8(v).unwrap_or_default().to_lowercase();
+                        self.lower.extend_from_slice(s.as_bytes());
+                    }
+                    push_field(&mut self.key, &self.lower);
+                }
+            }
+        }
+        self.inputs.clear();
+        for a in &spec.aggs {
+            let input = match a.col {
+                None => Input::Present,
+                Some(c) => {
+                    let (s, e) = fields[c];
+                    let v = &row[s..e];
+                    let issue = |p| Issue { problem: p, col: Some(c), byte: fpos[c] };
+                    match a.op {
+                        AggOp::Count if v.is_empty() => Input::Null,
+                        AggOp::Count => Input::Present,
+                        _ if v.is_empty() && a.op != AggOp::First && a.op != AggOp::Last => Input::Null,
+                        AggOp::Sum | AggOp::Mean => Input::Num(Decimal::parse(v).map_err(|e| issue(Problem::Number(e)))?),
+                        AggOp::Min | AggOp::Max => match Decimal::parse(v) {
+                            Ok(d) => Input::Num(d),
+                            Err(_) if std::str::from_utf8(v).is_ok() => Input::Text(s, e),
+                            Err(_) => return Err(issue(Problem::Utf8)),
+                        },
+                        AggOp::First | AggOp::Last => {
+                            if std::str::from_utf8(v).is_err() {
+                                return Err(issue(Problem::Utf8));
+                            }
+                            Input::Text(s, e)
+                        }
+                    }
+                }
+            };
+            self.inputs.push(input);
+        }
+        self.table.add_row(&self.key, &self.inputs, row, rec).map_err(|o| {
+            let c = spec.aggs[o.agg].col.unwrap_or(0);
+            Issue { problem: Problem::Overflow, col: spec.aggs[o.agg].col, byte: fpos.get(c).copied().unwrap_or(rec) }
+        })?;
+        Ok(true)
+    }
+}
+
+fn filter_keeps(op: FilterOp, values: &[(Vec<u8>, Option<Decimal>)], v: &[u8]) -> bool {
+    let cmp = |(text, num): &(Vec<u8>, Option<Decimal>)| match num.and_then(|n| Decimal::parse(v).ok().map(|x| (x, n))) {
+        Some((x, n)) => x.cmp_value(&n),
+        None => v.cmp(text.as_slice()),
+    };
+    use std::cmp::Ordering::*;
+    match op {
+        FilterOp::Empty => v.is_empty(),
+        FilterOp::NotEmpty => !v.is_empty(),
+        FilterOp::Eq => cmp(&values[0]) == Equal,
+        FilterOp::Ne => cmp(&values[0]) != Equal,
+        FilterOp::Lt => cmp(&values[0]) == Less,
+        FilterOp::Le => cmp(&values[0]) != Greater,
+        FilterOp::Gt => cmp(&values[0]) == Greater,
+        FilterOp::Ge => cmp(&values[0]) != Less,
+        FilterOp::In => values.iter().any(|x| cmp(x) == Equal),
+    }
+}
+
+/// Scans one chunk. See the module docs for the protocol.
+pub struct ChunkScanner<'c> {
+    work: RowWork<'c>,
+    range: ChunkRange,
+    file_size: u64,
+    /// The chunk starts at a known record boundary (the first data chunk).
+    at_record_start: bool,
+    start_state: StartState,
+    assumed_in_quotes: bool,
+    phase: Phase,
+    pos: u64,
+    quotes: u64,
+    newlines: u64,
+    /// Newlines in `[range.start, pos)`, not clipped at the end.
+    nl_before_pos: u64,
+    rows: u64,
+    filtered: u64,
+    bad: u64,
+    samples: Vec<BadRow>,
+    error: Option<BadRow>,
+    fields: Vec<(usize, usize)>,
+    fpos: Vec<u64>,
+    scratch: Vec<u8>,
+}
+
+impl<'c> ChunkScanner<'c> {
+    /// `at_record_start`: `range.start` is known to begin a record (the
+    /// first data chunk); otherwise feeding starts one byte earlier.
+    pub fn new(spec: &'c Compiled, range: ChunkRange, file_size: u64, at_record_start: bool, start_state: StartState) -> Self {
+        let ops: Vec<AggOp> = spec.aggs.iter().map(|a| a.op).collect();
+        let (phase, pos, assumed) = if at_record_start {
+            (Phase::Records, range.start, false)
+        } else {
+            let inq = matches!(start_state, StartState::Known(true));
+            (Phase::Lookback, range.start - 1, inq)
+        };
+        ChunkScanner {
+            work: RowWork { spec, table: GroupTable::new(&ops), key: Vec::new(), lower: Vec::new(), inputs: Vec::new() },
+            range,
+            file_size,
+            at_record_start,
+            start_state,
+            assumed_in_quotes: assumed,
+            phase,
+            pos,
+            quotes: 0,
+            newlines: 0,
+            nl_before_pos: 0,
+            rows: 0,
+            filtered: 0,
+            bad: 0,
+            samples: Vec::new(),
+            error: None,
+            fields: Vec::new(),
+            fpos: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Where the next fed byte must come from (global offset).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Feeds bytes starting at [`Self::position`]. Returns how many were
+    /// consumed; feed the rest again with more appended. Input that reaches
+    /// the end of the file must be fed whole (the scanner knows the size).
+    pub fn feed(&mut self, data: &[u8]) -> usize {
+        if data.is_empty() && self.pos < self.file_size {
+            return 0;
+        }
+        let eof = self.pos + data.len() as u64 >= self.file_size;
+        if self.phase == Phase::Lookback {
+            if matches!(self.start_state, StartState::Guess) {
+                self.assumed_in_quotes = self.guess(&data[1.min(data.len())..]);
+            }
+            let inq = self.assumed_in_quotes;
+            self.phase = if data[0] == b'\n' && !inq { Phase::Records } else { Phase::Seek { inq } };
+            self.pos += 1;
+            return 1 + self.feed(&data[1..]);
+        }
+        let mut i = 0usize;
+        let mut nl_cursor = (0usize, self.nl_before_pos);
+        let end_local = (self.range.end.saturating_sub(self.pos)).min(data.len() as u64) as usize;
+        loop {
+            match self.phase {
+                Phase::Lookback | Phase::Done => break,
+                Phase::Seek { mut inq } => {
+                    let window = &data[i..end_local];
+                    let mut found = None;
+                    let mut j = 0;
+                    while j < window.len() {
+                        let hit = match self.work.spec.dialect.quote {
+                            Some(q) => memchr2(q, b'\n', &window[j..]),
+                            None => memchr(b'\n', &window[j..]),
+                        };
+                        let Some(h) = hit else { break };
+                        let at = j + h;
+                        if window[at] == b'\n' {
+                            if !inq {
+                                found = Some(i + at + 1);
+                                break;
+                            }
+                        } else {
+                            inq = !inq;
+                        }
+                        j = at + 1;
+                    }
+                    match found {
+                        Some(rec) => {
+                            i = rec;
+                            self.phase = Phase::Records;
+                        }
+                        None => {
+                            i = end_local;
+                            self.phase = if self.pos + i as u64 >= self.range.end { Phase::Done } else { Phase::Seek { inq } };
+                            if self.phase != Phase::Done {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Phase::Records => {
+                    let g = self.pos + i as u64;
+                    if g >= self.range.end || g >= self.file_size {
+                        self.phase = Phase::Done;
+                        break;
+                    }
+                    match self.parse_record(&data[i..], eof, g) {
+                        Parsed::NeedMore => break,
+                        Parsed::Record { len, empty, scratch } => {
+                            if !empty {
+                                self.rows += 1;
+                                let row: &[u8] = if scratch { &self.scratch } else { &data[i..i + len] };
+                                match self.work.process(row, &self.fields, &self.fpos, g) {
+                                    Ok(true) => {}
+                                    Ok(false) => self.filtered += 1,
+                                    Err(issue) => {
+                                        let row_copy;
+                                        let row: &[u8] = if scratch {
+                                            row_copy = std::mem::take(&mut self.scratch);
+                                            &row_copy
+                                        } else {
+                                            &data[i..i + len]
+                                        };
+                                        self.reject(issue, row, data, &mut nl_cursor);
+                                    }
+                                }
+                            }
+                            i += len;
+                        }
+                        Parsed::Unterminated { quote_at, field } => {
+                            self.rows += 1;
+                            let issue = Issue { problem: Problem::Unterminated, col: Some(field), byte: quote_at };
+                            self.reject(issue, &[], data, &mut nl_cursor);
+                            i = data.len();
+                        }
+                    }
+                }
+                Phase::Drain => {
+                    i = i.max(end_local);
+                    if self.pos + i as u64 >= self.range.end {
+                        self.phase = Phase::Done;
+                    }
+                    break;
+                }
+            }
+        }
+        self.account(&data[..i]);
+        i
+    }
+
+    /// Counts quotes and newlines of consumed bytes inside the range.
+    fn account(&mut self, consumed: &[u8]) {
+        self.nl_before_pos += count(consumed, b'\n');
+        let lo = self.range.start.saturating_sub(self.pos).min(consumed.len() as u64) as usize;
+        let hi = self.range.end.saturating_sub(self.pos).min(consumed.len() as u64) as usize;
+        if lo < hi {
+            let part = &consumed[lo..hi];
+            self.newlines += count(part, b'\n');
+            if let Some(q) = self.work.spec.dialect.quote {
+                self.quotes += count(part, q);
+            }
+        }
+        self.pos += consumed.len() as u64;
+    }
+
+    /// Guesses the quote state at the chunk start from its first quote: a
+    /// closing quote is followed by a delimiter or line end and not preceded
+    /// by one; an opening quote the other way round.
+    fn guess(&self, data: &[u8]) -> bool {
+        let Some(q) = self.work.spec.dialect.quote else { return false };
+        let window = &data[..data.len().min(64 * 1024)];
+        let Some(at) = memchr(q, window) else { return false };
+        let d = self.work.spec.dialect.delimiter;
+        let next_is_end = match window.get(at + 1) {
+            None => self.range.start + at as u64 + 1 >= self.file_size,
+            Some(&b) => b == d || b == b'\n' || b == b'\r',
+        };
+        let prev_is_start = at > 0 && (window[at - 1] == d || window[at - 1] == b'\n');
+        next_is_end && !prev_is_start
+    }
+
+    fn reject(&mut self, issue: Issue, row: &[u8], data: &[u8], nl_cursor: &mut (usize, u64)) {
+        self.bad += 1;
+        let sample_needed = match self.work.spec.on_bad_row {
+            OnBadRow::Fail => self.error.is_none(),
+            OnBadRow::Skip => self.samples.len() < MAX_SAMPLES,
+        };
+        if sample_needed {
+            // Line: newlines between the chunk start and the issue's byte.
+            let local = (issue.byte.saturating_sub(self.pos) as usize).min(data.len());
+            if local >= nl_cursor.0 {
+                nl_cursor.1 += count(&data[nl_cursor.0..local], b'\n');
+                nl_cursor.0 = local;
+            }
+            let bad = self.describe(issue, row, nl_cursor.1);
+            match self.work.spec.on_bad_row {
+                OnBadRow::Fail => self.error = Some(bad),
+                OnBadRow::Skip => self.samples.push(bad),
+            }
+        }
+        if self.work.spec.on_bad_row == OnBadRow::Fail {
+            self.phase = Phase::Drain;
+        }
+    }
+
+    fn describe(&self, issue: Issue, row: &[u8], line: u64) -> BadRow {
+        let spec = self.work.spec;
+        let column = issue.col.map(|c| spec.column_names.get(c).cloned().unwrap_or_else(|| format!("column {}", c + 1)));
+        let value = issue.col.and_then(|c| self.fields.get(c)).filter(|_| !row.is_empty()).map(|&(s, e)| {
+            let v = &row[s.min(row.len())..e.min(row.len())];
+            let mut t = String::from_utf8_lossy(&v[..v.len().min(200)]).into_owned();
+            if v.len() > 200 {
+                t.push('…');
+            }
+            t
+        });
+        let (value, reason) = match issue.problem {
+            Problem::Ragged { found } => (None, format!("expected {} fields, found {found}", spec.width)),
+            Problem::Number(NumberError::NotANumber) => (value, "is not a number".to_string()),
+            Problem::Number(NumberError::TooLarge) => (value, "is too large (more than 38 digits)".to_string()),
+            Problem::Number(NumberError::TooPrecise) => (value, "has too many decimal places (more than 30)".to_string()),
+            Problem::Utf8 => (value, "is not valid UTF-8".to_string()),
+            Problem::Overflow => (value, "makes the sum overflow the 128-bit range".to_string()),
+            Problem::Unterminated => (None, "quoted field is never closed before the end of the file".to_string()),
+        };
+        BadRow { line, byte: issue.byte, column, value, reason }
+    }
+
+    /// Parses the record at the start of `rest` (global offset `g`).
+    fn parse_record(&mut self, rest: &[u8], eof: bool, g: u64) -> Parsed {
+        let dialect = self.work.spec.dialect;
+        let nl = memchr(b'\n', rest);
+        let line_end = match nl {
+            Some(p) => p,
+            None if eof => rest.len(),
+            None => return Parsed::NeedMore,
+        };
+        let line = &rest[..line_end];
+        let quoted = dialect.quote.is_some_and(|q| memchr(q, line).is_some());
+        if !quoted {
+            let mut content = line.len();
+            if content > 0 && line[content - 1] == b'\r' && dialect.delimiter != b'\r' {
+                content -= 1;
+            }
+            let len = line_end + nl.is_some() as usize;
+            if content == 0 {
+                return Parsed::Record { len, empty: true, scratch: false };
+            }
+            self.fields.clear();
+            self.fpos.clear();
+            let mut s = 0;
+            for d in memchr_iter(dialect.delimiter, &line[..content]) {
+                self.fields.push((s, d));
+                self.fpos.push(g + s as u64);
+                s = d + 1;
+            }
+            self.fields.push((s, content));
+            self.fpos.push(g + s as u64);
+            return Parsed::Record { len, empty: false, scratch: false };
+        }
+        self.parse_quoted(rest, eof, g)
+    }
+
+    /// The general path: fields are unquoted into `scratch`.
+    fn parse_quoted(&mut self, rest: &[u8], eof: bool, g: u64) -> Parsed {
+        let dialect = self.work.spec.dialect;
+        let q = dialect.quote.expect("only called with quoting");
+        let d = dialect.delimiter;
+        self.scratch.clear();
+        self.fields.clear();
+        self.fpos.clear();
+        let mut field_start = 0usize; // in scratch
+        let mut raw_start = 0usize; // in rest
+        let mut i = 0usize;
+        let mut inq = false;
+        let mut quote_at = 0usize;
+        // Whether the last byte in scratch is an unquoted '\r' (stripped before '\n').
+        let mut cr_unquoted = false;
+        loop {
+            if inq {
+                let Some(h) = memchr(q, &rest[i..]) else {
+                    if eof {
+                        return Parsed::Unterminated { quote_at: g + quote_at as u64, field: self.fields.len() };
+                    }
+                    return Parsed::NeedMore;
+                };
+                self.scratch.extend_from_slice(&rest[i..i + h]);
+                let at = i + h;
+                match rest.get(at + 1) {
+                    Some(&b) if b == q => {
+                        self.scratch.push(q);
+                        i = at + 2;
+                    }
+                    None if !eof => return Parsed::NeedMore,
+                    _ => {
+                        inq = false;
+                        i = at + 1;
+                    }
+                }
+                cr_unquoted = false;
+            } else {
+                let hit = memchr3(d, q, b'\n', &rest[i..]);
+                let Some(h) = hit else {
+                    if !eof {
+                        return Parsed::NeedMore;
+                    }
+                    self.scratch.extend_from_slice(&rest[i..]);
+                    let mut end = self.scratch.len();
+                    if rest.len() > i && rest[rest.len() - 1] == b'\r' {
+                        end -= 1;
+                    }
+                    self.fields.push((field_start, end));
+                    self.fpos.push(g + raw_start as u64);
+                    return Parsed::Record { len: rest.len(), empty: false, scratch: true };
+                };
+                let at = i + h;
+                self.scratch.extend_from_slice(&rest[i..at]);
+                if at > i {
+                    cr_unquoted = rest[at - 1] == b'\r';
+                }
+                let b = rest[at];
+                if b == q {
+                    inq = true;
+                    quote_at = at;
+                    i = at + 1;
+                } else if b == d {
+                    self.fields.push((field_start, self.scratch.len()));
+                    self.fpos.push(g + raw_start as u64);
+                    field_start = self.scratch.len();
+                    raw_start = at + 1;
+                    cr_unquoted = false;
+                    i = at + 1;
+                } else {
+                    let mut end = self.scratch.len();
+                    if cr_unquoted {
+                        end -= 1;
+                    }
+                    self.fields.push((field_start, end));
+                    self.fpos.push(g + raw_start as u64);
+                    return Parsed::Record { len: at + 1, empty: false, scratch: true };
+                }
+            }
+        }
+    }
+
+    /// Ends the scan: the report and the key-sorted partial.
+    pub fn finish(self) -> (ChunkReport, Vec<u8>) {
+        debug_assert!(self.is_done(), "finish before the scan is done");
+        let ops: Vec<AggOp> = self.work.spec.aggs.iter().map(|a| a.op).collect();
+        let mut w = RunWriter::new(&ops);
+        if self.error.is_none() {
+            self.work.table.for_each_sorted(|k, accs, texts| w.push(k, accs, texts));
+        }
+        let report = ChunkReport {
+            index: self.range.index,
+            start: self.range.start,
+            end: self.range.end,
+            assumed_in_quotes: self.assumed_in_quotes && !self.at_record_start,
+            quote_parity: self.quotes % 2 == 1,
+            newlines: self.newlines,
+            rows: self.rows,
+            filtered: self.filtered,
+            bad_rows: self.bad,
+            samples: self.samples,
+            error: self.error,
+            groups: w.groups(),
+        };
+        (report, w.finish())
+    }
+}
+
+/// Counts a byte; the plain loop vectorizes.
+fn count(hay: &[u8], b: u8) -> u64 {
+    hay.iter().filter(|&&x| x == b).count() as u64
+}
