@@ -23,7 +23,7 @@
 //!     let (_report, run) = scan_slice(&compiled, &head, range, csv, StartState::Guess);
 //!     runs.push(run);
 //! }
-//! let mut merger = Merger::new(runs.iter().map(|r| &r[..]).collect()).unwrap();
+//! let mut merger = Merger::new(runs.iter().map(|r| &r[..]).collect(), vec![]).unwrap();
 //! let mut fmt = RowFormatter::new(b',');
 //! let mut out = Vec::new();
 //! while let Some((key, accs, texts)) = merger.next_group().unwrap() {
@@ -64,8 +64,8 @@ pub enum Error {
     Rejected(BadRow),
     #[error("{what} is {bytes} bytes, more than output.max_file_bytes = {max}")]
     RowTooLarge { bytes: u64, max: u64, what: &'static str },
-    #[error("aggregate {aggregate} overflows the 128-bit range when merging the partials of one group")]
-    MergeOverflow { aggregate: usize, key: Vec<u8> },
+    #[error("{aggregate:?}: a sum overflows the 128-bit integer range (beyond ±1.7e38)")]
+    SumOverflow { aggregate: String },
     #[error("reading a partial aggregate: {0}")]
     Partial(std::io::Error),
     #[error("writing output: {0}")]

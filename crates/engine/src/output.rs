@@ -22,10 +22,12 @@ pub struct Merger<R> {
     key: Vec<u8>,
     accs: Vec<Acc>,
     texts: Vec<u8>,
+    names: Vec<String>,
 }
 
 impl<R: Read> Merger<R> {
-    pub fn new(sources: Vec<R>) -> io::Result<Self> {
+    /// `names`: the aggregates' output names, for error messages.
+    pub fn new(sources: Vec<R>, names: Vec<String>) -> io::Result<Self> {
         let mut runs = Vec::with_capacity(sources.len());
         for s in sources {
             runs.push(RunReader::new(s)?);
@@ -35,7 +37,7 @@ impl<R: Read> Merger<R> {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "partials of different specs"));
             }
         }
-        let mut m = Merger { runs, heap: Vec::new(), key: Vec::new(), accs: Vec::new(), texts: Vec::new() };
+        let mut m = Merger { runs, heap: Vec::new(), key: Vec::new(), accs: Vec::new(), texts: Vec::new(), names };
         for i in 0..m.runs.len() {
             if m.runs[i].advance()? {
                 m.heap.push(i);
@@ -119,7 +121,7 @@ impl<R: Read> Merger<R> {
             let r = &self.runs[t];
             for (i, (a, b)) in self.accs.iter_mut().zip(&r.accs).enumerate() {
                 if combine(a, &mut self.texts, b, &r.texts).is_err() {
-                    return Err(Error::MergeOverflow { aggregate: i, key: self.key.clone() });
+                    return Err(Error::SumOverflow { aggregate: self.names.get(i).cloned().unwrap_or_default() });
                 }
             }
             self.pop_top().map_err(Error::Partial)?;

@@ -91,6 +91,8 @@ pub struct ChunkReport {
     /// The first rejected row in fail mode.
     pub error: Option<BadRow>,
     pub groups: u64,
+    /// Index of an aggregate whose sum overflowed the 128-bit range.
+    pub overflow: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +100,6 @@ enum Problem {
     Ragged { found: usize },
     Number(NumberError),
     Utf8,
-    Overflow,
     Unterminated,
 }
 
@@ -135,6 +136,7 @@ struct RowWork<'c> {
     key: Vec<u8>,
     lower: Vec<u8>,
     inputs: Vec<Input>,
+    overflow: Option<usize>,
 }
 
 impl RowWork<'_> {
@@ -199,10 +201,11 @@ impl RowWork<'_> {
             };
             self.inputs.push(input);
         }
-        self.table.add_row(&self.key, &self.inputs, row, rec).map_err(|o| {
-            let c = spec.aggs[o.agg].col.unwrap_or(0);
-            Issue { problem: Problem::Overflow, col: spec.aggs[o.agg].col, byte: fpos.get(c).copied().unwrap_or(rec) }
-        })?;
+        if let Err(o) = self.table.add_row(&self.key, &self.inputs, row, rec) {
+            // Not a row problem: the job fails with the same message whether
+            // the overflow happens here or when partials are merged.
+            self.overflow.get_or_insert(o.agg);
+        }
         Ok(true)
     }
 }
@@ -263,7 +266,7 @@ impl<'c> ChunkScanner<'c> {
             (Phase::Lookback, range.start - 1, inq)
         };
         ChunkScanner {
-            work: RowWork { spec, table: GroupTable::new(&ops), key: Vec::new(), lower: Vec::new(), inputs: Vec::new() },
+            work: RowWork { spec, table: GroupTable::new(&ops), key: Vec::new(), lower: Vec::new(), inputs: Vec::new(), overflow: None },
             range,
             file_size,
             at_record_start,
@@ -474,7 +477,6 @@ impl<'c> ChunkScanner<'c> {
             Problem::Number(NumberError::TooLarge) => (value, "is too large (more than 38 digits)".to_string()),
             Problem::Number(NumberError::TooPrecise) => (value, "has too many decimal places (more than 30)".to_string()),
             Problem::Utf8 => (value, "is not valid UTF-8".to_string()),
-            Problem::Overflow => (value, "makes the sum overflow the 128-bit range".to_string()),
             Problem::Unterminated => (None, "quoted field is never closed before the end of the file".to_string()),
         };
         BadRow { line, byte: issue.byte, column, value, reason }
@@ -618,6 +620,7 @@ impl<'c> ChunkScanner<'c> {
             samples: self.samples,
             error: self.error,
             groups: w.groups(),
+            overflow: self.work.overflow,
         };
         (report, w.finish())
     }

@@ -1,0 +1,209 @@
+//! Any chunking gives the same result as one pass, and one pass agrees with
+//! a naive reference parser written independently here.
+
+use std::collections::BTreeMap;
+
+use fanfold_engine::*;
+use proptest::prelude::*;
+
+/// Runs the engine steps in-process: scan every chunk with a guess, re-scan
+/// the chunks that guessed wrong, merge, format.
+fn run(csv: &[u8], spec: &Spec, chunk: u64) -> Result<Vec<u8>, String> {
+    let head = read_head(csv, csv.len() as u64, &spec.csv).map_err(|e| e.to_string())?.unwrap();
+    let compiled = head.compile(spec).map_err(|e| e.to_string())?;
+    let ranges = plan_chunks(head.data_start, csv.len() as u64, chunk);
+    let mut results: Vec<(ChunkReport, Vec<u8>)> =
+        ranges.iter().map(|r| scan_slice(&compiled, &head, *r, csv, StartState::Guess)).collect();
+    let reports: Vec<ChunkReport> = results.iter().map(|r| r.0.clone()).collect();
+    for (i, state) in resolve_chain(&reports) {
+        results[i as usize] = scan_slice(&compiled, &head, ranges[i as usize], csv, StartState::Known(state));
+    }
+    let reports: Vec<ChunkReport> = results.iter().map(|r| r.0.clone()).collect();
+    assert!(resolve_chain(&reports).is_empty(), "a re-scan with the known state is always right");
+    let lines = LineIndex::new(&head, &reports);
+    if let Some(e) = reports.iter().filter_map(|r| r.error.clone().map(|e| lines.globalize(r.index, e))).min_by_key(|e| e.byte) {
+        return Err(e.to_string());
+    }
+    if let Some(a) = reports.iter().find_map(|r| r.overflow) {
+        return Err(Error::SumOverflow { aggregate: compiled.aggs[a].name.clone() }.to_string());
+    }
+    let names = compiled.aggs.iter().map(|a| a.name.clone()).collect();
+    let mut m = Merger::new(results.iter().map(|r| &r.1[..]).collect(), names).unwrap();
+    let mut f = RowFormatter::new(b',');
+    let mut out = f.header(&compiled.output_header);
+    while let Some((k, a, t)) = m.next_group().map_err(|e| e.to_string())? {
+        f.row(k, a, t, &mut out);
+    }
+    Ok(out)
+}
+
+fn spec() -> Spec {
+    Spec::from_json(
+        r#"{"group_by":["k"],"aggregates":[
+            {"op":"count","as":"n"},{"op":"sum","column":"v","as":"s"},
+            {"op":"first","column":"t","as":"f"},{"op":"last","column":"t","as":"l"}]}"#,
+    )
+    .unwrap()
+}
+
+/// An independent, byte-at-a-time CSV reader: records of fields.
+fn naive_records(csv: &[u8]) -> Vec<Vec<String>> {
+    let csv = csv.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(csv);
+    let mut out = Vec::new();
+    let mut rec: Vec<String> = Vec::new();
+    let mut field = Vec::new();
+    let mut inq = false;
+    let mut i = 0;
+    let mut any = false;
+    while i < csv.len() {
+        let b = csv[i];
+        if inq {
+            if b == b'"' {
+                if csv.get(i + 1) == Some(&b'"') {
+                    field.push(b'"');
+                    i += 1;
+                } else {
+                    inq = false;
+                }
+            } else {
+                field.push(b);
+            }
+        } else if b == b'"' {
+            inq = true;
+            any = true;
+        } else if b == b',' {
+            rec.push(String::from_utf8(std::mem::take(&mut field)).unwrap());
+            any = true;
+        } else if b == b'\n' {
+            if field.last() == Some(&b'\r') {
+                field.pop();
+            }
+            if any || !field.is_empty() {
+                rec.push(String::from_utf8(std::mem::take(&mut field)).unwrap());
+                out.push(std::mem::take(&mut rec));
+            }
+            field.clear();
+            any = false;
+        } else {
+            field.push(b);
+        }
+        i += 1;
+    }
+    if field.last() == Some(&b'\r') {
+        field.pop();
+    }
+    if any || !field.is_empty() {
+        rec.push(String::from_utf8(field).unwrap());
+        out.push(rec);
+    }
+    out
+}
+
+fn quote(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn naive(csv: &[u8]) -> Vec<u8> {
+    let recs = naive_records(csv);
+    let mut groups: BTreeMap<String, (u64, i128, String, String)> = BTreeMap::new();
+    for r in &recs[1..] {
+        let e = groups.entry(r[0].clone()).or_insert((0, 0, r[2].clone(), String::new()));
+        e.0 += 1;
+        e.1 += r[1].parse::<i128>().unwrap();
+        e.3 = r[2].clone();
+    }
+    let mut out = String::from("k,n,s,f,l\n");
+    for (k, (n, s, f, l)) in groups {
+        out += &format!("{},{n},{s},{},{}\n", quote(&k), quote(&f), quote(&l));
+    }
+    out.into_bytes()
+}
+
+fn field() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[ab]{1,2}",
+        Just("a,b".to_string()),
+        Just("\"q\"".to_string()),
+        Just("line\nbreak".to_string()),
+        Just("crlf\r\nin".to_string()),
+        Just("é€".to_string()),
+        Just(String::new()),
+    ]
+}
+
+fn csv_file() -> impl Strategy<Value = Vec<u8>> {
+    let row = (field(), -1_000_000_000_000_000_000i128..1_000_000_000_000_000_000i128, field(), any::<bool>(), any::<u8>());
+    (proptest::collection::vec(row, 0..30), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(rows, bom, crlf, final_nl)| {
+        let nl = if crlf { "\r\n" } else { "\n" };
+        let mut s = String::new();
+        if bom {
+            s.push('\u{feff}');
+        }
+        s += "k,v,t";
+        for (k, v, t, force_quote, extra) in rows {
+            s += nl;
+            if extra % 7 == 0 {
+                s += nl; // an empty line
+            }
+            let q = |x: &str| if force_quote { format!("\"{}\"", x.replace('"', "\"\"")) } else { quote(x) };
+            s += &format!("{},{v},{}", q(&k), q(&t));
+        }
+        if final_nl {
+            s += nl;
+        }
+        s.into_bytes()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_chunking_matches_the_naive_reference(csv in csv_file(), chunk in 1u64..64) {
+        let want = naive(&csv);
+        let whole = run(&csv, &spec(), csv.len() as u64 + 1).unwrap();
+        prop_assert_eq!(String::from_utf8_lossy(&whole), String::from_utf8_lossy(&want));
+        let chunked = run(&csv, &spec(), chunk).unwrap();
+        prop_assert_eq!(String::from_utf8_lossy(&chunked), String::from_utf8_lossy(&want));
+    }
+}
+
+#[test]
+fn the_bmat_example() {
+    let csv = b"Song,Date,Number of Plays\nUmbrella,2020-01-02,200\nUmbrella,2020-01-01,100\nIn The End,2020-01-01,500\nUmbrella,2020-01-01,50\nIn The End,2020-01-01,1000\nUmbrella,2020-01-02,50\nIn The End,2020-01-02,500\n";
+    for chunk in 1..=csv.len() as u64 {
+        assert_eq!(
+            String::from_utf8(run(csv, &Spec::default(), chunk).unwrap()).unwrap(),
+            "Song,Date,Total Number of Plays for Date\nIn The End,2020-01-01,1500\nIn The End,2020-01-02,500\nUmbrella,2020-01-01,150\nUmbrella,2020-01-02,250\n"
+        );
+    }
+}
+
+#[test]
+fn strict_errors_name_line_byte_column_and_value() {
+    let csv = b"Song,Date,Number of Plays\nUmbrella,2020-01-02,200\nUmbrella,2020-01-01,patata\n";
+    for chunk in 1..=csv.len() as u64 {
+        let e = run(csv, &Spec::default(), chunk).unwrap_err();
+        assert_eq!(e, "line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number");
+    }
+}
+
+#[test]
+fn other_bad_input_is_named() {
+    let cases: [(&[u8], &str); 4] = [
+        (b"Song,Date,Number of Plays\na,b\n", "line 2 (byte 26): expected 3 fields, found 2"),
+        (b"Song,Date,Number of Plays\n\xff,b,1\n", "line 2 (byte 26): column \"Song\": \"\u{fffd}\" is not valid UTF-8"),
+        (b"Song,Date,Number of Plays\na,b,1\n\"x,y,1\n", "line 3 (byte 32): column \"Song\": quoted field is never closed before the end of the file"),
+        (b"Song,Date,Number of Plays\na,b,99999999999999999999999999999999999999\na,b,99999999999999999999999999999999999999\n", "\"Total Number of Plays for Date\": a sum overflows the 128-bit integer range (beyond ±1.7e38)"),
+    ];
+    for (csv, want) in cases {
+        for chunk in 1..=csv.len() as u64 {
+            assert_eq!(run(csv, &Spec::default(), chunk).unwrap_err(), want, "chunk {chunk}");
+        }
+    }
+}
+
