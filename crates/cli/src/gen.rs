@@ -1,0 +1,181 @@
+//! `fanfold gen`: reproducible test data.
+//!
+//! - `bmat`: the BMAT task's demo file — `Song,Date,Number of Plays`, a song
+//!   of 4 random lowercase letters, a date between 1994-08-08 and today,
+//!   plays 1..=100000. Almost every row is its own group.
+//! - `zipf`: 5,200 songs whose popularity follows Zipf's law (s = 1) over
+//!   the days of 2025, plays 1..=10000: about 1.9 M groups, hot keys.
+
+use std::io::{self, Write};
+
+/// wyrand: small, fast, good enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x2545_f491_4f6c_dd1d)
+    }
+    #[inline]
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = (self.0 as u128) * ((self.0 ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) ^ t) as u64
+    }
+    /// Uniform in `0..n`.
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + (m <= 2) as i64, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn date_table(from: i64, to: i64) -> Vec<[u8; 10]> {
+    (from..=to)
+        .map(|d| {
+            let (y, m, dd) = civil(d);
+            let s = format!("{y:04}-{m:02}-{dd:02}");
+            s.as_bytes().try_into().expect("10 bytes")
+        })
+        .collect()
+}
+
+#[inline]
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = 20;
+    let mut u = v;
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Profile {
+    Bmat,
+    Zipf,
+}
+
+/// Writes about `size` bytes (whole rows; stops at the first row that reaches it).
+pub fn generate(profile: Profile, size: u64, seed: u64, out: &mut impl Write) -> io::Result<u64> {
+    let mut rng = Rng::new(seed);
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(b"Song,Date,Number of Plays\n");
+    let mut written = 0u64;
+    let today = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / 86_400) as i64;
+    match profile {
+        Profile::Bmat => {
+            let dates = date_table(days_from_civil(1994, 8, 8), today.max(days_from_civil(1994, 8, 8)));
+            while written + (buf.len() as u64) < size {
+                for _ in 0..4 {
+                    buf.push(b'a' + rng.below(26) as u8);
+                }
+                buf.push(b',');
+                buf.extend_from_slice(&dates[rng.below(dates.len() as u64) as usize]);
+                buf.push(b',');
+                push_u64(&mut buf, 1 + rng.below(100_000));
+                buf.push(b'\n');
+                if buf.len() >= 1 << 20 {
+                    out.write_all(&buf)?;
+                    written += buf.len() as u64;
+                    buf.clear();
+                }
+            }
+        }
+        Profile::Zipf => {
+            const SONGS: usize = 5_200;
+            let dates = date_table(days_from_civil(2025, 1, 1), days_from_civil(2025, 12, 31));
+            // Song names: 3–12 letters, derived from the rank, so key order is not popularity order.
+            let mut names_rng = Rng::new(seed.wrapping_mul(31).wrapping_add(7));
+            let names: Vec<Vec<u8>> = (0..SONGS)
+                .map(|r| {
+                    let len = 3 + names_rng.below(10) as usize;
+                    let mut n: Vec<u8> = (0..len).map(|_| b'a' + names_rng.below(26) as u8).collect();
+                    n.push(b'-');
+                    n.extend_from_slice(r.to_string().as_bytes());
+                    n
+                })
+                .collect();
+            let mut cdf = Vec::with_capacity(SONGS);
+            let mut acc = 0f64;
+            for r in 1..=SONGS {
+                acc += 1.0 / r as f64;
+                cdf.push(acc);
+            }
+            let total = acc;
+            while written + (buf.len() as u64) < size {
+                let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+                let r = cdf.partition_point(|&c| c < u).min(SONGS - 1);
+                buf.extend_from_slice(&names[r]);
+                buf.push(b',');
+                buf.extend_from_slice(&dates[rng.below(dates.len() as u64) as usize]);
+                buf.push(b',');
+                push_u64(&mut buf, 1 + rng.below(10_000));
+                buf.push(b'\n');
+                if buf.len() >= 1 << 20 {
+                    out.write_all(&buf)?;
+                    written += buf.len() as u64;
+                    buf.clear();
+                }
+            }
+        }
+    }
+    out.write_all(&buf)?;
+    written += buf.len() as u64;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_roundtrip() {
+        assert_eq!(civil(days_from_civil(1994, 8, 8)), (1994, 8, 8));
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    }
+
+    #[test]
+    fn same_seed_same_bytes() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        generate(Profile::Zipf, 10_000, 3, &mut a).unwrap();
+        generate(Profile::Zipf, 10_000, 3, &mut b).unwrap();
+        assert_eq!(a, b);
+        assert!(a.len() >= 10_000 && a.len() < 10_100);
+        let mut c = Vec::new();
+        generate(Profile::Bmat, 5_000, 1, &mut c).unwrap();
+        let text = String::from_utf8(c).unwrap();
+        let row = text.lines().nth(1).unwrap();
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(f[0].len(), 4);
+        assert!(f[1] >= "1994-08-08" && f[2].parse::<u32>().unwrap() >= 1);
+    }
+}

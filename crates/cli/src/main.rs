@@ -1,0 +1,166 @@
+//! `fanfold`: exact CSV aggregation, on one machine or fanned out on AWS.
+
+mod gen;
+mod size;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fanfold_engine::Spec;
+use fanfold_local::{run_file, RunOptions};
+use fanfold_pipeline::{Job, Status};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::size::{human, parse_size};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "fanfold", version, about = "Exact group-by aggregation of huge CSV files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job on this machine: plan chunks, aggregate them in parallel, merge, write capped parts.
+    Run {
+        /// The CSV file.
+        file: PathBuf,
+        /// Job spec (JSON). Default: the BMAT job (sum "Number of Plays" by Song, Date).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Output directory (default: ./fanfold-out/<job-id>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Bytes per chunk task, e.g. 64MiB, 1GB, 4096; any size down to 1 byte.
+        #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+        chunk_size: u64,
+        /// Worker threads (default: number of cores).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        workers: Option<u64>,
+    },
+    /// Generate test data.
+    Gen {
+        #[arg(long, value_enum)]
+        profile: gen::Profile,
+        /// About how many bytes, e.g. 1GB.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { file, spec, out, chunk_size, workers } => run(file, spec, out, chunk_size, workers),
+        Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn gen_cmd(profile: gen::Profile, size: u64, output: PathBuf, seed: u64) -> Result<ExitCode> {
+    let f = std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(4 << 20, f);
+    let t = Instant::now();
+    let n = gen::generate(profile, size, seed, &mut w).with_context(|| format!("writing {}", output.display()))?;
+    std::io::Write::flush(&mut w)?;
+    eprintln!("wrote {} to {} in {:.1} s", human(n), output.display(), t.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}")
+            .expect("valid template"),
+    );
+    pb
+}
+
+fn run(file: PathBuf, spec: Option<PathBuf>, out: Option<PathBuf>, chunk_size: u64, workers: Option<u64>) -> Result<ExitCode> {
+    let spec = match spec {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading spec {}", p.display()))?;
+            Spec::from_json(&text).with_context(|| format!("spec {}", p.display()))?
+        }
+        None => Spec::default(),
+    };
+    let mut opts = RunOptions { chunk_size, out_dir: out, ..RunOptions::default() };
+    if let Some(w) = workers {
+        opts.workers = w as usize;
+    }
+    let started = Instant::now();
+    let mut pb: Option<ProgressBar> = None;
+    let outcome = run_file(&file, &spec, &opts, |job: &Job| {
+        let bar = pb.get_or_insert_with(|| progress_bar(job.source.size));
+        bar.set_position(job.bytes_done);
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "chunks {}/{}  {:.1} M rows/s  {:?}",
+            job.done.len(),
+            job.chunks.len(),
+            job.rows as f64 / secs / 1e6,
+            job.status
+        ));
+    })?;
+    if let Some(bar) = pb {
+        bar.finish_and_clear();
+    }
+    let job = &outcome.job;
+    let secs = started.elapsed().as_secs_f64();
+    match job.status {
+        Status::Done => {
+            let s = outcome.summary.as_ref().context("reading summary.json")?;
+            println!("job {} DONE in {secs:.2} s", job.id);
+            println!(
+                "  input   {} ({}), {} rows read, {} filtered, {} skipped, {} chunks ({} re-run)",
+                file.display(),
+                human(s.input_bytes),
+                s.rows_read,
+                s.rows_filtered,
+                s.rows_skipped,
+                s.chunks,
+                s.chunks_rerun
+            );
+            for b in &s.bad_row_samples {
+                println!("  skipped {b}");
+            }
+            println!("  output  {} groups in {} file(s) in {}", s.groups, s.output_files.len(), outcome.out_dir.display());
+            for p in &s.output_files {
+                println!("    {} ({}, {} rows)", outcome.out_dir.join(&p.key).display(), human(p.bytes), p.rows);
+            }
+            println!("    {}", outcome.out_dir.join("manifest.json").display());
+            println!("    {}", outcome.out_dir.join("summary.json").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            let msg = job.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| format!("job ended {:?}", job.status));
+            eprintln!("error: {}: {msg}", file.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! A bounded pool of worker threads: the local [`Dispatcher`].
+//!
+//! Tasks go into a queue; `workers` threads take them and run the
+//! pipeline's step. A task that fails with a retryable error is tried again
+//! (up to three attempts, as Lambda retries async invokes); otherwise the
+//! job is failed with the reason.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+
+use fanfold_pipeline::{now_ms, Dispatcher, JobError, Pipeline, StoreError, Task};
+
+const ATTEMPTS: u32 = 3;
+
+#[derive(Default)]
+struct Queue {
+    tasks: VecDeque<(Task, u32)>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+/// The sending side; cheap to clone into the pipeline.
+#[derive(Clone, Default)]
+pub struct PoolDispatcher {
+    shared: Arc<Shared>,
+}
+
+impl Dispatcher for PoolDispatcher {
+    fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError> {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            return Err(StoreError::Other { message: "the worker pool is shut down".into(), retryable: false });
+        }
+        q.tasks.extend(tasks.into_iter().map(|t| (t, 1)));
+        drop(q);
+        self.shared.ready.notify_all();
+        Ok(())
+    }
+}
+
+/// The worker threads.
+pub struct Pool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl PoolDispatcher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts `workers` threads running tasks against `pipeline`. The
+    /// pipeline holds this dispatcher, so the threads hold it weakly.
+    pub fn start(&self, pipeline: &Arc<Pipeline>, workers: usize) -> Pool {
+        let threads = (0..workers.max(1))
+            .map(|n| {
+                let shared = self.shared.clone();
+                let pipeline: Weak<Pipeline> = Arc::downgrade(pipeline);
+                std::thread::Builder::new()
+                    .name(format!("fanfold-worker-{n}"))
+                    .spawn(move || worker(n, &shared, &pipeline))
+                    .expect("spawn a worker thread")
+            })
+            .collect();
+        Pool { shared: self.shared.clone(), threads }
+    }
+}
+
+fn worker(n: usize, shared: &Shared, pipeline: &Weak<Pipeline>) {
+    let owner = format!("local-{}-{n}", std::process::id());
+    loop {
+        let (task, attempt) = {
+            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(t) = q.tasks.pop_front() {
+                    break t;
+                }
+                if q.closed {
+                    return;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let Some(p) = pipeline.upgrade() else { return };
+        if let Err(e) = p.run_task(&task, &owner) {
+            let job = match &task {
+                Task::Chunk { job, .. } | Task::Finalize { job } => job.clone(),
+            };
+            if e.retryable() && attempt < ATTEMPTS {
+                tracing::warn!(job, attempt, error = %e, "task failed; retrying");
+                let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                q.tasks.push_back((task, attempt + 1));
+                drop(q);
+                shared.ready.notify_one();
+            } else {
+                tracing::error!(job, attempt, error = %e, "task failed");
+                let _ = p.jobs.fail(&job, &JobError::internal(format!("{e} (after {attempt} attempts)")), now_ms());
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// Lets queued tasks finish, then stops the threads.
+    pub fn shutdown(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.closed = true;
+        }
+        self.shared.ready.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

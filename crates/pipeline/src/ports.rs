@@ -1,0 +1,110 @@
+//! The narrow ports the steps are written against. They are synchronous:
+//! the engine is CPU-bound and synchronous, and an async adapter (the AWS
+//! SDK) bridges with its runtime handle inside a blocking thread. Every
+//! adapter runs the same contract suite (`fanfold-local`'s `contract`
+//! module and, later, the AWS adapters').
+
+use std::io::{Read, Write};
+
+use fanfold_engine::{ChunkRange, StartState};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{ChunkRecord, Job, JobError, Outputs};
+
+/// A stored object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Changes whenever the content changes.
+    pub etag: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no object or item {0:?}")]
+    NotFound(String),
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{message}")]
+    Other { message: String, retryable: bool },
+}
+
+impl StoreError {
+    /// Whether trying again may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            StoreError::NotFound(_) | StoreError::InvalidKey { .. } => false,
+            StoreError::Io(_) => true,
+            StoreError::Other { retryable, .. } => *retryable,
+        }
+    }
+}
+
+/// A streaming upload; nothing is visible under the key until `finish`.
+pub trait ObjectWriter: Write + Send {
+    fn finish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// S3 or a directory.
+pub trait ObjectStore: Send + Sync {
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+    /// Bytes `[start, end)` (`end = None`: to the end), streamed.
+    fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> Result<Box<dyn Read + Send>, StoreError>;
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
+    /// Objects whose key starts with `prefix`, in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// Deleting a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// How a user (or a QuickSight manifest) addresses the object.
+    fn uri(&self, key: &str) -> String;
+}
+
+/// The result of a conditional create.
+#[derive(Debug)]
+pub enum Created {
+    New,
+    Exists(Box<Job>),
+}
+
+/// Job and chunk state with the conditions that make every step idempotent.
+pub trait JobStore: Send + Sync {
+    /// Creates the job unless a job with its id exists.
+    fn create_job(&self, job: &Job) -> Result<Created, StoreError>;
+    fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// SPLITTING → RUNNING with the plan. `false` if the job was not SPLITTING.
+    fn start_running(&self, id: &str, head: &fanfold_engine::Head, chunks: &[ChunkRange], now_ms: u64) -> Result<bool, StoreError>;
+    /// Stores (or replaces) a chunk's result.
+    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError>;
+    /// Adds the chunk to the job's done set. `Some(size)` when this call
+    /// added it, `None` if it was already there (a duplicate delivery).
+    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64) -> Result<Option<usize>, StoreError>;
+    fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError>;
+    /// Takes the finalize lease if nobody holds an unexpired one and the
+    /// job is RUNNING or MERGING. Moves it to MERGING.
+    fn take_lease(&self, id: &str, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError>;
+    /// Holding the lease: takes chunks out of the done set (to be scanned
+    /// again), releases the lease, back to RUNNING.
+    fn reopen_chunks(&self, id: &str, owner: &str, chunks: &[u32]) -> Result<bool, StoreError>;
+    /// Holding the lease: MERGING → DONE.
+    fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError>;
+    /// Any state but DONE/FAILED/CANCELLED → FAILED. `false` if already final.
+    fn fail(&self, id: &str, error: &JobError, now_ms: u64) -> Result<bool, StoreError>;
+}
+
+/// A unit of work for a worker or the finalizer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum Task {
+    Chunk { job: String, range: ChunkRange, state: StartState },
+    Finalize { job: String },
+}
+
+/// Lambda async invoke, or a local worker pool.
+pub trait Dispatcher: Send + Sync {
+    fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError>;
+}

@@ -1,0 +1,442 @@
+//! The steps: submit/split, run a chunk, finalize.
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use fanfold_engine::{
+    job_id, plan_chunks, read_head, resolve_chain, BadRow, ChunkRange, ChunkReport, ChunkScanner, Error as EngineError,
+    LineIndex, Merger, PartInfo, PartSink, PartWriter, RowFormatter, Spec, StartState, MAX_SAMPLES,
+};
+use serde::Serialize;
+
+use crate::job::{ChunkRecord, Job, JobError, OutputPart, Outputs, PartialRef, Source, Status};
+use crate::ports::{Created, Dispatcher, JobStore, ObjectStore, ObjectWriter, StoreError, Task};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Where results and spilled partials go. `{job}` is replaced by the job id.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub results: String,
+    pub partials: String,
+}
+
+impl Default for Layout {
+    /// The bucket layout of ARCHITECTURE.md.
+    fn default() -> Self {
+        Layout { results: "results/{job}/".into(), partials: "_fanfold/partials/{job}/".into() }
+    }
+}
+
+impl Layout {
+    pub fn results(&self, job: &str) -> String {
+        self.results.replace("{job}", job)
+    }
+    pub fn partials(&self, job: &str) -> String {
+        self.partials.replace("{job}", job)
+    }
+    pub fn partial(&self, job: &str, chunk: u32) -> String {
+        format!("{}{chunk:06}", self.partials(job))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bytes per chunk task.
+    pub chunk_size: u64,
+    /// Partials up to this size stay in the chunk record; larger ones are spilled.
+    pub inline_limit: usize,
+    /// How long a finalizer's lease lasts.
+    pub lease_ms: u64,
+    /// Bytes read per request beyond a chunk's end before asking for more.
+    pub read_window: u64,
+    /// Bucket name recorded in the source (and hashed into job ids).
+    pub bucket: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { chunk_size: 64 << 20, inline_limit: 300_000, lease_ms: 15 * 60 * 1000, read_window: 8 << 20, bucket: "local".into() }
+    }
+}
+
+/// A step failed for a reason that is not the input's fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("job {0} not found")]
+    UnknownJob(String),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PipelineError {
+    /// Whether running the step again may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            PipelineError::Store(e) => e.retryable(),
+            PipelineError::Engine(EngineError::Partial(_) | EngineError::Output(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// `submit`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub id: String,
+    /// `false`: the same source and spec were already known.
+    pub new: bool,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    pub job_id: String,
+    pub source: String,
+    pub input_bytes: u64,
+    pub rows_read: u64,
+    pub rows_filtered: u64,
+    pub rows_skipped: u64,
+    pub bad_row_samples: Vec<BadRow>,
+    pub groups: u64,
+    pub chunks: u64,
+    pub chunks_rerun: u32,
+    pub output_files: Vec<OutputPart>,
+    pub timings_ms: Timings,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Timings {
+    pub split: u64,
+    pub chunks: u64,
+    pub merge: u64,
+    pub total: u64,
+}
+
+/// The steps, bound to their ports.
+pub struct Pipeline {
+    pub input: Arc<dyn ObjectStore>,
+    pub output: Arc<dyn ObjectStore>,
+    pub jobs: Arc<dyn JobStore>,
+    pub dispatcher: Arc<dyn Dispatcher>,
+    pub layout: Layout,
+    pub config: Config,
+}
+
+impl Pipeline {
+    fn job(&self, id: &str) -> Result<Job, PipelineError> {
+        self.jobs.get_job(id)?.ok_or_else(|| PipelineError::UnknownJob(id.to_string()))
+    }
+
+    fn fail(&self, id: &str, error: JobError) -> Result<(), PipelineError> {
+        tracing::warn!(job = id, error = %error.message, "job failed");
+        self.jobs.fail(id, &error, now_ms())?;
+        self.cleanup_partials(id);
+        Ok(())
+    }
+
+    /// Records a job for `key` with `spec` and splits it. The same object
+    /// (same ETag) with the same spec finds the existing job instead.
+    pub fn submit(&self, key: &str, spec: &Spec) -> Result<Submitted, PipelineError> {
+        let meta = self.input.head(key)?;
+        let id = job_id(&self.config.bucket, key, &meta.etag, spec);
+        let source = Source { bucket: self.config.bucket.clone(), key: key.to_string(), etag: meta.etag, size: meta.size };
+        let job = Job::new(id.clone(), source, spec.canonical_json(), now_ms());
+        match self.jobs.create_job(&job)? {
+            Created::Exists(_) => Ok(Submitted { id, new: false }),
+            Created::New => {
+                self.split(&id)?;
+                Ok(Submitted { id, new: true })
+            }
+        }
+    }
+
+    /// SPLITTING → RUNNING: reads the header, plans chunks, dispatches them.
+    pub fn split(&self, id: &str) -> Result<(), PipelineError> {
+        let job = self.job(id)?;
+        if job.status != Status::Splitting {
+            return Ok(());
+        }
+        let spec = Spec::from_json(&job.spec).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let size = job.source.size;
+        let mut want = 64 * 1024u64;
+        let head = loop {
+            let n = want.min(size);
+            let mut buf = Vec::with_capacity(n as usize);
+            self.input.get_range(&job.source.key, 0, Some(n))?.read_to_end(&mut buf).map_err(StoreError::Io)?;
+            match read_head(&buf, size, &spec.csv) {
+                Ok(Some(h)) => break h,
+                Ok(None) if n < size => want *= 4,
+                Ok(None) => return Err(PipelineError::Invalid("the object is shorter than its size".into())),
+                Err(EngineError::Rejected(b)) => return self.fail(id, JobError::from_bad_row(&b)),
+                Err(e) => return self.fail(id, JobError::rejected(e.to_string())),
+            }
+        };
+        if let Err(e) = head.compile(&spec) {
+            return self.fail(id, JobError::rejected(e.to_string()));
+        }
+        let chunks = plan_chunks(head.data_start, size, self.config.chunk_size);
+        if !self.jobs.start_running(id, &head, &chunks, now_ms())? {
+            return Ok(());
+        }
+        let tasks: Vec<Task> = if chunks.is_empty() {
+            vec![Task::Finalize { job: id.to_string() }]
+        } else {
+            chunks.iter().map(|r| Task::Chunk { job: id.to_string(), range: *r, state: StartState::Guess }).collect()
+        };
+        self.dispatcher.dispatch(tasks)?;
+        Ok(())
+    }
+
+    /// Scans one chunk, stores its partial, adds it to the done set, and
+    /// dispatches finalize if it completed the set.
+    pub fn run_chunk(&self, id: &str, range: ChunkRange, state: StartState) -> Result<(), PipelineError> {
+        let job = self.job(id)?;
+        if job.status != Status::Running {
+            return Ok(()); // finished, failed or cancelled meanwhile: nothing to do
+        }
+        let head = job.head.as_ref().ok_or_else(|| PipelineError::Invalid("running job without a head".into()))?;
+        let spec = Spec::from_json(&job.spec).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let compiled = head.compile(&spec)?;
+        let size = job.source.size;
+        let mut scanner = ChunkScanner::new(&compiled, range, size, range.start == head.data_start, state);
+        let mut buf: Vec<u8> = vec![0; (self.config.read_window as usize).clamp(64 * 1024, 16 << 20)];
+        let mut filled = 0usize;
+        let mut next = scanner.position(); // next byte to request
+        let mut window_end = 0u64;
+        let mut reader: Option<Box<dyn Read + Send>> = None;
+        while !scanner.is_done() {
+            if next < size {
+                if filled == buf.len() {
+                    // A record longer than the buffer: grow (doubling keeps it O(record)).
+                    let n = buf.len() * 2;
+                    buf.resize(n, 0);
+                }
+                if reader.is_none() {
+                    window_end = (range.end.max(next) + self.config.read_window).min(size);
+                    reader = Some(self.input.get_range(&job.source.key, next, Some(window_end))?);
+                }
+                let got = reader.as_mut().expect("opened").read(&mut buf[filled..]).map_err(StoreError::Io)?;
+                if got == 0 {
+                    return Err(PipelineError::Invalid(format!("object ended at byte {next}, expected {size} bytes")));
+                }
+                next += got as u64;
+                filled += got;
+                if next >= window_end {
+                    reader = None;
+                }
+            }
+            let consumed = scanner.feed(&buf[..filled]);
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+            if next >= size && !scanner.is_done() && consumed == 0 {
+                return Err(PipelineError::Invalid("chunk scan stalled at the end of the object".into()));
+            }
+        }
+        drop(reader);
+        let (report, run) = scanner.finish();
+        let partial = if run.len() <= self.config.inline_limit {
+            PartialRef::Inline(run)
+        } else {
+            let key = self.layout.partial(id, range.index);
+            self.output.put(&key, &run)?;
+            PartialRef::Object(key)
+        };
+        let rows = report.rows;
+        self.jobs.put_chunk(id, &ChunkRecord { report, partial, attempt: 1 })?;
+        if let Some(n) = self.jobs.mark_done(id, range.index, rows, range.end - range.start)? {
+            if n == job.chunks.len() {
+                self.dispatcher.dispatch(vec![Task::Finalize { job: id.to_string() }])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges the partials into capped result files, a manifest and a summary.
+    pub fn finalize(&self, id: &str, owner: &str) -> Result<(), PipelineError> {
+        let started = now_ms();
+        let t0 = Instant::now();
+        let job = self.job(id)?;
+        if job.status.is_final() {
+            return Ok(());
+        }
+        if !self.jobs.take_lease(id, owner, started, started + self.config.lease_ms)? {
+            return Ok(());
+        }
+        let head = job.head.clone().ok_or_else(|| PipelineError::Invalid("finalizing a job without a head".into()))?;
+        let spec = Spec::from_json(&job.spec).map_err(|e| PipelineError::Invalid(e.to_string()))?;
+        let compiled = head.compile(&spec)?;
+        let mut records = self.jobs.chunks(id)?;
+        records.sort_by_key(|r| r.report.index);
+        let missing: Vec<u32> =
+            job.chunks.iter().map(|c| c.index).filter(|i| records.binary_search_by_key(i, |r| r.report.index).is_err()).collect();
+        if !missing.is_empty() {
+            // Done set full but a record missing cannot happen with a
+            // conforming store; scan them again rather than guess.
+            self.jobs.reopen_chunks(id, owner, &missing)?;
+            let tasks = missing
+                .iter()
+                .map(|&i| Task::Chunk { job: id.into(), range: job.chunks[i as usize], state: StartState::Guess })
+                .collect();
+            self.dispatcher.dispatch(tasks)?;
+            return Ok(());
+        }
+        let reports: Vec<ChunkReport> = records.iter().map(|r| r.report.clone()).collect();
+        let wrong = resolve_chain(&reports);
+        if !wrong.is_empty() {
+            tracing::info!(job = id, chunks = wrong.len(), "quote-state guesses were wrong; scanning those chunks again");
+            let idx: Vec<u32> = wrong.iter().map(|w| w.0).collect();
+            if self.jobs.reopen_chunks(id, owner, &idx)? {
+                let tasks = wrong
+                    .iter()
+                    .map(|&(i, s)| Task::Chunk { job: id.into(), range: job.chunks[i as usize], state: StartState::Known(s) })
+                    .collect();
+                self.dispatcher.dispatch(tasks)?;
+            }
+            return Ok(());
+        }
+        let lines = LineIndex::new(&head, &reports);
+        let first_error =
+            reports.iter().filter_map(|r| r.error.clone().map(|e| lines.globalize(r.index, e))).min_by_key(|e| e.byte);
+        if let Some(e) = first_error {
+            return self.fail(id, JobError::from_bad_row(&e));
+        }
+        if let Some(a) = reports.iter().find_map(|r| r.overflow) {
+            let e = EngineError::SumOverflow { aggregate: compiled.aggs[a].name.clone() };
+            return self.fail(id, JobError::rejected(e.to_string()));
+        }
+
+        // Merge.
+        let mut sources: Vec<Box<dyn Read + Send>> = Vec::with_capacity(records.len());
+        for r in &records {
+            sources.push(match &r.partial {
+                PartialRef::Inline(b) => Box::new(Cursor::new(b.clone())),
+                PartialRef::Object(k) => Box::new(std::io::BufReader::with_capacity(1 << 20, self.output.get_range(k, 0, None)?)),
+            });
+        }
+        let names = compiled.aggs.iter().map(|a| a.name.clone()).collect();
+        let mut merger = Merger::new(sources, names).map_err(EngineError::Partial)?;
+        let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
+        let prefix = self.layout.results(id);
+        let sink = StoreSink { store: self.output.as_ref(), prefix: &prefix, current: None };
+        let mut writer = PartWriter::new(sink, compiled.max_file_bytes, fmt.header(&compiled.output_header))?;
+        let mut row = Vec::with_capacity(256);
+        let mut groups = 0u64;
+        loop {
+            let next = match merger.next_group() {
+                Ok(n) => n,
+                Err(e @ EngineError::SumOverflow { .. }) => return self.fail(id, JobError::rejected(e.to_string())),
+                Err(e) => return Err(e.into()),
+            };
+            let Some((key, accs, texts)) = next else { break };
+            row.clear();
+            fmt.row(key, accs, texts, &mut row);
+            match writer.push_row(&row) {
+                Ok(()) => {}
+                Err(e @ EngineError::RowTooLarge { .. }) => return self.fail(id, JobError::rejected(e.to_string())),
+                Err(e) => return Err(e.into()),
+            }
+            groups += 1;
+        }
+        let (parts, _) = writer.finish()?;
+        let parts: Vec<OutputPart> = parts.iter().map(|p: &PartInfo| OutputPart::new(format!("{prefix}{}", p.name), p)).collect();
+
+        let manifest_key = format!("{prefix}manifest.json");
+        let manifest = serde_json::json!({
+            "fileLocations": [{"URIs": parts.iter().map(|p| self.output.uri(&p.key)).collect::<Vec<_>>()}],
+            "globalUploadSettings": {
+                "format": "CSV",
+                "delimiter": (compiled.dialect.delimiter as char).to_string(),
+                "textqualifier": "\"",
+                "containsHeader": "true"
+            }
+        });
+        self.output.put(&manifest_key, &serde_json::to_vec_pretty(&manifest).expect("json"))?;
+
+        let mut samples: Vec<BadRow> = reports
+            .iter()
+            .flat_map(|r| r.samples.iter().map(move |s| (r.index, s.clone())))
+            .map(|(i, s)| lines.globalize(i, s))
+            .collect();
+        samples.sort_by_key(|s| s.byte);
+        samples.truncate(MAX_SAMPLES);
+        let running = job.running_ms.unwrap_or(job.created_ms);
+        let summary = Summary {
+            job_id: id.to_string(),
+            source: self.input.uri(&job.source.key),
+            input_bytes: job.source.size,
+            rows_read: reports.iter().map(|r| r.rows).sum(),
+            rows_filtered: reports.iter().map(|r| r.filtered).sum(),
+            rows_skipped: reports.iter().map(|r| r.bad_rows).sum(),
+            bad_row_samples: samples,
+            groups,
+            chunks: reports.len() as u64,
+            chunks_rerun: job.chunks_rerun,
+            output_files: parts.clone(),
+            timings_ms: Timings {
+                split: running.saturating_sub(job.created_ms),
+                chunks: started.saturating_sub(running),
+                merge: t0.elapsed().as_millis() as u64,
+                total: now_ms().saturating_sub(job.created_ms),
+            },
+        };
+        let summary_key = format!("{prefix}summary.json");
+        self.output.put(&summary_key, &serde_json::to_vec_pretty(&summary).expect("json"))?;
+        let outputs = Outputs { parts, manifest: manifest_key, summary: summary_key };
+        if self.jobs.complete(id, owner, &outputs, now_ms())? {
+            self.cleanup_partials(id);
+        }
+        Ok(())
+    }
+
+    /// Deletes spilled partials; best effort (the sweeper retries).
+    fn cleanup_partials(&self, id: &str) {
+        match self.output.list(&self.layout.partials(id)) {
+            Ok(objs) => {
+                for o in objs {
+                    if let Err(e) = self.output.delete(&o.key) {
+                        tracing::warn!(key = o.key, error = %e, "could not delete a partial");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(job = id, error = %e, "could not list partials"),
+        }
+    }
+
+    /// Runs one task (what a worker or the finalizer function does).
+    pub fn run_task(&self, task: &Task, owner: &str) -> Result<(), PipelineError> {
+        match task {
+            Task::Chunk { job, range, state } => self.run_chunk(job, *range, *state),
+            Task::Finalize { job } => self.finalize(job, owner),
+        }
+    }
+}
+
+/// Streams parts into the object store.
+struct StoreSink<'a> {
+    store: &'a dyn ObjectStore,
+    prefix: &'a str,
+    current: Option<Box<dyn ObjectWriter>>,
+}
+
+impl PartSink for StoreSink<'_> {
+    fn begin(&mut self, index: usize) -> std::io::Result<()> {
+        let key = format!("{}{}", self.prefix, fanfold_engine::part_name(index));
+        self.current = Some(self.store.put_stream(&key).map_err(std::io::Error::other)?);
+        Ok(())
+    }
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.current.as_mut().expect("begun").write_all(bytes)
+    }
+    fn end(&mut self, _info: &PartInfo) -> std::io::Result<()> {
+        self.current.take().expect("begun").finish().map_err(std::io::Error::other)
+    }
+}
