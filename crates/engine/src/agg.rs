@@ -73,12 +73,6 @@ pub enum Input {
     Text(usize, usize),
 }
 
-/// An i128 overflow while adding to a sum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow {
-    pub agg: usize,
-}
-
 fn cmp_val(a: &Val, at: &[u8], b: &Val, bt: &[u8]) -> Ordering {
     match (a, b) {
         (Val::Num(x), Val::Num(y)) => x.cmp_total(y),
@@ -225,57 +219,370 @@ pub fn write_value(acc: &Acc, arena: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The groups of one chunk: encoded keys, accumulators and a text arena.
+/// Rows staged before routing is decided, and the sample size.
+const SAMPLE_ROWS: usize = 4096;
+/// Key-range partitions a chunk's rows are staged into.
+const PARTITIONS: usize = 256;
+
+/// Routes keys to partitions so that partition order is key order: keys
+/// below the sample's common prefix go first, keys above it last, and the
+/// rest by the two bytes after the prefix through a table built from the
+/// sample's quantiles. Monotone, O(1) per row, no comparisons with splitters.
+struct Router {
+    prefix: Vec<u8>,
+    table: Vec<u16>,
+    last: usize,
+}
+
+impl Router {
+    fn from_sample(keys: &[&[u8]]) -> Router {
+        let first = keys[0];
+        let mut l = first.len();
+        for k in &keys[1..] {
+            l = l.min(k.iter().zip(first).take_while(|(a, b)| a == b).count());
+        }
+        let prefix = first[..l].to_vec();
+        let mut hist = vec![0u32; 65536];
+        for k in keys {
+            hist[two_bytes(k, l)] += 1;
+        }
+        let inner = PARTITIONS - 2;
+        let n = keys.len() as u64;
+        let mut table = vec![0u16; 65536];
+        let mut below = 0u64;
+        for (v, slot) in table.iter_mut().enumerate() {
+            *slot = (1 + (below * inner as u64 / n) as usize).min(inner) as u16;
+            below += hist[v] as u64;
+        }
+        Router { prefix, table, last: PARTITIONS - 1 }
+    }
+
+    #[inline]
+    fn route(&self, key: &[u8]) -> usize {
+        let l = self.prefix.len();
+        if l > 0 {
+            let head = &key[..l.min(key.len())];
+            match head.cmp(&self.prefix[..head.len()]) {
+                Ordering::Less => return 0,
+                Ordering::Greater => return self.last,
+                Ordering::Equal if key.len() < l => return 0,
+                Ordering::Equal => {}
+            }
+        }
+        self.table[two_bytes(key, l)] as usize
+    }
+}
+
+#[inline]
+fn two_bytes(k: &[u8], at: usize) -> usize {
+    ((*k.get(at).unwrap_or(&0) as usize) << 8) | *k.get(at + 1).unwrap_or(&0) as usize
+}
+
+fn put_len(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[inline]
+fn get_len(b: &[u8], i: &mut usize) -> usize {
+    let mut v = 0usize;
+    let mut shift = 0;
+    loop {
+        let x = b[*i];
+        *i += 1;
+        v |= ((x & 0x7f) as usize) << shift;
+        if x < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+/// Buffers a worker reuses from chunk to chunk, so that memory is not
+/// returned to the OS and faulted in again for every chunk.
+#[derive(Default)]
+pub struct ScanBuffers {
+    parts: Vec<Vec<u8>>,
+    pending: Vec<u8>,
+    /// The run's output buffer.
+    pub run: Vec<u8>,
+}
+
+/// The groups of one chunk.
+///
+/// Rows are not aggregated as they arrive: they are staged (key, parsed
+/// inputs, row offset) into key-range partitions; [`GroupTable::finish`]
+/// then aggregates one partition at a time with a table small enough to
+/// stay in cache, sorts its groups and appends them to the run. A chunk
+/// with millions of distinct keys thus never probes a table larger than a
+/// few hundred kilobytes, and only one partition's groups are in memory.
 pub struct GroupTable {
+    ops: Vec<AggOp>,
+    needs_pos: bool,
+    router: Option<Router>,
+    /// Rows before the router exists (the sample), then one buffer per partition.
+    pending: Vec<u8>,
+    pending_rows: usize,
+    parts: Vec<Vec<u8>>,
+    rows: u64,
+}
+
+/// A partition's aggregation state, reused across partitions.
+struct PartTable {
     table: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
-    /// End offset of each group's key in `keys`; group i's key is `keys[ends[i-1]..ends[i]]`.
     key_ends: Vec<usize>,
     keys: Vec<u8>,
     accs: Vec<Acc>,
     texts: Vec<u8>,
     template: Vec<Acc>,
     scratch: Vec<Acc>,
+    inputs: Vec<Input>,
+    order: Vec<(u128, u32)>,
+    overflow: Option<usize>,
 }
 
 impl GroupTable {
-    pub fn new(ops: &[AggOp]) -> Self {
+    pub fn new(ops: &[AggOp], buffers: &mut ScanBuffers) -> Self {
+        let mut pending = std::mem::take(&mut buffers.pending);
+        pending.clear();
+        let mut parts = std::mem::take(&mut buffers.parts);
+        parts.iter_mut().for_each(Vec::clear);
         GroupTable {
+            ops: ops.to_vec(),
+            needs_pos: ops.iter().any(|o| matches!(o, AggOp::First | AggOp::Last)),
+            router: None,
+            pending,
+            pending_rows: 0,
+            parts,
+            rows: 0,
+        }
+    }
+
+    /// Stages one row: its encoded key, its inputs (text inputs are ranges of `row`), its offset.
+    #[inline]
+    pub fn add_row(&mut self, key: &[u8], inputs: &[Input], row: &[u8], pos: u64) {
+        self.rows += 1;
+        let buf = match &self.router {
+            Some(r) => &mut self.parts[r.route(key)],
+            None => {
+                self.pending_rows += 1;
+                &mut self.pending
+            }
+        };
+        put_len(buf, key.len());
+        buf.extend_from_slice(key);
+        for input in inputs {
+            match *input {
+                Input::Null => buf.push(0),
+                Input::Present => buf.push(1),
+                Input::Num(d) => match i64::try_from(d.mantissa) {
+                    Ok(m) => {
+                        buf.push(2);
+                        buf.push(d.scale);
+                        buf.extend_from_slice(&m.to_le_bytes());
+                    }
+                    Err(_) => {
+                        buf.push(3);
+                        buf.push(d.scale);
+                        buf.extend_from_slice(&d.mantissa.to_le_bytes());
+                    }
+                },
+                Input::Text(s, e) => {
+                    buf.push(4);
+                    put_len(buf, e - s);
+                    buf.extend_from_slice(&row[s..e]);
+                }
+            }
+        }
+        if self.needs_pos {
+            buf.extend_from_slice(&pos.to_le_bytes());
+        }
+        if self.router.is_none() && self.pending_rows == SAMPLE_ROWS {
+            self.build_router();
+        }
+    }
+
+    fn build_router(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        let rows = split_rows(&pending, self.ops.len(), self.needs_pos);
+        let keys: Vec<&[u8]> = rows.iter().map(|&(ks, ke, _)| &pending[ks..ke]).collect();
+        let router = Router::from_sample(&keys);
+        self.parts.resize_with(PARTITIONS, Vec::new);
+        for &(ks, ke, end) in &rows {
+            let p = router.route(&pending[ks..ke]);
+            // Re-stage the row's whole encoding (length prefix included).
+            let start = ks - len_width(ke - ks);
+            self.parts[p].extend_from_slice(&pending[start..end]);
+        }
+        pending.clear();
+        self.pending = pending;
+        self.router = Some(router);
+    }
+
+    /// Aggregates and sorts every partition, visiting groups in key order:
+    /// (key, accumulators, text arena). Returns the index of an aggregate
+    /// whose sum overflowed, if any (its overflowing rows are left out).
+    pub fn finish(self, buffers: &mut ScanBuffers, mut f: impl FnMut(&[u8], &[Acc], &[u8])) -> Option<usize> {
+        let mut t = PartTable {
             table: HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             key_ends: Vec::new(),
             keys: Vec::new(),
             accs: Vec::new(),
             texts: Vec::new(),
-            template: ops.iter().map(|o| Acc::empty(*o)).collect(),
-            scratch: Vec::with_capacity(ops.len()),
+            template: self.ops.iter().map(|o| Acc::empty(*o)).collect(),
+            scratch: Vec::new(),
+            inputs: Vec::new(),
+            order: Vec::new(),
+            overflow: None,
+        };
+        if self.router.is_none() {
+            t.aggregate(&self.pending, self.needs_pos);
+            t.emit(&mut f);
+        } else {
+            for part in &self.parts {
+                if !part.is_empty() {
+                    t.aggregate(part, self.needs_pos);
+                    t.emit(&mut f);
+                }
+            }
+        }
+        buffers.pending = self.pending;
+        buffers.parts = self.parts;
+        t.overflow
+    }
+}
+
+fn len_width(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Skips one staged input; returns it.
+#[inline]
+fn read_input(b: &[u8], i: &mut usize) -> Input {
+    let tag = b[*i];
+    *i += 1;
+    match tag {
+        0 => Input::Null,
+        1 => Input::Present,
+        2 => {
+            let scale = b[*i];
+            let m = i64::from_le_bytes(b[*i + 1..*i + 9].try_into().expect("8 bytes"));
+            *i += 9;
+            Input::Num(Decimal { mantissa: m as i128, scale })
+        }
+        3 => {
+            let scale = b[*i];
+            let m = i128::from_le_bytes(b[*i + 1..*i + 17].try_into().expect("16 bytes"));
+            *i += 17;
+            Input::Num(Decimal { mantissa: m, scale })
+        }
+        _ => {
+            let n = get_len(b, i);
+            let s = *i;
+            *i += n;
+            Input::Text(s, s + n)
         }
     }
+}
 
-    pub(crate) fn len(&self) -> usize {
-        self.key_ends.len()
+/// (key start, key end, row end) of each staged row.
+fn split_rows(b: &[u8], n_inputs: usize, needs_pos: bool) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let kl = get_len(b, &mut i);
+        let ks = i;
+        i += kl;
+        for _ in 0..n_inputs {
+            read_input(b, &mut i);
+        }
+        if needs_pos {
+            i += 8;
+        }
+        out.push((ks, ks + kl, i));
     }
+    out
+}
 
+impl PartTable {
     fn key(&self, id: usize) -> &[u8] {
         let start = if id == 0 { 0 } else { self.key_ends[id - 1] };
         &self.keys[start..self.key_ends[id]]
     }
 
-    /// Adds one row to its group. On overflow nothing of the row is applied.
-    pub fn add_row(&mut self, key: &[u8], inputs: &[Input], row: &[u8], pos: u64) -> Result<(), Overflow> {
-        let hash = self.hasher.hash_one(key);
+    fn aggregate(&mut self, b: &[u8], needs_pos: bool) {
+        self.table.clear();
+        self.key_ends.clear();
+        self.keys.clear();
+        self.accs.clear();
+        self.texts.clear();
         let n = self.template.len();
-        let found = {
-            let (keys, ends) = (&self.keys, &self.key_ends);
-            self.table
-                .find(hash, |&id| {
-                    let id = id as usize;
-                    let start = if id == 0 { 0 } else { ends[id - 1] };
-                    &keys[start..ends[id]] == key
-                })
-                .copied()
-        };
-        let id = match found {
+        let mut i = 0;
+        while i < b.len() {
+            let kl = get_len(b, &mut i);
+            let key = &b[i..i + kl];
+            i += kl;
+            self.inputs.clear();
+            for _ in 0..n {
+                let input = read_input(b, &mut i);
+                self.inputs.push(input);
+            }
+            let pos = if needs_pos {
+                let p = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+                i += 8;
+                p
+            } else {
+                0
+            };
+            let id = self.group(key);
+            let accs = &mut self.accs[id * n..(id + 1) * n];
+            if n == 1 {
+                if update(&mut accs[0], self.inputs[0], b, pos, &mut self.texts).is_err() {
+                    self.overflow.get_or_insert(0);
+                }
+                continue;
+            }
+            self.scratch.clear();
+            self.scratch.extend_from_slice(accs);
+            let arena_len = self.texts.len();
+            let mut ok = true;
+            for (a, input) in self.inputs.iter().enumerate() {
+                if update(&mut self.scratch[a], *input, b, pos, &mut self.texts).is_err() {
+                    self.texts.truncate(arena_len);
+                    self.overflow.get_or_insert(a);
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                accs.copy_from_slice(&self.scratch);
+            }
+        }
+    }
+
+    #[inline]
+    fn group(&mut self, key: &[u8]) -> usize {
+        let hash = self.hasher.hash_one(key);
+        let (keys, ends) = (&self.keys, &self.key_ends);
+        let found = self
+            .table
+            .find(hash, |&id| {
+                let id = id as usize;
+                let start = if id == 0 { 0 } else { ends[id - 1] };
+                &keys[start..ends[id]] == key
+            })
+            .copied();
+        match found {
             Some(id) => id as usize,
             None => {
                 let id = self.key_ends.len();
@@ -290,49 +597,26 @@ impl GroupTable {
                 });
                 id
             }
-        };
-        let accs = &mut self.accs[id * n..(id + 1) * n];
-        if n == 1 {
-            // The common case needs no staging: a failed update leaves the acc untouched.
-            return update(&mut accs[0], inputs[0], row, pos, &mut self.texts).map_err(|_| Overflow { agg: 0 });
         }
-        self.scratch.clear();
-        self.scratch.extend_from_slice(accs);
-        let arena_len = self.texts.len();
-        for (i, input) in inputs.iter().enumerate() {
-            if update(&mut self.scratch[i], *input, row, pos, &mut self.texts).is_err() {
-                self.texts.truncate(arena_len);
-                return Err(Overflow { agg: i });
-            }
-        }
-        accs.copy_from_slice(&self.scratch);
-        Ok(())
     }
 
-    /// Group ids in key order.
-    pub fn sorted_ids(&self) -> Vec<u32> {
-        // Sort on a 16-byte big-endian key prefix, falling back to the whole key on ties.
-        let mut order: Vec<(u128, u32)> = (0..self.len())
-            .map(|id| {
-                let k = self.key(id);
-                let mut p = [0u8; 16];
-                let n = k.len().min(16);
-                p[..n].copy_from_slice(&k[..n]);
-                (u128::from_be_bytes(p), id as u32)
-            })
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| self.key(a.1 as usize).cmp(self.key(b.1 as usize)))
-        });
-        order.into_iter().map(|(_, id)| id).collect()
-    }
-
-    /// Visits groups in key order: (key, accumulators, text arena).
-    pub fn for_each_sorted(&self, mut f: impl FnMut(&[u8], &[Acc], &[u8])) {
+    /// Visits this partition's groups in key order.
+    fn emit(&mut self, f: &mut impl FnMut(&[u8], &[Acc], &[u8])) {
         let n = self.template.len();
-        for id in self.sorted_ids() {
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend((0..self.key_ends.len()).map(|id| {
+            let k = self.key(id);
+            let mut p = [0u8; 16];
+            let m = k.len().min(16);
+            p[..m].copy_from_slice(&k[..m]);
+            (u128::from_be_bytes(p), id as u32)
+        }));
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key(a.1 as usize).cmp(self.key(b.1 as usize))));
+        for &(_, id) in &order {
             let id = id as usize;
             f(self.key(id), &self.accs[id * n..(id + 1) * n], &self.texts);
         }
+        self.order = order;
     }
 }

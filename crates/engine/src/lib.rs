@@ -43,7 +43,7 @@ mod spec;
 
 use sha2::{Digest, Sha256};
 
-pub use agg::Acc;
+pub use agg::{Acc, ScanBuffers};
 pub use output::{part_name, push_csv_field, Merger, PartInfo, PartSink, PartWriter, RowFormatter};
 pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};

@@ -75,7 +75,12 @@ pub struct RunWriter {
 
 impl RunWriter {
     pub fn new(ops: &[AggOp]) -> Self {
-        let mut out = Vec::new();
+        Self::with_buffer(ops, Vec::new())
+    }
+
+    /// Writes into `out` (cleared first), reusing its capacity.
+    pub fn with_buffer(ops: &[AggOp], mut out: Vec<u8>) -> Self {
+        out.clear();
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.push(ops.len() as u8);

@@ -16,10 +16,10 @@
 //! the guesses; a chunk that guessed wrong is scanned again with the known
 //! state. Newline counts per chunk give global line numbers for errors.
 
-use memchr::{memchr, memchr2, memchr3, memchr_iter};
+use memchr::{memchr, memchr2, memchr3};
 use serde::{Deserialize, Serialize};
 
-use crate::agg::{GroupTable, Input};
+use crate::agg::{GroupTable, Input, ScanBuffers};
 use crate::key::push_field;
 use crate::number::{Decimal, NumberError};
 use crate::partial::RunWriter;
@@ -136,7 +136,6 @@ struct RowWork<'c> {
     key: Vec<u8>,
     lower: Vec<u8>,
     inputs: Vec<Input>,
-    overflow: Option<usize>,
 }
 
 impl RowWork<'_> {
@@ -155,7 +154,7 @@ impl RowWork<'_> {
         self.key.clear();
         for &(c, t) in &spec.keys {
             let v = field(c);
-            if std::str::from_utf8(v).is_err() {
+            if !v.is_ascii() && std::str::from_utf8(v).is_err() {
                 return Err(Issue { problem: Problem::Utf8, col: Some(c), byte: fpos[c] });
             }
             match t {
@@ -191,7 +190,7 @@ impl RowWork<'_> {
                             Err(_) => return Err(issue(Problem::Utf8)),
                         },
                         AggOp::First | AggOp::Last => {
-                            if std::str::from_utf8(v).is_err() {
+                            if !v.is_ascii() && std::str::from_utf8(v).is_err() {
                                 return Err(issue(Problem::Utf8));
                             }
                             Input::Text(s, e)
@@ -201,11 +200,7 @@ impl RowWork<'_> {
             };
             self.inputs.push(input);
         }
-        if let Err(o) = self.table.add_row(&self.key, &self.inputs, row, rec) {
-            // Not a row problem: the job fails with the same message whether
-            // the overflow happens here or when partials are merged.
-            self.overflow.get_or_insert(o.agg);
-        }
+        self.table.add_row(&self.key, &self.inputs, row, rec);
         Ok(true)
     }
 }
@@ -252,12 +247,25 @@ pub struct ChunkScanner<'c> {
     fields: Vec<(usize, usize)>,
     fpos: Vec<u64>,
     scratch: Vec<u8>,
+    buffers: ScanBuffers,
 }
 
 impl<'c> ChunkScanner<'c> {
     /// `at_record_start`: `range.start` is known to begin a record (the
     /// first data chunk); otherwise feeding starts one byte earlier.
     pub fn new(spec: &'c Compiled, range: ChunkRange, file_size: u64, at_record_start: bool, start_state: StartState) -> Self {
+        Self::with_buffers(spec, range, file_size, at_record_start, start_state, ScanBuffers::default())
+    }
+
+    /// Like [`Self::new`], reusing the buffers of an earlier scan.
+    pub fn with_buffers(
+        spec: &'c Compiled,
+        range: ChunkRange,
+        file_size: u64,
+        at_record_start: bool,
+        start_state: StartState,
+        mut buffers: ScanBuffers,
+    ) -> Self {
         let ops: Vec<AggOp> = spec.aggs.iter().map(|a| a.op).collect();
         let (phase, pos, assumed) = if at_record_start {
             (Phase::Records, range.start, false)
@@ -266,7 +274,7 @@ impl<'c> ChunkScanner<'c> {
             (Phase::Lookback, range.start - 1, inq)
         };
         ChunkScanner {
-            work: RowWork { spec, table: GroupTable::new(&ops), key: Vec::new(), lower: Vec::new(), inputs: Vec::new(), overflow: None },
+            work: RowWork { spec, table: GroupTable::new(&ops, &mut buffers), key: Vec::new(), lower: Vec::new(), inputs: Vec::new() },
             range,
             file_size,
             at_record_start,
@@ -285,6 +293,7 @@ impl<'c> ChunkScanner<'c> {
             fields: Vec::new(),
             fpos: Vec::new(),
             scratch: Vec::new(),
+            buffers,
         }
     }
 
@@ -485,36 +494,45 @@ impl<'c> ChunkScanner<'c> {
     /// Parses the record at the start of `rest` (global offset `g`).
     fn parse_record(&mut self, rest: &[u8], eof: bool, g: u64) -> Parsed {
         let dialect = self.work.spec.dialect;
-        let nl = memchr(b'\n', rest);
-        let line_end = match nl {
-            Some(p) => p,
-            None if eof => rest.len(),
-            None => return Parsed::NeedMore,
-        };
-        let line = &rest[..line_end];
-        let quoted = dialect.quote.is_some_and(|q| memchr(q, line).is_some());
-        if !quoted {
-            let mut content = line.len();
-            if content > 0 && line[content - 1] == b'\r' && dialect.delimiter != b'\r' {
-                content -= 1;
+        let d = dialect.delimiter;
+        // Without quoting, '\n' stands in for the quote: it never matches first.
+        let q = dialect.quote.unwrap_or(b'\n');
+        self.fields.clear();
+        self.fpos.clear();
+        // One pass over the line: short CSV fields make a byte loop faster than memchr calls.
+        let mut s = 0usize;
+        let mut i = 0usize;
+        let line_end = loop {
+            let Some(&b) = rest.get(i) else {
+                if !eof {
+                    return Parsed::NeedMore;
+                }
+                break i;
+            };
+            if b == b'\n' {
+                break i;
             }
-            let len = line_end + nl.is_some() as usize;
-            if content == 0 {
-                return Parsed::Record { len, empty: true, scratch: false };
+            if b == q {
+                return self.parse_quoted(rest, eof, g);
             }
-            self.fields.clear();
-            self.fpos.clear();
-            let mut s = 0;
-            for d in memchr_iter(dialect.delimiter, &line[..content]) {
-                self.fields.push((s, d));
+            if b == d {
+                self.fields.push((s, i));
                 self.fpos.push(g + s as u64);
-                s = d + 1;
+                s = i + 1;
             }
-            self.fields.push((s, content));
-            self.fpos.push(g + s as u64);
-            return Parsed::Record { len, empty: false, scratch: false };
+            i += 1;
+        };
+        let len = (line_end + 1).min(rest.len());
+        let mut content = line_end;
+        if content > s && rest[content - 1] == b'\r' && d != b'\r' {
+            content -= 1;
         }
-        self.parse_quoted(rest, eof, g)
+        if content == 0 && self.fields.is_empty() {
+            return Parsed::Record { len, empty: true, scratch: false };
+        }
+        self.fields.push((s, content));
+        self.fpos.push(g + s as u64);
+        Parsed::Record { len, empty: false, scratch: false }
     }
 
     /// The general path: fields are unquoted into `scratch`.
@@ -601,12 +619,22 @@ impl<'c> ChunkScanner<'c> {
 
     /// Ends the scan: the report and the key-sorted partial.
     pub fn finish(self) -> (ChunkReport, Vec<u8>) {
+        let (report, run, _) = self.finish_with_buffers();
+        (report, run)
+    }
+
+    /// Like [`Self::finish`], also handing back the buffers for the next scan.
+    pub fn finish_with_buffers(mut self) -> (ChunkReport, Vec<u8>, ScanBuffers) {
         debug_assert!(self.is_done(), "finish before the scan is done");
         let ops: Vec<AggOp> = self.work.spec.aggs.iter().map(|a| a.op).collect();
-        let mut w = RunWriter::new(&ops);
-        if self.error.is_none() {
-            self.work.table.for_each_sorted(|k, accs, texts| w.push(k, accs, texts));
-        }
+        let mut w = RunWriter::with_buffer(&ops, std::mem::take(&mut self.buffers.run));
+        // An overflow is not a row problem: the job fails with the same
+        // message whether it happens here or when partials are merged.
+        let overflow = if self.error.is_none() {
+            self.work.table.finish(&mut self.buffers, |k, accs, texts| w.push(k, accs, texts))
+        } else {
+            None
+        };
         let report = ChunkReport {
             index: self.range.index,
             start: self.range.start,
@@ -620,9 +648,9 @@ impl<'c> ChunkScanner<'c> {
             samples: self.samples,
             error: self.error,
             groups: w.groups(),
-            overflow: self.work.overflow,
+            overflow,
         };
-        (report, w.finish())
+        (report, w.finish(), self.buffers)
     }
 }
 

@@ -6,8 +6,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fanfold_engine::{
     job_id, plan_chunks, read_head, resolve_chain, BadRow, ChunkRange, ChunkReport, ChunkScanner, Error as EngineError,
-    LineIndex, Merger, PartInfo, PartSink, PartWriter, RowFormatter, Spec, StartState, MAX_SAMPLES,
+    LineIndex, Merger, PartInfo, PartSink, PartWriter, RowFormatter, ScanBuffers, Spec, StartState, MAX_SAMPLES,
 };
+
+thread_local! {
+    /// A worker's scan and read buffers, reused from chunk to chunk.
+    static BUFFERS: std::cell::RefCell<(ScanBuffers, Vec<u8>)> = std::cell::RefCell::default();
+}
 use serde::Serialize;
 
 use crate::job::{ChunkRecord, Job, JobError, OutputPart, Outputs, PartialRef, Source, Status};
@@ -207,8 +212,13 @@ impl Pipeline {
         let spec = Spec::from_json(&job.spec).map_err(|e| PipelineError::Invalid(e.to_string()))?;
         let compiled = head.compile(&spec)?;
         let size = job.source.size;
-        let mut scanner = ChunkScanner::new(&compiled, range, size, range.start == head.data_start, state);
-        let mut buf: Vec<u8> = vec![0; (self.config.read_window as usize).clamp(64 * 1024, 16 << 20)];
+        let (scan_buffers, mut buf) = BUFFERS.with(|b| b.take());
+        let mut scanner =
+            ChunkScanner::with_buffers(&compiled, range, size, range.start == head.data_start, state, scan_buffers);
+        let want = (self.config.read_window as usize).clamp(64 * 1024, 16 << 20);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
         let mut filled = 0usize;
         let mut next = scanner.position(); // next byte to request
         let mut window_end = 0u64;
@@ -242,14 +252,16 @@ impl Pipeline {
             }
         }
         drop(reader);
-        let (report, run) = scanner.finish();
+        let (report, run, mut scan_buffers) = scanner.finish_with_buffers();
         let partial = if run.len() <= self.config.inline_limit {
             PartialRef::Inline(run)
         } else {
             let key = self.layout.partial(id, range.index);
             self.output.put(&key, &run)?;
+            scan_buffers.run = run;
             PartialRef::Object(key)
         };
+        BUFFERS.with(|b| *b.borrow_mut() = (scan_buffers, buf));
         let rows = report.rows;
         self.jobs.put_chunk(id, &ChunkRecord { report, partial, attempt: 1 })?;
         if let Some(n) = self.jobs.mark_done(id, range.index, rows, range.end - range.start)? {
