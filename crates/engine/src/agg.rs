@@ -223,6 +223,10 @@ pub fn write_value(acc: &Acc, arena: &[u8], out: &mut Vec<u8>) {
 const SAMPLE_ROWS: usize = 4096;
 /// Key-range partitions a chunk's rows are staged into.
 const PARTITIONS: usize = 256;
+/// Staging block size: rows are appended to a partition's current block;
+/// a full block is followed by a fresh one from the pool. Blocks never grow
+/// or move, and go back to the pool when their partition is aggregated.
+const BLOCK: usize = 64 * 1024;
 
 /// Routes keys to partitions so that partition order is key order: keys
 /// below the sample's common prefix go first, keys above it last, and the
@@ -305,8 +309,10 @@ fn get_len(b: &[u8], i: &mut usize) -> usize {
 /// returned to the OS and faulted in again for every chunk.
 #[derive(Default)]
 pub struct ScanBuffers {
-    parts: Vec<Vec<u8>>,
+    /// Empty staging blocks (capacity `BLOCK`).
+    pool: Vec<Vec<u8>>,
     pending: Vec<u8>,
+    table: Option<PartTable>,
     /// The run's output buffer.
     pub run: Vec<u8>,
 }
@@ -323,10 +329,12 @@ pub struct GroupTable {
     ops: Vec<AggOp>,
     needs_pos: bool,
     router: Option<Router>,
-    /// Rows before the router exists (the sample), then one buffer per partition.
+    /// Rows before the router exists (the sample).
     pending: Vec<u8>,
     pending_rows: usize,
-    parts: Vec<Vec<u8>>,
+    /// Staged rows per partition, in blocks.
+    parts: Vec<Vec<Vec<u8>>>,
+    pool: Vec<Vec<u8>>,
     rows: u64,
 }
 
@@ -349,15 +357,14 @@ impl GroupTable {
     pub fn new(ops: &[AggOp], buffers: &mut ScanBuffers) -> Self {
         let mut pending = std::mem::take(&mut buffers.pending);
         pending.clear();
-        let mut parts = std::mem::take(&mut buffers.parts);
-        parts.iter_mut().for_each(Vec::clear);
         GroupTable {
             ops: ops.to_vec(),
             needs_pos: ops.iter().any(|o| matches!(o, AggOp::First | AggOp::Last)),
             router: None,
             pending,
             pending_rows: 0,
-            parts,
+            parts: Vec::new(),
+            pool: std::mem::take(&mut buffers.pool),
             rows: 0,
         }
     }
@@ -367,7 +374,25 @@ impl GroupTable {
     pub fn add_row(&mut self, key: &[u8], inputs: &[Input], row: &[u8], pos: u64) {
         self.rows += 1;
         let buf = match &self.router {
-            Some(r) => &mut self.parts[r.route(key)],
+            Some(r) => {
+                let mut need = key.len() + 16 + 8;
+                for i in inputs {
+                    need += match i {
+                        Input::Text(s, e) => e - s + 10,
+                        _ => 18,
+                    };
+                }
+                let blocks = &mut self.parts[r.route(key)];
+                if blocks.last().is_none_or(|b| b.len() + need > b.capacity()) {
+                    let block = if need <= BLOCK {
+                        self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK))
+                    } else {
+                        Vec::with_capacity(need)
+                    };
+                    blocks.push(block);
+                }
+                blocks.last_mut().expect("just ensured")
+            }
             None => {
                 self.pending_rows += 1;
                 &mut self.pending
@@ -416,7 +441,12 @@ impl GroupTable {
             let p = router.route(&pending[ks..ke]);
             // Re-stage the row's whole encoding (length prefix included).
             let start = ks - len_width(ke - ks);
-            self.parts[p].extend_from_slice(&pending[start..end]);
+            let blocks = &mut self.parts[p];
+            if blocks.last().is_none_or(|b| b.len() + (end - start) > b.capacity()) {
+                let cap = BLOCK.max(end - start);
+                blocks.push(if cap == BLOCK { self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK)) } else { Vec::with_capacity(cap) });
+            }
+            blocks.last_mut().expect("just ensured").extend_from_slice(&pending[start..end]);
         }
         pending.clear();
         self.pending = pending;
@@ -426,34 +456,49 @@ impl GroupTable {
     /// Aggregates and sorts every partition, visiting groups in key order:
     /// (key, accumulators, text arena). Returns the index of an aggregate
     /// whose sum overflowed, if any (its overflowing rows are left out).
-    pub fn finish(self, buffers: &mut ScanBuffers, mut f: impl FnMut(&[u8], &[Acc], &[u8])) -> Option<usize> {
-        let mut t = PartTable {
+    pub fn finish(mut self, buffers: &mut ScanBuffers, mut f: impl FnMut(&[u8], &[Acc], &[u8])) -> Option<usize> {
+        let mut t = buffers.table.take().unwrap_or_else(|| PartTable {
             table: HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             key_ends: Vec::new(),
             keys: Vec::new(),
             accs: Vec::new(),
             texts: Vec::new(),
-            template: self.ops.iter().map(|o| Acc::empty(*o)).collect(),
+            template: Vec::new(),
             scratch: Vec::new(),
             inputs: Vec::new(),
             order: Vec::new(),
             overflow: None,
-        };
+        });
+        t.template = self.ops.iter().map(|o| Acc::empty(*o)).collect();
+        t.overflow = None;
         if self.router.is_none() {
+            t.reset();
             t.aggregate(&self.pending, self.needs_pos);
             t.emit(&mut f);
         } else {
-            for part in &self.parts {
-                if !part.is_empty() {
-                    t.aggregate(part, self.needs_pos);
-                    t.emit(&mut f);
+            for blocks in &mut self.parts {
+                if blocks.is_empty() {
+                    continue;
+                }
+                t.reset();
+                for b in blocks.iter() {
+                    t.aggregate(b, self.needs_pos);
+                }
+                t.emit(&mut f);
+                for mut b in blocks.drain(..) {
+                    if b.capacity() == BLOCK {
+                        b.clear();
+                        self.pool.push(b);
+                    }
                 }
             }
         }
+        let overflow = t.overflow;
         buffers.pending = self.pending;
-        buffers.parts = self.parts;
-        t.overflow
+        buffers.pool = self.pool;
+        buffers.table = Some(t);
+        overflow
     }
 }
 
@@ -520,12 +565,16 @@ impl PartTable {
         &self.keys[start..self.key_ends[id]]
     }
 
-    fn aggregate(&mut self, b: &[u8], needs_pos: bool) {
+    fn reset(&mut self) {
         self.table.clear();
         self.key_ends.clear();
         self.keys.clear();
         self.accs.clear();
         self.texts.clear();
+    }
+
+    /// Folds staged rows into the current partition's groups.
+    fn aggregate(&mut self, b: &[u8], needs_pos: bool) {
         let n = self.template.len();
         let mut i = 0;
         while i < b.len() {

@@ -17,12 +17,24 @@ use crate::Error;
 /// Streams the merged groups of several runs in key order.
 pub struct Merger<R> {
     runs: Vec<RunReader<R>>,
+    /// The first 8 bytes of each run's current key, big-endian: most
+    /// comparisons end here without touching the keys.
+    prefixes: Vec<u64>,
     /// Min-heap of run indices ordered by (current key, run index).
     heap: Vec<usize>,
+    /// A run whose current entry was handed out as is; it advances first.
+    pending: bool,
     key: Vec<u8>,
     accs: Vec<Acc>,
     texts: Vec<u8>,
     names: Vec<String>,
+}
+
+fn prefix8(k: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = k.len().min(8);
+    p[..n].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(p)
 }
 
 impl<R: Read> Merger<R> {
@@ -37,18 +49,34 @@ impl<R: Read> Merger<R> {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "partials of different specs"));
             }
         }
-        let mut m = Merger { runs, heap: Vec::new(), key: Vec::new(), accs: Vec::new(), texts: Vec::new(), names };
-        for i in 0..m.runs.len() {
+        let n = runs.len();
+        let mut m = Merger {
+            runs,
+            prefixes: vec![0; n],
+            heap: Vec::new(),
+            pending: false,
+            key: Vec::new(),
+            accs: Vec::new(),
+            texts: Vec::new(),
+            names,
+        };
+        for i in 0..n {
             if m.runs[i].advance()? {
+                m.prefixes[i] = prefix8(&m.runs[i].key);
                 m.heap.push(i);
-                let n = m.heap.len() - 1;
-                m.sift_up(n);
+                let last = m.heap.len() - 1;
+                m.sift_up(last);
             }
         }
         Ok(m)
     }
 
+    #[inline]
     fn less(&self, a: usize, b: usize) -> bool {
+        let (pa, pb) = (self.prefixes[a], self.prefixes[b]);
+        if pa != pb {
+            return pa < pb;
+        }
         (&self.runs[a].key, a) < (&self.runs[b].key, b)
     }
 
@@ -86,6 +114,7 @@ impl<R: Read> Merger<R> {
     fn pop_top(&mut self) -> io::Result<()> {
         let top = self.heap[0];
         if self.runs[top].advance()? {
+            self.prefixes[top] = prefix8(&self.runs[top].key);
             self.sift_down(0);
         } else {
             let last = self.heap.pop().expect("non-empty");
@@ -97,20 +126,37 @@ impl<R: Read> Merger<R> {
         Ok(())
     }
 
+    fn top_key_repeats(&self) -> bool {
+        // Heap order means an equal key, if any, sits at a child of the root.
+        let top = self.heap[0];
+        self.heap[1..self.heap.len().min(3)]
+            .iter()
+            .any(|&c| self.prefixes[c] == self.prefixes[top] && self.runs[c].key == self.runs[top].key)
+    }
+
     /// The next merged group, or `None` when all runs are exhausted.
     pub fn next_group(&mut self) -> Result<Option<(&[u8], &[Acc], &[u8])>, Error> {
+        if self.pending {
+            self.pending = false;
+            self.pop_top().map_err(Error::Partial)?;
+        }
         let Some(&top) = self.heap.first() else { return Ok(None) };
+        if !self.top_key_repeats() {
+            // The common case: the group is in one run only; hand it out as is.
+            self.pending = true;
+            let r = &self.runs[top];
+            return Ok(Some((&r.key, &r.accs, &r.texts)));
+        }
         self.key.clear();
         self.key.extend_from_slice(&self.runs[top].key);
         self.accs.clear();
         self.texts.clear();
         {
             let r = &self.runs[top];
-            self.accs.extend_from_slice(&r.accs);
-            for (a, b) in self.accs.iter_mut().zip(&r.accs) {
-                // Re-home text refs into our arena.
-                *a = crate::agg::Acc::empty(op_of(b));
-                combine(a, &mut self.texts, b, &r.texts).expect("combining into an empty acc cannot overflow");
+            for b in &r.accs {
+                let mut a = Acc::empty(op_of(b));
+                combine(&mut a, &mut self.texts, b, &r.texts).expect("combining into an empty acc cannot overflow");
+                self.accs.push(a);
             }
         }
         self.pop_top().map_err(Error::Partial)?;
@@ -188,13 +234,26 @@ impl RowFormatter {
     pub fn row(&mut self, key: &[u8], accs: &[Acc], texts: &[u8], out: &mut Vec<u8>) {
         let d = self.delimiter;
         let mut first = true;
-        for_each_field(key, &mut self.scratch, |f| {
-            if !first {
-                out.push(d);
+        let plain = !key.iter().any(|&b| b == 1 || b == d || b == b'"' || b == b'\n' || b == b'\r');
+        if plain {
+            // No escapes and nothing to quote: the key's field terminators become delimiters.
+            let start = out.len();
+            out.extend_from_slice(&key[..key.len().saturating_sub(1)]);
+            for b in &mut out[start..] {
+                if *b == 0 {
+                    *b = d;
+                }
             }
-            first = false;
-            push_csv_field(out, f, d);
-        });
+            first = key.is_empty();
+        } else {
+            for_each_field(key, &mut self.scratch, |f| {
+                if !first {
+                    out.push(d);
+                }
+                first = false;
+                push_csv_field(out, f, d);
+            });
+        }
         for a in accs {
             if !first {
                 out.push(d);

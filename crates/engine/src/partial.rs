@@ -17,6 +17,7 @@ use crate::spec::AggOp;
 
 const MAGIC: &[u8; 3] = b"FFP";
 pub const VERSION: u8 = 1;
+const FAST_WINDOW: usize = 16 * 1024;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
@@ -151,7 +152,7 @@ impl<R: Read> RunReader<R> {
     pub fn new(src: R) -> io::Result<Self> {
         let mut r = RunReader {
             src,
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; 4 * FAST_WINDOW],
             pos: 0,
             len: 0,
             eof: false,
@@ -188,6 +189,24 @@ impl<R: Read> RunReader<R> {
         self.remaining
     }
 
+    /// Buffers up to `n` bytes from `pos` if the source has them.
+    fn fill_at_least(&mut self, n: usize) -> io::Result<()> {
+        self.buf.copy_within(self.pos..self.len, 0);
+        self.len -= self.pos;
+        self.pos = 0;
+        if self.buf.len() < n * 4 {
+            self.buf.resize(n * 4, 0);
+        }
+        while self.len < self.buf.len() && !self.eof {
+            let got = self.src.read(&mut self.buf[self.len..])?;
+            if got == 0 {
+                self.eof = true;
+            }
+            self.len += got;
+        }
+        Ok(())
+    }
+
     /// Makes at least `n` bytes available from `pos`, or fails at end of input.
     fn ensure(&mut self, n: usize) -> io::Result<()> {
         if self.len - self.pos >= n {
@@ -212,13 +231,21 @@ impl<R: Read> RunReader<R> {
         Ok(())
     }
 
+    #[inline]
     fn byte(&mut self) -> io::Result<u8> {
-        self.ensure(1)?;
+        if self.pos == self.len {
+            self.ensure(1)?;
+        }
         self.pos += 1;
         Ok(self.buf[self.pos - 1])
     }
 
+    #[inline]
     fn varint(&mut self) -> io::Result<u128> {
+        if self.pos < self.len && self.buf[self.pos] < 0x80 {
+            self.pos += 1;
+            return Ok(self.buf[self.pos - 1] as u128);
+        }
         let mut v: u128 = 0;
         let mut shift = 0;
         loop {
@@ -246,7 +273,9 @@ impl<R: Read> RunReader<R> {
 
     fn text(&mut self) -> io::Result<TextRef> {
         let n = self.varint()? as usize;
-        self.ensure(n)?;
+        if self.len - self.pos < n {
+            self.ensure(n)?;
+        }
         let r = TextRef { off: self.texts.len() as u64, len: n as u32 };
         self.texts.extend_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
@@ -278,13 +307,20 @@ impl<R: Read> RunReader<R> {
         if self.remaining == 0 {
             return Ok(false);
         }
+        // Most entries are a few dozen bytes: with this much buffered, the
+        // checked byte reads below never need to refill.
+        if self.len - self.pos < FAST_WINDOW && !self.eof {
+            let _ = self.fill_at_least(FAST_WINDOW);
+        }
         self.remaining -= 1;
         let shared = self.varint()? as usize;
         let n = self.varint()? as usize;
         if shared > self.key.len() {
             return Err(corrupt("bad key prefix"));
         }
-        self.ensure(n)?;
+        if self.len - self.pos < n {
+            self.ensure(n)?;
+        }
         self.key.truncate(shared);
         self.key.extend_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;

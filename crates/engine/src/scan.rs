@@ -139,9 +139,12 @@ struct RowWork<'c> {
 }
 
 impl RowWork<'_> {
-    /// `fields[i]` is a byte range of `row`; `fpos(i)` its global offset.
+    /// `fields[i]` is a byte range of `row`. Field `i` starts at global
+    /// offset `fpos[i]`, or at `rec + fields[i].0` when `fpos` is empty
+    /// (the row is the raw record).
     fn process(&mut self, row: &[u8], fields: &[(usize, usize)], fpos: &[u64], rec: u64) -> Result<bool, Issue> {
         let spec = self.spec;
+        let fpos = |c: usize| fpos.get(c).copied().unwrap_or(rec + fields[c].0 as u64);
         if fields.len() != spec.width {
             return Err(Issue { problem: Problem::Ragged { found: fields.len() }, col: None, byte: rec });
         }
@@ -155,7 +158,7 @@ impl RowWork<'_> {
         for &(c, t) in &spec.keys {
             let v = field(c);
             if !v.is_ascii() && std::str::from_utf8(v).is_err() {
-                return Err(Issue { problem: Problem::Utf8, col: Some(c), byte: fpos[c] });
+                return Err(Issue { problem: Problem::Utf8, col: Some(c), byte: fpos(c) });
             }
             match t {
                 None => push_field(&mut self.key, v),
@@ -178,7 +181,7 @@ impl RowWork<'_> {
                 Some(c) => {
                     let (s, e) = fields[c];
                     let v = &row[s..e];
-                    let issue = |p| Issue { problem: p, col: Some(c), byte: fpos[c] };
+                    let issue = |p| Issue { problem: p, col: Some(c), byte: fpos(c) };
                     match a.op {
                         AggOp::Count if v.is_empty() => Input::Null,
                         AggOp::Count => Input::Present,
@@ -416,15 +419,13 @@ impl<'c> ChunkScanner<'c> {
 
     /// Counts quotes and newlines of consumed bytes inside the range.
     fn account(&mut self, consumed: &[u8]) {
-        self.nl_before_pos += count(consumed, b'\n');
         let lo = self.range.start.saturating_sub(self.pos).min(consumed.len() as u64) as usize;
-        let hi = self.range.end.saturating_sub(self.pos).min(consumed.len() as u64) as usize;
-        if lo < hi {
-            let part = &consumed[lo..hi];
-            self.newlines += count(part, b'\n');
-            if let Some(q) = self.work.spec.dialect.quote {
-                self.quotes += count(part, q);
-            }
+        let hi = self.range.end.saturating_sub(self.pos).min(consumed.len() as u64).max(lo as u64) as usize;
+        let inside = count(&consumed[lo..hi], b'\n');
+        self.newlines += inside;
+        self.nl_before_pos += inside + count(&consumed[..lo], b'\n') + count(&consumed[hi..], b'\n');
+        if let Some(q) = self.work.spec.dialect.quote {
+            self.quotes += count(&consumed[lo..hi], q);
         }
         self.pos += consumed.len() as u64;
     }
@@ -517,7 +518,6 @@ impl<'c> ChunkScanner<'c> {
             }
             if b == d {
                 self.fields.push((s, i));
-                self.fpos.push(g + s as u64);
                 s = i + 1;
             }
             i += 1;
@@ -531,7 +531,6 @@ impl<'c> ChunkScanner<'c> {
             return Parsed::Record { len, empty: true, scratch: false };
         }
         self.fields.push((s, content));
-        self.fpos.push(g + s as u64);
         Parsed::Record { len, empty: false, scratch: false }
     }
 
@@ -654,7 +653,7 @@ impl<'c> ChunkScanner<'c> {
     }
 }
 
-/// Counts a byte; the plain loop vectorizes.
+/// Counts a byte (SIMD).
 fn count(hay: &[u8], b: u8) -> u64 {
-    hay.iter().filter(|&&x| x == b).count() as u64
+    bytecount::count(hay, b) as u64
 }
