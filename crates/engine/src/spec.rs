@@ -119,13 +119,29 @@ const FILTER_OPS: [(&str, FilterOp); 9] = [
     ("not_empty", FilterOp::NotEmpty),
 ];
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
     pub column: ColumnRef,
     pub op: FilterOp,
     /// Empty for `empty`/`not_empty`, one value for comparisons, the list for `in`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+}
+
+impl Serialize for Filter {
+    /// The same shape the parser reads: `value` is a list for `in`, one
+    /// value for comparisons, absent for `empty`/`not_empty`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("column", &self.column)?;
+        m.serialize_entry("op", &self.op)?;
+        match self.op {
+            FilterOp::Empty | FilterOp::NotEmpty => {}
+            FilterOp::In => m.serialize_entry("value", &self.values)?,
+            _ => m.serialize_entry("value", &self.values[0])?,
+        }
+        m.end()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -590,6 +606,24 @@ mod tests {
         assert_eq!(s, Spec::default());
         let a = Spec::from_json(r#"{"on_bad_row":"fail","csv":{"header":true}}"#).unwrap();
         assert_eq!(a.canonical_json(), s.canonical_json());
+    }
+
+    #[test]
+    fn canonical_json_parses_back_to_the_same_spec() {
+        let s = Spec::from_json(
+            r#"{"csv":{"delimiter":";","quote":null,"header":false},
+                "group_by":[{"column":1,"transform":"lower"},2],
+                "aggregates":[{"op":"count"},{"op":"sum","column":3,"as":"t"},{"op":"first","column":2}],
+                "where":[{"column":3,"op":">=","value":5},{"column":2,"op":"in","value":["a","b"]},
+                         {"column":1,"op":"not_empty"}],
+                "on_bad_row":"skip","output":{"max_file_bytes":1000}}"#,
+        )
+        .unwrap();
+        let back = Spec::from_json(&s.canonical_json()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.canonical_json(), s.canonical_json());
+        let d = Spec::default();
+        assert_eq!(Spec::from_json(&d.canonical_json()).unwrap(), d);
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! Contract suites for the ports. Every adapter runs the same suite: the
+//! local ones in `fanfold-local`'s tests, the AWS ones against a real
+//! S3/DynamoDB-compatible server. A behaviour that matters is asserted here
+//! once. Each function panics with a message on the first violation.
+
+use std::io::{Read, Write};
+
+use fanfold_engine::{ChunkRange, ChunkReport, Head};
+
+use crate::job::{ChunkRecord, Job, JobError, Outputs, PartialRef, Source, Status};
+use crate::ports::{Created, JobStore, ObjectStore, StoreError};
+
+fn read_all(store: &dyn ObjectStore, key: &str, start: u64, end: Option<u64>) -> Vec<u8> {
+    let mut v = Vec::new();
+    store.get_range(key, start, end).unwrap_or_else(|e| panic!("get {key}: {e}")).read_to_end(&mut v).unwrap();
+    v
+}
+
+/// `prefix` isolates this run's keys (e.g. a fresh bucket prefix).
+pub fn object_store(store: &dyn ObjectStore, prefix: &str) {
+    let k = |s: &str| format!("{prefix}{s}");
+    // put / head / get
+    store.put(&k("a/one.csv"), b"hello world").unwrap();
+    let m = store.head(&k("a/one.csv")).unwrap();
+    assert_eq!(m.size, 11);
+    assert!(!m.etag.is_empty());
+    assert_eq!(read_all(store, &k("a/one.csv"), 0, None), b"hello world");
+    // ranges, including past the end
+    assert_eq!(read_all(store, &k("a/one.csv"), 6, Some(11)), b"world");
+    assert_eq!(read_all(store, &k("a/one.csv"), 3, Some(5)), b"lo");
+    assert_eq!(read_all(store, &k("a/one.csv"), 6, Some(1000)), b"world", "a range past the end stops at the end");
+    assert_eq!(read_all(store, &k("a/one.csv"), 6, None), b"world");
+    // overwrite changes the etag
+    store.put(&k("a/one.csv"), b"hello there!").unwrap();
+    let m2 = store.head(&k("a/one.csv")).unwrap();
+    assert_eq!(m2.size, 12);
+    assert_ne!(m.etag, m2.etag, "new content, new etag");
+    // missing objects
+    assert!(matches!(store.head(&k("missing")), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.get_range(&k("missing"), 0, None).map(|_| ()), Err(StoreError::NotFound(_))));
+    // streaming put: invisible until finished, gone if dropped
+    let mut w = store.put_stream(&k("b/big.bin")).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..7 {
+        w.write_all(&chunk).unwrap();
+    }
+    assert!(store.head(&k("b/big.bin")).is_err(), "a streaming put is not visible before finish");
+    w.finish().unwrap();
+    assert_eq!(store.head(&k("b/big.bin")).unwrap().size, 7 << 20);
+    let mut w = store.put_stream(&k("b/abandoned.bin")).unwrap();
+    w.write_all(b"partial").unwrap();
+    drop(w);
+    assert!(store.head(&k("b/abandoned.bin")).is_err(), "an abandoned upload leaves nothing");
+    // list is prefix-filtered and ordered
+    store.put(&k("a/two.csv"), b"2").unwrap();
+    let keys: Vec<String> = store.list(&k("a/")).unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(keys, vec![k("a/one.csv"), k("a/two.csv")]);
+    assert!(store.list(&k("zzz/")).unwrap().is_empty());
+    // delete is idempotent
+    store.delete(&k("a/two.csv")).unwrap();
+    store.delete(&k("a/two.csv")).unwrap();
+    assert!(store.head(&k("a/two.csv")).is_err());
+    store.delete(&k("a/one.csv")).unwrap();
+    store.delete(&k("b/big.bin")).unwrap();
+    assert!(store.list(prefix).unwrap().is_empty(), "everything deleted");
+    assert!(store.uri(&k("x")).contains("x"));
+}
+
+fn job(id: &str) -> Job {
+    Job::new(
+        id.to_string(),
+        Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100 },
+        "{}".into(),
+        1,
+    )
+}
+
+fn record(index: u32, partial: PartialRef) -> ChunkRecord {
+    ChunkRecord {
+        report: ChunkReport {
+            index,
+            start: 10 * index as u64,
+            end: 10 * index as u64 + 10,
+            assumed_in_quotes: false,
+            quote_parity: false,
+            newlines: 1,
+            rows: 3,
+            filtered: 0,
+            bad_rows: 0,
+            samples: vec![],
+            error: None,
+            groups: 2,
+            overflow: None,
+        },
+        partial,
+        attempt: 1,
+    }
+}
+
+/// `id` must be unused in the store.
+pub fn job_store(store: &dyn JobStore, id: &str) {
+    assert!(store.get_job(id).unwrap().is_none());
+    // conditional create: the second one loses and sees the first
+    assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
+    match store.create_job(&job(id)).unwrap() {
+        Created::Exists(j) => assert_eq!(j.id, id),
+        Created::New => panic!("a second create of the same job must lose"),
+    }
+    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Splitting);
+    // SPLITTING → RUNNING once
+    let head = Head { data_start: 5, newlines_before_data: 1, header: Some(vec!["a".into()]), width: 1 };
+    let chunks: Vec<ChunkRange> = (0..3).map(|i| ChunkRange { index: i, start: 10 * i as u64, end: 10 * i as u64 + 10 }).collect();
+    assert!(store.start_running(id, &head, &chunks, 2).unwrap());
+    assert!(!store.start_running(id, &head, &chunks, 3).unwrap(), "start_running is conditional on SPLITTING");
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.status, j.chunks.len(), j.head.as_ref()), (Status::Running, 3, Some(&head)));
+    // chunk records, inline and spilled; the inline limit holds big items
+    let big = vec![0xAB; 290_000];
+    store.put_chunk(id, &record(0, PartialRef::Inline(big.clone()))).unwrap();
+    store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/000001".into()))).unwrap();
+    store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/000001".into()))).unwrap();
+    // the done set counts a chunk once
+    assert_eq!(store.mark_done(id, 0, 3, 10).unwrap(), Some(1));
+    assert_eq!(store.mark_done(id, 0, 3, 10).unwrap(), None, "a duplicate delivery adds nothing");
+    assert_eq!(store.mark_done(id, 1, 3, 10).unwrap(), Some(2));
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.rows, j.bytes_done), (6, 20), "counters count each chunk once");
+    let recs = store.chunks(id).unwrap();
+    assert_eq!(recs.len(), 2);
+    let r0 = recs.iter().find(|r| r.report.index == 0).unwrap();
+    assert_eq!(r0.partial, PartialRef::Inline(big), "a ~300 KB inline partial survives intact");
+    // the finalize lease: one holder at a time, until it expires
+    assert!(store.take_lease(id, "f1", 100, 200).unwrap());
+    assert!(!store.take_lease(id, "f2", 150, 250).unwrap(), "a held lease cannot be taken");
+    assert!(store.take_lease(id, "f2", 201, 300).unwrap(), "an expired lease can be taken");
+    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Merging);
+    // reopen needs the lease; it takes chunks out of the done set and goes back to RUNNING
+    assert!(!store.reopen_chunks(id, "f1", &[1]).unwrap(), "reopen without the lease fails");
+    assert!(store.reopen_chunks(id, "f2", &[1]).unwrap());
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.status, j.done.clone(), j.chunks_rerun), (Status::Running, vec![0], 1));
+    assert_eq!(store.mark_done(id, 1, 3, 10).unwrap(), Some(2), "a reopened chunk can be done again");
+    assert_eq!(store.mark_done(id, 2, 3, 10).unwrap(), Some(3));
+    // completion is conditional on the lease
+    let outputs = Outputs { parts: vec![], manifest: "m".into(), summary: "s".into() };
+    assert!(!store.complete(id, "f3", &outputs, 400).unwrap(), "complete without a lease fails");
+    assert!(store.take_lease(id, "f3", 400, 500).unwrap());
+    assert!(!store.complete(id, "f2", &outputs, 401).unwrap(), "complete with someone else's lease fails");
+    assert!(store.complete(id, "f3", &outputs, 402).unwrap());
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.status, j.outputs.clone()), (Status::Done, Some(outputs)));
+    // a final job stays final
+    assert!(!store.fail(id, &JobError::internal("late"), 500).unwrap());
+    assert!(!store.take_lease(id, "f4", 10_000, 20_000).unwrap());
+    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Done);
+    // fail works from a running state
+    let id2 = format!("{id}-2");
+    assert!(matches!(store.create_job(&job(&id2)).unwrap(), Created::New));
+    assert!(store.fail(&id2, &JobError::rejected("line 1 (byte 0): bad"), 5).unwrap());
+    let j = store.get_job(&id2).unwrap().unwrap();
+    assert_eq!(j.status, Status::Failed);
+    assert!(j.error.unwrap().rejected);
+}

@@ -1,0 +1,211 @@
+//! The `fanfold` binary, as a user runs it.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn run_ok(args: &[&str], cwd: &std::path::Path) -> String {
+    let out = fanfold(args, cwd);
+    assert!(out.status.success(), "fanfold {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_bmat_example_gives_the_expected_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("bmat-example.csv");
+    let stdout = run_ok(&["run", input.to_str().unwrap(), "--out", "out"], dir.path());
+    assert_eq!(read(dir.path().join("out/part-00000.csv")), read(fixture("bmat-example.expected.csv")));
+    assert!(stdout.contains("DONE"), "{stdout}");
+    assert!(stdout.contains("part-00000.csv"), "{stdout}");
+    // Nothing but the results is left in the output directory.
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["manifest.json", "part-00000.csv", "summary.json"]);
+
+    let manifest: Value = serde_json::from_str(&read(dir.path().join("out/manifest.json"))).unwrap();
+    let uris = manifest["fileLocations"][0]["URIs"].as_array().unwrap();
+    assert_eq!(uris.len(), 1);
+    assert!(uris[0].as_str().unwrap().ends_with("/out/part-00000.csv"));
+    assert_eq!(manifest["globalUploadSettings"]["format"], "CSV");
+    assert_eq!(manifest["globalUploadSettings"]["delimiter"], ",");
+    assert_eq!(manifest["globalUploadSettings"]["containsHeader"], "true");
+
+    let summary: Value = serde_json::from_str(&read(dir.path().join("out/summary.json"))).unwrap();
+    assert_eq!(summary["rows_read"], 7);
+    assert_eq!(summary["groups"], 4);
+    assert_eq!(summary["input_bytes"], 199);
+    assert_eq!(summary["job_id"].as_str().unwrap().len(), 32);
+    for phase in ["split", "chunks", "merge", "total"] {
+        assert!(summary["timings_ms"][phase].is_u64(), "{phase}");
+    }
+}
+
+#[test]
+fn default_output_dir_is_named_after_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("bmat-example.csv");
+    run_ok(&["run", input.to_str().unwrap()], dir.path());
+    let jobs: Vec<_> = std::fs::read_dir(dir.path().join("fanfold-out")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].file_name().unwrap().len(), 32);
+    assert_eq!(read(jobs[0].join("part-00000.csv")), read(fixture("bmat-example.expected.csv")));
+}
+
+#[test]
+fn every_chunk_size_and_worker_count_gives_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("catalogue.csv");
+    let spec = fixture("catalogue.spec.json");
+    let want = read(fixture("catalogue.expected.csv"));
+    for (chunk, workers) in [("1", "1"), ("1", "3"), ("2", "2"), ("7", "2"), ("16", "4"), ("64MiB", "1")] {
+        let out = format!("out-{chunk}-{workers}");
+        run_ok(
+            &["run", input.to_str().unwrap(), "--spec", spec.to_str().unwrap(), "--out", &out, "--chunk-size", chunk, "--workers", workers],
+            dir.path(),
+        );
+        assert_eq!(read(dir.path().join(&out).join("part-00000.csv")), want, "chunk {chunk} workers {workers}");
+    }
+}
+
+#[test]
+fn parts_are_capped_including_their_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("in.csv");
+    let out = fanfold(&["gen", "--profile", "bmat", "--size", "200kB", "-o", csv.to_str().unwrap(), "--seed", "7"], dir.path());
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("spec.json"), r#"{"output":{"max_file_bytes":4096}}"#).unwrap();
+    run_ok(&["run", "in.csv", "--spec", "spec.json", "--out", "capped", "--chunk-size", "10kB"], dir.path());
+    run_ok(&["run", "in.csv", "--out", "whole"], dir.path());
+    let summary: Value = serde_json::from_str(&read(dir.path().join("capped/summary.json"))).unwrap();
+    let files = summary["output_files"].as_array().unwrap();
+    assert!(files.len() > 10, "{}", files.len());
+    let header = "Song,Date,Total Number of Plays for Date\n";
+    let mut joined = String::from(header);
+    for (i, f) in files.iter().enumerate() {
+        let name = format!("part-{i:05}.csv");
+        assert_eq!(f["key"], name.as_str());
+        let text = read(dir.path().join("capped").join(&name));
+        assert!(text.len() <= 4096, "{name} has {} bytes", text.len());
+        assert_eq!(f["bytes"], text.len());
+        assert!(text.starts_with(header));
+        joined += &text[header.len()..];
+    }
+    assert_eq!(joined, read(dir.path().join("whole/part-00000.csv")));
+    let manifest: Value = serde_json::from_str(&read(dir.path().join("capped/manifest.json"))).unwrap();
+    assert_eq!(manifest["fileLocations"][0]["URIs"].as_array().unwrap().len(), files.len());
+}
+
+#[test]
+fn a_row_bigger_than_the_cap_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("spec.json"), r#"{"output":{"max_file_bytes":50}}"#).unwrap();
+    let input = fixture("bmat-example.csv");
+    let out = fanfold(&["run", input.to_str().unwrap(), "--spec", "spec.json", "--out", "o"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than output.max_file_bytes = 50"), "{err}");
+}
+
+/// (file contents, extra spec, expected message)
+fn bad_inputs() -> Vec<(&'static [u8], &'static str, &'static str)> {
+    vec![
+        (b"Song,Date,Number of Plays\nUmbrella,2020-01-02,200\nUmbrella,2020-01-01,patata\n", "{}",
+         "line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number"),
+        (b"Song,Date,Number of Plays\nUmbrella,2020-01-02\n", "{}", "line 2 (byte 26): expected 3 fields, found 2"),
+        (b"Song,Date,Number of Plays\nUmbrella,2020-01-02,1,2\n", "{}", "line 2 (byte 26): expected 3 fields, found 4"),
+        (b"Song,Date,Number of Plays\nUmbr\xe9lla,2020-01-02,1\n", "{}", "line 2 (byte 26): column \"Song\": \"Umbr\u{fffd}lla\" is not valid UTF-8"),
+        (b"Song,Date,Number of Plays\nUmbrella,2020-01-02,1\n\"Umbrella,2020-01-02,1\n", "{}",
+         "line 3 (byte 48): column \"Song\": quoted field is never closed before the end of the file"),
+        (b"Song,Day,Number of Plays\nUmbrella,2020-01-02,1\n", "{}", "group_by[1]: column \"Date\" is not in the header"),
+        (b"", "{}", "the input is empty"),
+        (b"a,b\n1,2\n", r#"{"group_by":["a"],"aggregates":[{"op":"median","column":"b"}]}"#, "invalid spec: aggregates[0].op: unknown op"),
+    ]
+}
+
+#[test]
+fn bad_input_fails_with_line_byte_column_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (csv, spec, want)) in bad_inputs().into_iter().enumerate() {
+        let input = dir.path().join(format!("bad{i}.csv"));
+        std::fs::write(&input, csv).unwrap();
+        std::fs::write(dir.path().join("spec.json"), spec).unwrap();
+        for chunk in ["1", "5", "64MiB"] {
+            let out = fanfold(&["run", input.to_str().unwrap(), "--spec", "spec.json", "--out", "o", "--chunk-size", chunk], dir.path());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "case {i} succeeded");
+            assert!(err.contains(want), "case {i} chunk {chunk}: {err}");
+            assert_eq!(err.lines().count(), 1, "one message, no log noise: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn skip_mode_counts_and_samples_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("Song,Date,Number of Plays\n");
+    for i in 0..30 {
+        csv += &format!("s{},2020-01-01,{}\n", i % 3, if i % 2 == 0 { "1".to_string() } else { format!("x{i}") });
+    }
+    std::fs::write(dir.path().join("in.csv"), &csv).unwrap();
+    std::fs::write(dir.path().join("spec.json"), r#"{"on_bad_row":"skip"}"#).unwrap();
+    for chunk in ["3", "1MB"] {
+        let stdout = run_ok(&["run", "in.csv", "--spec", "spec.json", "--out", "o", "--chunk-size", chunk], dir.path());
+        assert!(stdout.contains("15 skipped"), "{stdout}");
+        let summary: Value = serde_json::from_str(&read(dir.path().join("o/summary.json"))).unwrap();
+        assert_eq!(summary["rows_skipped"], 15);
+        assert_eq!(summary["rows_read"], 30);
+        let samples = summary["bad_row_samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 10);
+        assert_eq!(samples[0]["line"], 3);
+        assert_eq!(samples[0]["column"], "Number of Plays");
+        assert_eq!(samples[0]["value"], "x1");
+        assert_eq!(samples[0]["reason"], "is not a number");
+        assert_eq!(samples[9]["line"], 21);
+        assert_eq!(read(dir.path().join("o/part-00000.csv")), "Song,Date,Total Number of Plays for Date\ns0,2020-01-01,5\ns1,2020-01-01,5\ns2,2020-01-01,5\n");
+    }
+}
+
+#[test]
+fn missing_file_and_directory_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fanfold(&["run", "nope.csv"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.csv: No such file or directory"));
+    let out = fanfold(&["run", "."], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+    let out = fanfold(&["run", "x.csv", "--chunk-size", "0"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn no_progress_output_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("bmat-example.csv");
+    let out = fanfold(&["run", input.to_str().unwrap(), "--out", "o"], dir.path());
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn gen_is_reproducible_and_matches_the_bmat_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.csv", "b.csv"] {
+        assert!(fanfold(&["gen", "--profile", "zipf", "--size", "50kB", "-o", name, "--seed", "3"], dir.path()).status.success());
+    }
+    assert_eq!(read(dir.path().join("a.csv")), read(dir.path().join("b.csv")));
+    assert!(fanfold(&["gen", "--profile", "bmat", "--size", "20kB", "-o", "c.csv"], dir.path()).status.success());
+    let text = read(dir.path().join("c.csv"));
+    assert!(text.starts_with("Song,Date,Number of Plays\n"));
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert!(f[0].len() == 4 && f[0].bytes().all(|b| b.is_ascii_lowercase()), "{line}");
+        assert!(f[1] >= "1994-08-08", "{line}");
+        let plays: u32 = f[2].parse().unwrap();
+        assert!((1..=100_000).contains(&plays));
+    }
+}
