@@ -207,3 +207,47 @@ fn other_bad_input_is_named() {
     }
 }
 
+
+/// Enough rows per chunk to build the partition router, with key shapes
+/// that stress it: sorted input, a long shared prefix, one hot key, keys
+/// shorter than the prefix, bytes 0 and 1.
+#[test]
+fn large_chunks_with_awkward_key_distributions() {
+    let spec = Spec::from_json(r#"{"group_by":["k"],"aggregates":[{"op":"count","as":"n"},{"op":"sum","column":"v","as":"s"},{"op":"last","column":"v","as":"l"}]}"#).unwrap();
+    let mut x = 12345u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let shapes: Vec<Box<dyn Fn(usize, u64) -> String>> = vec![
+        Box::new(|_, r| format!("k{}", r % 50_000)),
+        Box::new(|i, _| format!("sorted-{i:08}")),
+        Box::new(|_, r| format!("song-000000000000{}", r % 3000)),
+        Box::new(|_, r| if r % 10 < 9 { "hot".to_string() } else { format!("cold{}", r % 100) }),
+        Box::new(|_, r| match r % 4 { 0 => "s".into(), 1 => "".into(), 2 => "s\u{1}x".into(), _ => format!("s{}", r % 7) }),
+    ];
+    for (n, shape) in shapes.iter().enumerate() {
+        let mut csv = String::from("k,v\n");
+        let mut want: BTreeMap<Vec<u8>, (u64, i128, String)> = BTreeMap::new();
+        for i in 0..40_000 {
+            let r = next();
+            let k = shape(i, r);
+            let v = (r % 1000) as i128 - 500;
+            csv += &format!("{k},{v}\n");
+            let e = want.entry(k.clone().into_bytes()).or_insert((0, 0, String::new()));
+            e.0 += 1;
+            e.1 += v;
+            e.2 = v.to_string();
+        }
+        let mut expect = String::from("k,n,s,l\n");
+        for (k, (c, s, l)) in &want {
+            expect += &format!("{},{c},{s},{l}\n", String::from_utf8_lossy(k));
+        }
+        for chunk in [csv.len() as u64, 200_000, 77_777] {
+            let got = run(csv.as_bytes(), &spec, chunk).unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), expect, "shape {n} chunk {chunk}");
+        }
+    }
+}

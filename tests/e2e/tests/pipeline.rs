@@ -1,0 +1,164 @@
+//! The pipeline with local adapters: contracts, ordering, duplicates, chunking.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use fanfold_engine::Spec;
+use fanfold_local::{run_file, DirStore, MemoryJobStore, RunOptions};
+use fanfold_pipeline::{contract, Config, Dispatcher, Layout, ObjectStore, Pipeline, Status, StoreError, Task};
+use proptest::prelude::*;
+
+#[test]
+fn dir_store_passes_the_object_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::new(dir.path()).unwrap();
+    contract::object_store(&store, "contract/");
+}
+
+#[test]
+fn memory_job_store_passes_the_job_store_contract() {
+    contract::job_store(&MemoryJobStore::new(), "job-1");
+}
+
+#[test]
+fn no_key_escapes_the_dir_store_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let store = DirStore::new(&root).unwrap();
+    std::fs::write(dir.path().join("secret"), b"s").unwrap();
+    std::os::unix::fs::symlink(dir.path(), root.join("link")).unwrap();
+    for key in ["../secret", "a/../../secret", "/etc/passwd", "a\0b", "a//b", "./a", "a\\..\\b", "", "link/secret", "a/."] {
+        assert!(matches!(store.head(key), Err(StoreError::InvalidKey { .. }) | Err(StoreError::NotFound(_))), "head {key:?}");
+        assert!(store.put(key, b"x").is_err(), "put {key:?}");
+        assert!(store.get_range(key, 0, None).is_err(), "get {key:?}");
+    }
+    assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), b"s", "nothing outside was touched");
+    assert!(!dir.path().join("etc").exists());
+}
+
+/// A dispatcher that queues tasks; the test runs them in a chosen order,
+/// delivering each one `copies` times.
+#[derive(Default)]
+struct Queue(Mutex<VecDeque<Task>>);
+
+impl Dispatcher for Queue {
+    fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError> {
+        self.0.lock().unwrap().extend(tasks);
+        Ok(())
+    }
+}
+
+fn run_shuffled(csv: &[u8], spec: &Spec, chunk: u64, seed: u64, copies: usize) -> (Status, Option<String>, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DirStore::new(dir.path()).unwrap());
+    store.put("incoming/in.csv", csv).unwrap();
+    let queue = Arc::new(Queue::default());
+    let p = Pipeline {
+        input: store.clone(),
+        output: store.clone(),
+        jobs: Arc::new(MemoryJobStore::new()),
+        dispatcher: queue.clone(),
+        layout: Layout::default(),
+        config: Config { chunk_size: chunk, inline_limit: 64, ..Config::default() },
+    };
+    let id = p.submit("incoming/in.csv", spec).unwrap().id;
+    // The same submission again finds the job.
+    assert!(!p.submit("incoming/in.csv", spec).unwrap().new);
+    let mut rng = seed | 1;
+    let mut step = 0;
+    loop {
+        let task = {
+            let mut q = queue.0.lock().unwrap();
+            if q.is_empty() {
+                break;
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let i = (rng % q.len() as u64) as usize;
+            q.remove(i).unwrap()
+        };
+        for c in 0..copies {
+            p.run_task(&task, &format!("owner-{step}-{c}")).unwrap();
+        }
+        step += 1;
+    }
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    let out = (job.status == Status::Done).then(|| {
+        let keys: Vec<String> = job.outputs.as_ref().unwrap().parts.iter().map(|p| p.key.clone()).collect();
+        keys.iter().map(|k| common::read(dir.path().join(k))).collect::<String>()
+    });
+    assert!(store.list("_fanfold/").unwrap().is_empty(), "no partials left behind");
+    (job.status, out, job.chunks_rerun)
+}
+
+#[test]
+fn any_task_order_and_duplicate_deliveries_give_the_same_result() {
+    let csv = std::fs::read(common::fixture("catalogue.csv")).unwrap();
+    let spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
+    let want = common::read(common::fixture("catalogue.expected.csv"));
+    for seed in 1..20 {
+        for chunk in [1, 3, 10, 1000] {
+            let copies = 1 + (seed as usize % 3);
+            let (status, out, _) = run_shuffled(&csv, &spec, chunk, seed, copies);
+            assert_eq!(status, Status::Done);
+            assert_eq!(out.unwrap(), want, "seed {seed} chunk {chunk} copies {copies}");
+        }
+    }
+}
+
+#[test]
+fn a_quoted_newline_across_chunk_edges_is_rescanned_not_misread() {
+    // A long quoted field full of delimiters and newlines: most chunk starts
+    // inside it guess wrong and must be scanned again.
+    let mut csv = String::from("k,v\n");
+    for i in 0..20 {
+        csv += &format!("\"key{i}\",1\n\"x\n{}\",2\n", "a,b\n\"\"c\"\",\n".repeat(i));
+    }
+    let spec = Spec::from_json(r#"{"group_by":["k"],"aggregates":[{"op":"sum","column":"v","as":"s"}]}"#).unwrap();
+    let (_, whole, reruns) = run_shuffled(csv.as_bytes(), &spec, 1 << 20, 1, 1);
+    assert_eq!(reruns, 0);
+    assert!(whole.as_ref().unwrap().contains("key9,1\n\"x\n\",2\n"), "the quoted group follows the keys");
+    for chunk in [1, 2, 5, 13] {
+        let (status, out, reruns) = run_shuffled(csv.as_bytes(), &spec, chunk, 7, 1);
+        assert_eq!(status, Status::Done);
+        assert_eq!(out, whole, "chunk {chunk}");
+        assert!(reruns > 0, "chunk {chunk}: some guesses must have been wrong and re-scanned");
+    }
+}
+
+fn csv_strategy() -> impl Strategy<Value = String> {
+    let field = prop_oneof!["[a-c]{0,3}", Just("q\"q".to_string()), Just("n\nl".to_string()), Just("c,m".to_string())];
+    let row = (field.clone(), -50i64..50, field);
+    proptest::collection::vec(row, 0..40).prop_map(|rows| {
+        let q = |s: &str| if s.contains(['"', '\n', ',']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+        let mut s = String::from("k,v,t\n");
+        for (k, v, t) in rows {
+            s += &format!("{},{v},{}\n", q(&k), q(&t));
+        }
+        s
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn run_file_is_identical_for_any_chunk_size_and_worker_count(csv in csv_strategy(), chunk in 1u64..40, workers in 1usize..5) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, &csv).unwrap();
+        let spec = Spec::from_json(
+            r#"{"group_by":["k"],"aggregates":[{"op":"sum","column":"v","as":"s"},{"op":"last","column":"t","as":"l"},{"op":"min","column":"t","as":"m"}]}"#,
+        ).unwrap();
+        let run = |chunk: u64, workers: usize, out: &str| {
+            let o = run_file(&input, &spec, &RunOptions { chunk_size: chunk, workers, out_dir: Some(dir.path().join(out)) }, |_| {}).unwrap();
+            assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
+            common::read(o.out_dir.join("part-00000.csv"))
+        };
+        let whole = run(1 << 30, 1, "whole");
+        prop_assert_eq!(run(chunk, workers, "chunked"), whole);
+    }
+}
