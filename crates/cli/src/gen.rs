@@ -89,7 +89,8 @@ pub fn generate(profile: Profile, size: u64, seed: u64, out: &mut impl Write) ->
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     buf.extend_from_slice(b"Song,Date,Number of Plays\n");
     let mut written = 0u64;
-    let today = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / 86_400) as i64;
+    let today = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        / 86_400) as i64;
     match profile {
         Profile::Bmat => {
             let dates = date_table(days_from_civil(1994, 8, 8), today.max(days_from_civil(1994, 8, 8)));

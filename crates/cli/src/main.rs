@@ -101,7 +101,13 @@ fn progress_bar(total: u64) -> ProgressBar {
     pb
 }
 
-fn run(file: PathBuf, spec: Option<PathBuf>, out: Option<PathBuf>, chunk_size: u64, workers: Option<u64>) -> Result<ExitCode> {
+fn run(
+    file: PathBuf,
+    spec: Option<PathBuf>,
+    out: Option<PathBuf>,
+    chunk_size: u64,
+    workers: Option<u64>,
+) -> Result<ExitCode> {
     let spec = match spec {
         Some(p) => {
             let text = std::fs::read_to_string(&p).with_context(|| format!("reading spec {}", p.display()))?;
@@ -149,7 +155,12 @@ fn run(file: PathBuf, spec: Option<PathBuf>, out: Option<PathBuf>, chunk_size: u
             for b in &s.bad_row_samples {
                 println!("  skipped {b}");
             }
-            println!("  output  {} groups in {} file(s) in {}", s.groups, s.output_files.len(), outcome.out_dir.display());
+            println!(
+                "  output  {} groups in {} file(s) in {}",
+                s.groups,
+                s.output_files.len(),
+                outcome.out_dir.display()
+            );
             for p in &s.output_files {
                 println!("    {} ({}, {} rows)", outcome.out_dir.join(&p.key).display(), human(p.bytes), p.rows);
             }
@@ -158,7 +169,8 @@ fn run(file: PathBuf, spec: Option<PathBuf>, out: Option<PathBuf>, chunk_size: u
             Ok(ExitCode::SUCCESS)
         }
         _ => {
-            let msg = job.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| format!("job ended {:?}", job.status));
+            let msg =
+                job.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| format!("job ended {:?}", job.status));
             eprintln!("error: {}: {msg}", file.display());
             Ok(ExitCode::from(1))
         }

@@ -39,7 +39,10 @@ pub enum Val {
 pub enum Acc {
     Count(u64),
     Sum(Option<Decimal>),
-    Mean { sum: Decimal, n: u64 },
+    Mean {
+        sum: Decimal,
+        n: u64,
+    },
     Min(Option<Val>),
     Max(Option<Val>),
     /// (global byte offset of the row, value)
@@ -444,7 +447,11 @@ impl GroupTable {
             let blocks = &mut self.parts[p];
             if blocks.last().is_none_or(|b| b.len() + (end - start) > b.capacity()) {
                 let cap = BLOCK.max(end - start);
-                blocks.push(if cap == BLOCK { self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK)) } else { Vec::with_capacity(cap) });
+                blocks.push(if cap == BLOCK {
+                    self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK))
+                } else {
+                    Vec::with_capacity(cap)
+                });
             }
             blocks.last_mut().expect("just ensured").extend_from_slice(&pending[start..end]);
         }

@@ -35,8 +35,8 @@
 mod agg;
 mod key;
 pub mod number;
-pub mod partial;
 mod output;
+pub mod partial;
 mod plan;
 mod scan;
 mod spec;
@@ -44,7 +44,7 @@ mod spec;
 use sha2::{Digest, Sha256};
 
 pub use agg::{Acc, ScanBuffers};
-pub use output::{part_name, push_csv_field, Merger, PartInfo, PartSink, PartWriter, RowFormatter};
+pub use output::{part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter};
 pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
 pub use spec::{
@@ -86,7 +86,13 @@ pub fn job_id(bucket: &str, key: &str, etag: &str, spec: &Spec) -> String {
 }
 
 /// Scans one range of an in-memory file, feeding it in one piece.
-pub fn scan_slice(spec: &Compiled, head: &Head, range: ChunkRange, file: &[u8], state: StartState) -> (ChunkReport, Vec<u8>) {
+pub fn scan_slice(
+    spec: &Compiled,
+    head: &Head,
+    range: ChunkRange,
+    file: &[u8],
+    state: StartState,
+) -> (ChunkReport, Vec<u8>) {
     let mut s = ChunkScanner::new(spec, range, file.len() as u64, range.start == head.data_start, state);
     while !s.is_done() {
         let p = s.position() as usize;

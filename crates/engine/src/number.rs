@@ -39,16 +39,10 @@ pub enum NumberError {
 }
 
 impl Decimal {
-    pub const ZERO: Decimal = Decimal {
-        mantissa: 0,
-        scale: 0,
-    };
+    pub const ZERO: Decimal = Decimal { mantissa: 0, scale: 0 };
 
     pub fn from_int(v: i128) -> Self {
-        Decimal {
-            mantissa: v,
-            scale: 0,
-        }
+        Decimal { mantissa: v, scale: 0 }
     }
 
     /// Parses `[+-]digits[.digits][e[+-]digits]` (surrounding ASCII spaces allowed).
@@ -137,45 +131,32 @@ impl Decimal {
                 if up > 38 {
                     return Err(NumberError::TooLarge);
                 }
-                mantissa = mantissa
-                    .checked_mul(pow10(up as u8))
-                    .ok_or(NumberError::TooLarge)?;
+                mantissa = mantissa.checked_mul(pow10(up as u8)).ok_or(NumberError::TooLarge)?;
             }
             scale = 0;
         }
         if scale > MAX_SCALE as i32 {
             return Err(NumberError::TooPrecise);
         }
-        Ok(Decimal {
-            mantissa: if neg { -mantissa } else { mantissa },
-            scale: scale as u8,
-        })
+        Ok(Decimal { mantissa: if neg { -mantissa } else { mantissa }, scale: scale as u8 })
     }
 
     /// This number expressed with `scale` digits after the point (`scale >= self.scale`).
     pub fn rescaled(self, scale: u8) -> Option<Decimal> {
         debug_assert!(scale >= self.scale);
-        let m = self
-            .mantissa
-            .checked_mul(pow10(scale - self.scale))?;
+        let m = self.mantissa.checked_mul(pow10(scale - self.scale))?;
         Some(Decimal { mantissa: m, scale })
     }
 
     /// Exact sum, or `None` on i128 overflow.
     pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
         if self.scale == other.scale {
-            return Some(Decimal {
-                mantissa: self.mantissa.checked_add(other.mantissa)?,
-                scale: self.scale,
-            });
+            return Some(Decimal { mantissa: self.mantissa.checked_add(other.mantissa)?, scale: self.scale });
         }
         let s = self.scale.max(other.scale);
         let a = self.rescaled(s)?;
         let b = other.rescaled(s)?;
-        Some(Decimal {
-            mantissa: a.mantissa.checked_add(b.mantissa)?,
-            scale: s,
-        })
+        Some(Decimal { mantissa: a.mantissa.checked_add(b.mantissa)?, scale: s })
     }
 
     /// Numeric comparison that never overflows.
@@ -388,10 +369,7 @@ mod tests {
         for bad in ["", "patata", "1.2.3", "1e", "--1", "1,5", "e5", "."] {
             assert!(Decimal::parse(bad.as_bytes()).is_err(), "{bad}");
         }
-        assert_eq!(
-            Decimal::parse(b"1234567890123456789012345678901234567890"),
-            Err(NumberError::TooLarge)
-        );
+        assert_eq!(Decimal::parse(b"1234567890123456789012345678901234567890"), Err(NumberError::TooLarge));
     }
 
     #[test]

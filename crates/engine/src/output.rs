@@ -14,6 +14,9 @@ use crate::key::for_each_field;
 use crate::partial::RunReader;
 use crate::Error;
 
+/// A merged group: its encoded key, its accumulators, their text arena.
+pub type Group<'a> = (&'a [u8], &'a [Acc], &'a [u8]);
+
 /// Streams the merged groups of several runs in key order.
 pub struct Merger<R> {
     runs: Vec<RunReader<R>>,
@@ -135,7 +138,7 @@ impl<R: Read> Merger<R> {
     }
 
     /// The next merged group, or `None` when all runs are exhausted.
-    pub fn next_group(&mut self) -> Result<Option<(&[u8], &[Acc], &[u8])>, Error> {
+    pub fn next_group(&mut self) -> Result<Option<Group<'_>>, Error> {
         if self.pending {
             self.pending = false;
             self.pop_top().map_err(Error::Partial)?;
@@ -306,7 +309,14 @@ impl<S: PartSink> PartWriter<S> {
         if header.len() as u64 > max_bytes {
             return Err(Error::RowTooLarge { bytes: header.len() as u64, max: max_bytes, what: "the header row" });
         }
-        Ok(PartWriter { sink, max: max_bytes, header, current: None, parts: Vec::new(), buf: Vec::with_capacity(FLUSH_AT * 2) })
+        Ok(PartWriter {
+            sink,
+            max: max_bytes,
+            header,
+            current: None,
+            parts: Vec::new(),
+            buf: Vec::with_capacity(FLUSH_AT * 2),
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -338,7 +348,11 @@ impl<S: PartSink> PartWriter<S> {
     pub fn push_row(&mut self, row: &[u8]) -> Result<(), Error> {
         let len = row.len() as u64;
         if self.header.len() as u64 + len > self.max {
-            return Err(Error::RowTooLarge { bytes: self.header.len() as u64 + len, max: self.max, what: "a result row with the header" });
+            return Err(Error::RowTooLarge {
+                bytes: self.header.len() as u64 + len,
+                max: self.max,
+                what: "a result row with the header",
+            });
         }
         let fits = self.current.as_ref().is_some_and(|p| p.bytes + len <= self.max);
         if !fits {

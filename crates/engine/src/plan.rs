@@ -31,21 +31,15 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
     let eof = prefix.len() as u64 >= file_size;
     let mut i = if prefix.starts_with(BOM) { BOM.len() } else { 0 };
     let mut newlines = 0u64;
-    loop {
-        // Skip empty lines.
-        while i < prefix.len() && (prefix[i] == b'\n' || (prefix[i] == b'\r' && prefix.get(i + 1) == Some(&b'\n'))) {
-            if prefix[i] == b'\n' {
-                newlines += 1;
-            }
-            i += 1;
+    // Skip empty lines.
+    while i < prefix.len() && (prefix[i] == b'\n' || (prefix[i] == b'\r' && prefix.get(i + 1) == Some(&b'\n'))) {
+        if prefix[i] == b'\n' {
+            newlines += 1;
         }
-        if i >= prefix.len() {
-            if eof {
-                return Err(Error::EmptyInput);
-            }
-            return Ok(None);
-        }
-        break;
+        i += 1;
+    }
+    if i >= prefix.len() {
+        return if eof { Err(Error::EmptyInput) } else { Ok(None) };
     }
     let start = i;
     let mut fields: Vec<Vec<u8>> = vec![Vec::new()];
@@ -97,7 +91,12 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
     }
     let width = fields.len();
     if !dialect.header {
-        return Ok(Some(Head { data_start: if prefix.starts_with(BOM) { 3 } else { 0 }, newlines_before_data: 0, header: None, width }));
+        return Ok(Some(Head {
+            data_start: if prefix.starts_with(BOM) { 3 } else { 0 },
+            newlines_before_data: 0,
+            header: None,
+            width,
+        }));
     }
     let mut names = Vec::with_capacity(width);
     for (c, f) in fields.into_iter().enumerate() {
@@ -177,7 +176,7 @@ impl LineIndex {
 
     /// Makes a chunk-local bad row global (1-based line).
     pub fn globalize(&self, chunk: u32, mut bad: BadRow) -> BadRow {
-        bad.line = 1 + self.before[chunk as usize] + bad.line;
+        bad.line += 1 + self.before[chunk as usize];
         bad
     }
 }

@@ -123,10 +123,17 @@ enum Phase {
 
 enum Parsed {
     /// A complete record of `len` bytes including its terminator; `empty` if it holds nothing.
-    Record { len: usize, empty: bool, scratch: bool },
+    Record {
+        len: usize,
+        empty: bool,
+        scratch: bool,
+    },
     NeedMore,
     /// Quoted field still open at end of input: the record runs to the end.
-    Unterminated { quote_at: u64, field: usize },
+    Unterminated {
+        quote_at: u64,
+        field: usize,
+    },
 }
 
 /// Per-row work: filters, key, inputs, group update.
@@ -186,7 +193,9 @@ impl RowWork<'_> {
                         AggOp::Count if v.is_empty() => Input::Null,
                         AggOp::Count => Input::Present,
                         _ if v.is_empty() && a.op != AggOp::First && a.op != AggOp::Last => Input::Null,
-                        AggOp::Sum | AggOp::Mean => Input::Num(Decimal::parse(v).map_err(|e| issue(Problem::Number(e)))?),
+                        AggOp::Sum | AggOp::Mean => {
+                            Input::Num(Decimal::parse(v).map_err(|e| issue(Problem::Number(e)))?)
+                        }
                         AggOp::Min | AggOp::Max => match Decimal::parse(v) {
                             Ok(d) => Input::Num(d),
                             Err(_) if std::str::from_utf8(v).is_ok() => Input::Text(s, e),
@@ -209,7 +218,8 @@ impl RowWork<'_> {
 }
 
 fn filter_keeps(op: FilterOp, values: &[(Vec<u8>, Option<Decimal>)], v: &[u8]) -> bool {
-    let cmp = |(text, num): &(Vec<u8>, Option<Decimal>)| match num.and_then(|n| Decimal::parse(v).ok().map(|x| (x, n))) {
+    let cmp = |(text, num): &(Vec<u8>, Option<Decimal>)| match num.and_then(|n| Decimal::parse(v).ok().map(|x| (x, n)))
+    {
         Some((x, n)) => x.cmp_value(&n),
         None => v.cmp(text.as_slice()),
     };
@@ -256,7 +266,13 @@ pub struct ChunkScanner<'c> {
 impl<'c> ChunkScanner<'c> {
     /// `at_record_start`: `range.start` is known to begin a record (the
     /// first data chunk); otherwise feeding starts one byte earlier.
-    pub fn new(spec: &'c Compiled, range: ChunkRange, file_size: u64, at_record_start: bool, start_state: StartState) -> Self {
+    pub fn new(
+        spec: &'c Compiled,
+        range: ChunkRange,
+        file_size: u64,
+        at_record_start: bool,
+        start_state: StartState,
+    ) -> Self {
         Self::with_buffers(spec, range, file_size, at_record_start, start_state, ScanBuffers::default())
     }
 
@@ -277,7 +293,13 @@ impl<'c> ChunkScanner<'c> {
             (Phase::Lookback, range.start - 1, inq)
         };
         ChunkScanner {
-            work: RowWork { spec, table: GroupTable::new(&ops, &mut buffers), key: Vec::new(), lower: Vec::new(), inputs: Vec::new() },
+            work: RowWork {
+                spec,
+                table: GroupTable::new(&ops, &mut buffers),
+                key: Vec::new(),
+                lower: Vec::new(),
+                inputs: Vec::new(),
+            },
             range,
             file_size,
             at_record_start,
@@ -360,7 +382,8 @@ impl<'c> ChunkScanner<'c> {
                         }
                         None => {
                             i = end_local;
-                            self.phase = if self.pos + i as u64 >= self.range.end { Phase::Done } else { Phase::Seek { inq } };
+                            self.phase =
+                                if self.pos + i as u64 >= self.range.end { Phase::Done } else { Phase::Seek { inq } };
                             if self.phase != Phase::Done {
                                 break;
                             }
@@ -472,7 +495,8 @@ impl<'c> ChunkScanner<'c> {
 
     fn describe(&self, issue: Issue, row: &[u8], line: u64) -> BadRow {
         let spec = self.work.spec;
-        let column = issue.col.map(|c| spec.column_names.get(c).cloned().unwrap_or_else(|| format!("column {}", c + 1)));
+        let column =
+            issue.col.map(|c| spec.column_names.get(c).cloned().unwrap_or_else(|| format!("column {}", c + 1)));
         let value = issue.col.and_then(|c| self.fields.get(c)).filter(|_| !row.is_empty()).map(|&(s, e)| {
             let v = &row[s.min(row.len())..e.min(row.len())];
             let mut t = String::from_utf8_lossy(&v[..v.len().min(200)]).into_owned();
@@ -485,7 +509,9 @@ impl<'c> ChunkScanner<'c> {
             Problem::Ragged { found } => (None, format!("expected {} fields, found {found}", spec.width)),
             Problem::Number(NumberError::NotANumber) => (value, "is not a number".to_string()),
             Problem::Number(NumberError::TooLarge) => (value, "is too large (more than 38 digits)".to_string()),
-            Problem::Number(NumberError::TooPrecise) => (value, "has too many decimal places (more than 30)".to_string()),
+            Problem::Number(NumberError::TooPrecise) => {
+                (value, "has too many decimal places (more than 30)".to_string())
+            }
             Problem::Utf8 => (value, "is not valid UTF-8".to_string()),
             Problem::Unterminated => (None, "quoted field is never closed before the end of the file".to_string()),
         };

@@ -174,11 +174,7 @@ fn ser_opt_byte<S: serde::Serializer>(b: &Option<u8>, s: S) -> Result<S::Ok, S::
 
 impl Default for Dialect {
     fn default() -> Self {
-        Dialect {
-            delimiter: b',',
-            quote: Some(b'"'),
-            header: true,
-        }
+        Dialect { delimiter: b',', quote: Some(b'"'), header: true }
     }
 }
 
@@ -210,10 +206,7 @@ pub struct SpecError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
-    SpecError {
-        field: field.into(),
-        message: message.into(),
-    }
+    SpecError { field: field.into(), message: message.into() }
 }
 
 impl Default for Spec {
@@ -222,14 +215,8 @@ impl Default for Spec {
         Spec {
             csv: Dialect::default(),
             group_by: vec![
-                GroupColumn {
-                    column: ColumnRef::Name("Song".into()),
-                    transform: None,
-                },
-                GroupColumn {
-                    column: ColumnRef::Name("Date".into()),
-                    transform: None,
-                },
+                GroupColumn { column: ColumnRef::Name("Song".into()), transform: None },
+                GroupColumn { column: ColumnRef::Name("Date".into()), transform: None },
             ],
             aggregates: vec![Aggregate {
                 op: AggOp::Sum,
@@ -238,9 +225,7 @@ impl Default for Spec {
             }],
             filters: vec![],
             on_bad_row: OnBadRow::Fail,
-            output: OutputSpec {
-                max_file_bytes: DEFAULT_MAX_FILE_BYTES,
-            },
+            output: OutputSpec { max_file_bytes: DEFAULT_MAX_FILE_BYTES },
         }
     }
 }
@@ -292,15 +277,12 @@ fn value_text(v: &Value, path: &str) -> Result<String, SpecError> {
 impl Spec {
     /// Parses and validates a spec document.
     pub fn from_json(text: &str) -> Result<Spec, SpecError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| err("(document)", format!("not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| err("(document)", format!("not valid JSON: {e}")))?;
         Spec::from_value(&v)
     }
 
     pub fn from_value(v: &Value) -> Result<Spec, SpecError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| err("(document)", "expected a JSON object"))?;
+        let obj = v.as_object().ok_or_else(|| err("(document)", "expected a JSON object"))?;
         check_keys(obj, "", &["csv", "group_by", "aggregates", "where", "on_bad_row", "output"])?;
         let mut spec = Spec::default();
 
@@ -318,9 +300,8 @@ impl Spec {
                 };
             }
             if let Some(h) = csv.get("header") {
-                spec.csv.header = h
-                    .as_bool()
-                    .ok_or_else(|| err("csv.header", format!("expected true or false, got {h}")))?;
+                spec.csv.header =
+                    h.as_bool().ok_or_else(|| err("csv.header", format!("expected true or false, got {h}")))?;
             }
             if spec.csv.quote == Some(spec.csv.delimiter) {
                 return Err(err("csv.quote", "the quote character must differ from the delimiter"));
@@ -337,9 +318,7 @@ impl Spec {
                     match item {
                         Value::Object(o) => {
                             check_keys(o, &path, &["column", "transform"])?;
-                            let col = o
-                                .get("column")
-                                .ok_or_else(|| err(format!("{path}.column"), "missing"))?;
+                            let col = o.get("column").ok_or_else(|| err(format!("{path}.column"), "missing"))?;
                             let transform = match o.get("transform") {
                                 None | Some(Value::Null) => None,
                                 Some(Value::String(s)) if s == "lower" => Some(Transform::Lower),
@@ -350,15 +329,9 @@ impl Spec {
                                     ))
                                 }
                             };
-                            Ok(GroupColumn {
-                                column: column_ref(col, &format!("{path}.column"))?,
-                                transform,
-                            })
+                            Ok(GroupColumn { column: column_ref(col, &format!("{path}.column"))?, transform })
                         }
-                        other => Ok(GroupColumn {
-                            column: column_ref(other, &path)?,
-                            transform: None,
-                        }),
+                        other => Ok(GroupColumn { column: column_ref(other, &path)?, transform: None }),
                     }
                 })
                 .collect::<Result<_, _>>()?;
@@ -375,18 +348,12 @@ impl Spec {
                     check_keys(o, &path, &["op", "column", "as"])?;
                     let op_v = o.get("op").ok_or_else(|| err(format!("{path}.op"), "missing"))?;
                     let op_s = op_v.as_str().unwrap_or("");
-                    let op = AggOp::ALL
-                        .iter()
-                        .find(|(n, _)| *n == op_s)
-                        .map(|(_, o)| *o)
-                        .ok_or_else(|| {
-                            err(
-                                format!("{path}.op"),
-                                format!(
-                                    "unknown op {op_v}; expected one of: count, sum, min, max, mean, first, last"
-                                ),
-                            )
-                        })?;
+                    let op = AggOp::ALL.iter().find(|(n, _)| *n == op_s).map(|(_, o)| *o).ok_or_else(|| {
+                        err(
+                            format!("{path}.op"),
+                            format!("unknown op {op_v}; expected one of: count, sum, min, max, mean, first, last"),
+                        )
+                    })?;
                     let column = match o.get("column") {
                         None | Some(Value::Null) => None,
                         Some(c) => Some(column_ref(c, &format!("{path}.column"))?),
@@ -422,22 +389,20 @@ impl Spec {
                     let col = o.get("column").ok_or_else(|| err(format!("{path}.column"), "missing"))?;
                     let column = column_ref(col, &format!("{path}.column"))?;
                     let op_v = o.get("op").ok_or_else(|| err(format!("{path}.op"), "missing"))?;
-                    let op = FILTER_OPS
-                        .iter()
-                        .find(|(n, _)| Some(*n) == op_v.as_str())
-                        .map(|(_, o)| *o)
-                        .ok_or_else(|| {
+                    let op = FILTER_OPS.iter().find(|(n, _)| Some(*n) == op_v.as_str()).map(|(_, o)| *o).ok_or_else(
+                        || {
                             err(
                                 format!("{path}.op"),
-                                format!("unknown op {op_v}; expected one of: =, !=, <, <=, >, >=, in, empty, not_empty"),
+                                format!(
+                                    "unknown op {op_v}; expected one of: =, !=, <, <=, >, >=, in, empty, not_empty"
+                                ),
                             )
-                        })?;
+                        },
+                    )?;
                     let vpath = format!("{path}.value");
                     let values = match (op, o.get("value")) {
                         (FilterOp::Empty | FilterOp::NotEmpty, None | Some(Value::Null)) => vec![],
-                        (FilterOp::Empty | FilterOp::NotEmpty, Some(_)) => {
-                            return Err(err(vpath, "takes no value"))
-                        }
+                        (FilterOp::Empty | FilterOp::NotEmpty, Some(_)) => return Err(err(vpath, "takes no value")),
                         (FilterOp::In, Some(Value::Array(items))) => items
                             .iter()
                             .enumerate()
@@ -464,10 +429,9 @@ impl Spec {
             let o = o.as_object().ok_or_else(|| err("output", "expected an object"))?;
             check_keys(o, "output", &["max_file_bytes"])?;
             if let Some(m) = o.get("max_file_bytes") {
-                spec.output.max_file_bytes = m
-                    .as_u64()
-                    .filter(|&m| m >= 1)
-                    .ok_or_else(|| err("output.max_file_bytes", format!("expected a whole number of bytes >= 1, got {m}")))?;
+                spec.output.max_file_bytes = m.as_u64().filter(|&m| m >= 1).ok_or_else(|| {
+                    err("output.max_file_bytes", format!("expected a whole number of bytes >= 1, got {m}"))
+                })?;
             }
         }
 
@@ -534,7 +498,9 @@ impl Spec {
         let resolve = |c: &ColumnRef, path: String| -> Result<usize, SpecError> {
             match c {
                 ColumnRef::Index(i) if *i <= width => Ok(i - 1),
-                ColumnRef::Index(i) => Err(err(path, format!("column {i} does not exist: the file has {width} columns"))),
+                ColumnRef::Index(i) => {
+                    Err(err(path, format!("column {i} does not exist: the file has {width} columns")))
+                }
                 ColumnRef::Name(n) => match header {
                     Some(h) => h.iter().position(|x| x == n).ok_or_else(|| {
                         err(path, format!("column {n:?} is not in the header (columns: {})", h.join(", ")))

@@ -21,7 +21,9 @@ fn run(csv: &[u8], spec: &Spec, chunk: u64) -> Result<Vec<u8>, String> {
     let reports: Vec<ChunkReport> = results.iter().map(|r| r.0.clone()).collect();
     assert!(resolve_chain(&reports).is_empty(), "a re-scan with the known state is always right");
     let lines = LineIndex::new(&head, &reports);
-    if let Some(e) = reports.iter().filter_map(|r| r.error.clone().map(|e| lines.globalize(r.index, e))).min_by_key(|e| e.byte) {
+    if let Some(e) =
+        reports.iter().filter_map(|r| r.error.clone().map(|e| lines.globalize(r.index, e))).min_by_key(|e| e.byte)
+    {
         return Err(e.to_string());
     }
     if let Some(a) = reports.iter().find_map(|r| r.overflow) {
@@ -136,27 +138,30 @@ fn field() -> impl Strategy<Value = String> {
 }
 
 fn csv_file() -> impl Strategy<Value = Vec<u8>> {
-    let row = (field(), -1_000_000_000_000_000_000i128..1_000_000_000_000_000_000i128, field(), any::<bool>(), any::<u8>());
-    (proptest::collection::vec(row, 0..30), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(rows, bom, crlf, final_nl)| {
-        let nl = if crlf { "\r\n" } else { "\n" };
-        let mut s = String::new();
-        if bom {
-            s.push('\u{feff}');
-        }
-        s += "k,v,t";
-        for (k, v, t, force_quote, extra) in rows {
-            s += nl;
-            if extra % 7 == 0 {
-                s += nl; // an empty line
+    let row =
+        (field(), -1_000_000_000_000_000_000i128..1_000_000_000_000_000_000i128, field(), any::<bool>(), any::<u8>());
+    (proptest::collection::vec(row, 0..30), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(rows, bom, crlf, final_nl)| {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut s = String::new();
+            if bom {
+                s.push('\u{feff}');
             }
-            let q = |x: &str| if force_quote { format!("\"{}\"", x.replace('"', "\"\"")) } else { quote(x) };
-            s += &format!("{},{v},{}", q(&k), q(&t));
-        }
-        if final_nl {
-            s += nl;
-        }
-        s.into_bytes()
-    })
+            s += "k,v,t";
+            for (k, v, t, force_quote, extra) in rows {
+                s += nl;
+                if extra % 7 == 0 {
+                    s += nl; // an empty line
+                }
+                let q = |x: &str| if force_quote { format!("\"{}\"", x.replace('"', "\"\"")) } else { quote(x) };
+                s += &format!("{},{v},{}", q(&k), q(&t));
+            }
+            if final_nl {
+                s += nl;
+            }
+            s.into_bytes()
+        },
+    )
 }
 
 proptest! {
@@ -207,7 +212,6 @@ fn other_bad_input_is_named() {
     }
 }
 
-
 /// Enough rows per chunk to build the partition router, with key shapes
 /// that stress it: sorted input, a long shared prefix, one hot key, keys
 /// shorter than the prefix, bytes 0 and 1.
@@ -226,7 +230,12 @@ fn large_chunks_with_awkward_key_distributions() {
         Box::new(|i, _| format!("sorted-{i:08}")),
         Box::new(|_, r| format!("song-000000000000{}", r % 3000)),
         Box::new(|_, r| if r % 10 < 9 { "hot".to_string() } else { format!("cold{}", r % 100) }),
-        Box::new(|_, r| match r % 4 { 0 => "s".into(), 1 => "".into(), 2 => "s\u{1}x".into(), _ => format!("s{}", r % 7) }),
+        Box::new(|_, r| match r % 4 {
+            0 => "s".into(),
+            1 => "".into(),
+            2 => "s\u{1}x".into(),
+            _ => format!("s{}", r % 7),
+        }),
     ];
     for (n, shape) in shapes.iter().enumerate() {
         let mut csv = String::from("k,v\n");

@@ -60,7 +60,12 @@ pub enum RunError {
 
 /// Runs the whole job on this machine and waits for it. `progress` is
 /// called with a snapshot of the job every few tens of milliseconds.
-pub fn run_file(file: &Path, spec: &Spec, opts: &RunOptions, mut progress: impl FnMut(&Job)) -> Result<RunOutcome, RunError> {
+pub fn run_file(
+    file: &Path,
+    spec: &Spec,
+    opts: &RunOptions,
+    mut progress: impl FnMut(&Job),
+) -> Result<RunOutcome, RunError> {
     let input_err = |message: String| RunError::Input { path: file.to_path_buf(), message };
     let meta = std::fs::metadata(file).map_err(|e| input_err(e.to_string()))?;
     if meta.is_dir() {
@@ -75,12 +80,17 @@ pub fn run_file(file: &Path, spec: &Spec, opts: &RunOptions, mut progress: impl 
     let id = job_id(&bucket, name, &head.etag, spec);
 
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| PathBuf::from("fanfold-out").join(&id));
-    let output = Arc::new(DirStore::new(&out_dir).map_err(|source| RunError::Output { path: out_dir.clone(), source })?);
+    let output =
+        Arc::new(DirStore::new(&out_dir).map_err(|source| RunError::Output { path: out_dir.clone(), source })?);
     // Results of an earlier run into the same directory would mix with ours.
-    for old in output.list("").map_err(|e| RunError::Output { path: out_dir.clone(), source: std::io::Error::other(e) })? {
+    for old in
+        output.list("").map_err(|e| RunError::Output { path: out_dir.clone(), source: std::io::Error::other(e) })?
+    {
         let k = &old.key;
         if (k.starts_with("part-") && k.ends_with(".csv")) || k == "manifest.json" || k == "summary.json" {
-            output.delete(k).map_err(|e| RunError::Output { path: out_dir.clone(), source: std::io::Error::other(e) })?;
+            output
+                .delete(k)
+                .map_err(|e| RunError::Output { path: out_dir.clone(), source: std::io::Error::other(e) })?;
         }
     }
 
@@ -108,7 +118,8 @@ pub fn run_file(file: &Path, spec: &Spec, opts: &RunOptions, mut progress: impl 
     let summary = match job.status {
         Status::Done => {
             let key = &job.outputs.as_ref().expect("done jobs have outputs").summary;
-            let bytes = std::fs::read(output.root().join(key)).map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
+            let bytes = std::fs::read(output.root().join(key))
+                .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
             serde_json::from_slice(&bytes).ok()
         }
         _ => None,

@@ -109,7 +109,8 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Splitting);
     // SPLITTING → RUNNING once
     let head = Head { data_start: 5, newlines_before_data: 1, header: Some(vec!["a".into()]), width: 1 };
-    let chunks: Vec<ChunkRange> = (0..3).map(|i| ChunkRange { index: i, start: 10 * i as u64, end: 10 * i as u64 + 10 }).collect();
+    let chunks: Vec<ChunkRange> =
+        (0..3).map(|i| ChunkRange { index: i, start: 10 * i as u64, end: 10 * i as u64 + 10 }).collect();
     assert!(store.start_running(id, &head, &chunks, 2).unwrap());
     assert!(!store.start_running(id, &head, &chunks, 3).unwrap(), "start_running is conditional on SPLITTING");
     let j = store.get_job(id).unwrap().unwrap();

@@ -51,7 +51,13 @@ impl JobError {
         JobError { message: message.into(), rejected: true, line: None, byte: None, column: None }
     }
     pub fn from_bad_row(b: &BadRow) -> Self {
-        JobError { message: b.to_string(), rejected: true, line: Some(b.line), byte: Some(b.byte), column: b.column.clone() }
+        JobError {
+            message: b.to_string(),
+            rejected: true,
+            line: Some(b.line),
+            byte: Some(b.byte),
+            column: b.column.clone(),
+        }
     }
 }
 

@@ -77,7 +77,13 @@ pub trait JobStore: Send + Sync {
     fn create_job(&self, job: &Job) -> Result<Created, StoreError>;
     fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// SPLITTING → RUNNING with the plan. `false` if the job was not SPLITTING.
-    fn start_running(&self, id: &str, head: &fanfold_engine::Head, chunks: &[ChunkRange], now_ms: u64) -> Result<bool, StoreError>;
+    fn start_running(
+        &self,
+        id: &str,
+        head: &fanfold_engine::Head,
+        chunks: &[ChunkRange],
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
     /// Stores (or replaces) a chunk's result.
     fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError>;
     /// Adds the chunk to the job's done set. `Some(size)` when this call

@@ -64,7 +64,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { chunk_size: 64 << 20, inline_limit: 300_000, lease_ms: 15 * 60 * 1000, read_window: 8 << 20, bucket: "local".into() }
+        Config {
+            chunk_size: 64 << 20,
+            inline_limit: 300_000,
+            lease_ms: 15 * 60 * 1000,
+            read_window: 8 << 20,
+            bucket: "local".into(),
+        }
     }
 }
 
@@ -153,7 +159,8 @@ impl Pipeline {
     pub fn submit(&self, key: &str, spec: &Spec) -> Result<Submitted, PipelineError> {
         let meta = self.input.head(key)?;
         let id = job_id(&self.config.bucket, key, &meta.etag, spec);
-        let source = Source { bucket: self.config.bucket.clone(), key: key.to_string(), etag: meta.etag, size: meta.size };
+        let source =
+            Source { bucket: self.config.bucket.clone(), key: key.to_string(), etag: meta.etag, size: meta.size };
         let job = Job::new(id.clone(), source, spec.canonical_json(), now_ms());
         match self.jobs.create_job(&job)? {
             Created::Exists(_) => Ok(Submitted { id, new: false }),
@@ -288,8 +295,12 @@ impl Pipeline {
         let compiled = head.compile(&spec)?;
         let mut records = self.jobs.chunks(id)?;
         records.sort_by_key(|r| r.report.index);
-        let missing: Vec<u32> =
-            job.chunks.iter().map(|c| c.index).filter(|i| records.binary_search_by_key(i, |r| r.report.index).is_err()).collect();
+        let missing: Vec<u32> = job
+            .chunks
+            .iter()
+            .map(|c| c.index)
+            .filter(|i| records.binary_search_by_key(i, |r| r.report.index).is_err())
+            .collect();
         if !missing.is_empty() {
             // Done set full but a record missing cannot happen with a
             // conforming store; scan them again rather than guess.
@@ -304,12 +315,20 @@ impl Pipeline {
         let reports: Vec<ChunkReport> = records.iter().map(|r| r.report.clone()).collect();
         let wrong = resolve_chain(&reports);
         if !wrong.is_empty() {
-            tracing::info!(job = id, chunks = wrong.len(), "quote-state guesses were wrong; scanning those chunks again");
+            tracing::info!(
+                job = id,
+                chunks = wrong.len(),
+                "quote-state guesses were wrong; scanning those chunks again"
+            );
             let idx: Vec<u32> = wrong.iter().map(|w| w.0).collect();
             if self.jobs.reopen_chunks(id, owner, &idx)? {
                 let tasks = wrong
                     .iter()
-                    .map(|&(i, s)| Task::Chunk { job: id.into(), range: job.chunks[i as usize], state: StartState::Known(s) })
+                    .map(|&(i, s)| Task::Chunk {
+                        job: id.into(),
+                        range: job.chunks[i as usize],
+                        state: StartState::Known(s),
+                    })
                     .collect();
                 self.dispatcher.dispatch(tasks)?;
             }
@@ -331,7 +350,9 @@ impl Pipeline {
         for r in &records {
             sources.push(match &r.partial {
                 PartialRef::Inline(b) => Box::new(Cursor::new(b.clone())),
-                PartialRef::Object(k) => Box::new(std::io::BufReader::with_capacity(1 << 20, self.output.get_range(k, 0, None)?)),
+                PartialRef::Object(k) => {
+                    Box::new(std::io::BufReader::with_capacity(1 << 20, self.output.get_range(k, 0, None)?))
+                }
             });
         }
         let names = compiled.aggs.iter().map(|a| a.name.clone()).collect();
@@ -359,7 +380,8 @@ impl Pipeline {
             groups += 1;
         }
         let (parts, _) = writer.finish()?;
-        let parts: Vec<OutputPart> = parts.iter().map(|p: &PartInfo| OutputPart::new(format!("{prefix}{}", p.name), p)).collect();
+        let parts: Vec<OutputPart> =
+            parts.iter().map(|p: &PartInfo| OutputPart::new(format!("{prefix}{}", p.name), p)).collect();
 
         let manifest_key = format!("{prefix}manifest.json");
         let manifest = serde_json::json!({

@@ -20,8 +20,10 @@ fn the_bmat_example_gives_the_expected_file() {
     assert!(stdout.contains("DONE"), "{stdout}");
     assert!(stdout.contains("part-00000.csv"), "{stdout}");
     // Nothing but the results is left in the output directory.
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["manifest.json", "part-00000.csv", "summary.json"]);
 
@@ -63,7 +65,18 @@ fn every_chunk_size_and_worker_count_gives_the_same_bytes() {
     for (chunk, workers) in [("1", "1"), ("1", "3"), ("2", "2"), ("7", "2"), ("16", "4"), ("64MiB", "1")] {
         let out = format!("out-{chunk}-{workers}");
         run_ok(
-            &["run", input.to_str().unwrap(), "--spec", spec.to_str().unwrap(), "--out", &out, "--chunk-size", chunk, "--workers", workers],
+            &[
+                "run",
+                input.to_str().unwrap(),
+                "--spec",
+                spec.to_str().unwrap(),
+                "--out",
+                &out,
+                "--chunk-size",
+                chunk,
+                "--workers",
+                workers,
+            ],
             dir.path(),
         );
         assert_eq!(read(dir.path().join(&out).join("part-00000.csv")), want, "chunk {chunk} workers {workers}");
@@ -74,7 +87,10 @@ fn every_chunk_size_and_worker_count_gives_the_same_bytes() {
 fn parts_are_capped_including_their_header() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("in.csv");
-    let out = fanfold(&["gen", "--profile", "bmat", "--size", "200kB", "-o", csv.to_str().unwrap(), "--seed", "7"], dir.path());
+    let out = fanfold(
+        &["gen", "--profile", "bmat", "--size", "200kB", "-o", csv.to_str().unwrap(), "--seed", "7"],
+        dir.path(),
+    );
     assert!(out.status.success());
     std::fs::write(dir.path().join("spec.json"), r#"{"output":{"max_file_bytes":4096}}"#).unwrap();
     run_ok(&["run", "in.csv", "--spec", "spec.json", "--out", "capped", "--chunk-size", "10kB"], dir.path());
@@ -112,16 +128,34 @@ fn a_row_bigger_than_the_cap_is_a_clear_error() {
 /// (file contents, extra spec, expected message)
 fn bad_inputs() -> Vec<(&'static [u8], &'static str, &'static str)> {
     vec![
-        (b"Song,Date,Number of Plays\nUmbrella,2020-01-02,200\nUmbrella,2020-01-01,patata\n", "{}",
-         "line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number"),
+        (
+            b"Song,Date,Number of Plays\nUmbrella,2020-01-02,200\nUmbrella,2020-01-01,patata\n",
+            "{}",
+            "line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number",
+        ),
         (b"Song,Date,Number of Plays\nUmbrella,2020-01-02\n", "{}", "line 2 (byte 26): expected 3 fields, found 2"),
         (b"Song,Date,Number of Plays\nUmbrella,2020-01-02,1,2\n", "{}", "line 2 (byte 26): expected 3 fields, found 4"),
-        (b"Song,Date,Number of Plays\nUmbr\xe9lla,2020-01-02,1\n", "{}", "line 2 (byte 26): column \"Song\": \"Umbr\u{fffd}lla\" is not valid UTF-8"),
-        (b"Song,Date,Number of Plays\nUmbrella,2020-01-02,1\n\"Umbrella,2020-01-02,1\n", "{}",
-         "line 3 (byte 48): column \"Song\": quoted field is never closed before the end of the file"),
-        (b"Song,Day,Number of Plays\nUmbrella,2020-01-02,1\n", "{}", "group_by[1]: column \"Date\" is not in the header"),
+        (
+            b"Song,Date,Number of Plays\nUmbr\xe9lla,2020-01-02,1\n",
+            "{}",
+            "line 2 (byte 26): column \"Song\": \"Umbr\u{fffd}lla\" is not valid UTF-8",
+        ),
+        (
+            b"Song,Date,Number of Plays\nUmbrella,2020-01-02,1\n\"Umbrella,2020-01-02,1\n",
+            "{}",
+            "line 3 (byte 48): column \"Song\": quoted field is never closed before the end of the file",
+        ),
+        (
+            b"Song,Day,Number of Plays\nUmbrella,2020-01-02,1\n",
+            "{}",
+            "group_by[1]: column \"Date\" is not in the header",
+        ),
         (b"", "{}", "the input is empty"),
-        (b"a,b\n1,2\n", r#"{"group_by":["a"],"aggregates":[{"op":"median","column":"b"}]}"#, "invalid spec: aggregates[0].op: unknown op"),
+        (
+            b"a,b\n1,2\n",
+            r#"{"group_by":["a"],"aggregates":[{"op":"median","column":"b"}]}"#,
+            "invalid spec: aggregates[0].op: unknown op",
+        ),
     ]
 }
 
@@ -133,7 +167,10 @@ fn bad_input_fails_with_line_byte_column_and_value() {
         std::fs::write(&input, csv).unwrap();
         std::fs::write(dir.path().join("spec.json"), spec).unwrap();
         for chunk in ["1", "5", "64MiB"] {
-            let out = fanfold(&["run", input.to_str().unwrap(), "--spec", "spec.json", "--out", "o", "--chunk-size", chunk], dir.path());
+            let out = fanfold(
+                &["run", input.to_str().unwrap(), "--spec", "spec.json", "--out", "o", "--chunk-size", chunk],
+                dir.path(),
+            );
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "case {i} succeeded");
             assert!(err.contains(want), "case {i} chunk {chunk}: {err}");
@@ -165,7 +202,10 @@ fn skip_mode_counts_and_samples_bad_rows() {
         assert_eq!(samples[0]["value"], "x1");
         assert_eq!(samples[0]["reason"], "is not a number");
         assert_eq!(samples[9]["line"], 21);
-        assert_eq!(read(dir.path().join("o/part-00000.csv")), "Song,Date,Total Number of Plays for Date\ns0,2020-01-01,5\ns1,2020-01-01,5\ns2,2020-01-01,5\n");
+        assert_eq!(
+            read(dir.path().join("o/part-00000.csv")),
+            "Song,Date,Total Number of Plays for Date\ns0,2020-01-01,5\ns1,2020-01-01,5\ns2,2020-01-01,5\n"
+        );
     }
 }
 
@@ -195,7 +235,9 @@ fn no_progress_output_when_stderr_is_not_a_terminal() {
 fn gen_is_reproducible_and_matches_the_bmat_shape() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["a.csv", "b.csv"] {
-        assert!(fanfold(&["gen", "--profile", "zipf", "--size", "50kB", "-o", name, "--seed", "3"], dir.path()).status.success());
+        assert!(fanfold(&["gen", "--profile", "zipf", "--size", "50kB", "-o", name, "--seed", "3"], dir.path())
+            .status
+            .success());
     }
     assert_eq!(read(dir.path().join("a.csv")), read(dir.path().join("b.csv")));
     assert!(fanfold(&["gen", "--profile", "bmat", "--size", "20kB", "-o", "c.csv"], dir.path()).status.success());

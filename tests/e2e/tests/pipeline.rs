@@ -29,8 +29,13 @@ fn no_key_escapes_the_dir_store_root() {
     let store = DirStore::new(&root).unwrap();
     std::fs::write(dir.path().join("secret"), b"s").unwrap();
     std::os::unix::fs::symlink(dir.path(), root.join("link")).unwrap();
-    for key in ["../secret", "a/../../secret", "/etc/passwd", "a\0b", "a//b", "./a", "a\\..\\b", "", "link/secret", "a/."] {
-        assert!(matches!(store.head(key), Err(StoreError::InvalidKey { .. }) | Err(StoreError::NotFound(_))), "head {key:?}");
+    for key in
+        ["../secret", "a/../../secret", "/etc/passwd", "a\0b", "a//b", "./a", "a\\..\\b", "", "link/secret", "a/."]
+    {
+        assert!(
+            matches!(store.head(key), Err(StoreError::InvalidKey { .. }) | Err(StoreError::NotFound(_))),
+            "head {key:?}"
+        );
         assert!(store.put(key, b"x").is_err(), "put {key:?}");
         assert!(store.get_range(key, 0, None).is_err(), "get {key:?}");
     }
@@ -133,7 +138,13 @@ fn csv_strategy() -> impl Strategy<Value = String> {
     let field = prop_oneof!["[a-c]{0,3}", Just("q\"q".to_string()), Just("n\nl".to_string()), Just("c,m".to_string())];
     let row = (field.clone(), -50i64..50, field);
     proptest::collection::vec(row, 0..40).prop_map(|rows| {
-        let q = |s: &str| if s.contains(['"', '\n', ',']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+        let q = |s: &str| {
+            if s.contains(['"', '\n', ',']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
         let mut s = String::from("k,v,t\n");
         for (k, v, t) in rows {
             s += &format!("{},{v},{}\n", q(&k), q(&t));
