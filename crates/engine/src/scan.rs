@@ -683,3 +683,38 @@ impl<'c> ChunkScanner<'c> {
 fn count(hay: &[u8], b: u8) -> u64 {
     bytecount::count(hay, b) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(v: &[&str]) -> Vec<(Vec<u8>, Option<Decimal>)> {
+        v.iter().map(|s| (s.as_bytes().to_vec(), Decimal::parse(s.as_bytes()).ok())).collect()
+    }
+
+    #[test]
+    fn filters_compare_numbers_as_numbers_and_text_as_bytes() {
+        use FilterOp::*;
+        let cases: [(FilterOp, &[&str], &str, bool); 16] = [
+            (Eq, &["10"], "10.0", true),
+            (Eq, &["abc"], "abc", true),
+            (Ne, &["abc"], "abd", true),
+            (Lt, &["9"], "10", false), // 10 < 9 numerically: no (as text it would be yes)
+            (Lt, &["b"], "a", true),
+            (Le, &["2020-01-01"], "2020-01-01", true),
+            (Gt, &["-1"], "-0.5", true),
+            (Gt, &["10"], "9", false),
+            (Ge, &["2020-01-01"], "2019-12-31", false),
+            (Ge, &["5"], "x", true), // "x" is not a number: byte order, "x" > "5"
+            (In, &["a", "b"], "b", true),
+            (In, &["1", "2"], "2.00", true),
+            (In, &["a", "b"], "c", false),
+            (Empty, &[], "", true),
+            (Empty, &[], " ", false),
+            (NotEmpty, &[], "x", true),
+        ];
+        for (op, v, field, want) in cases {
+            assert_eq!(filter_keeps(op, &vals(v), field.as_bytes()), want, "{op:?} {v:?} {field:?}");
+        }
+    }
+}

@@ -251,3 +251,17 @@ fn gen_is_reproducible_and_matches_the_bmat_shape() {
         assert!((1..=100_000).contains(&plays));
     }
 }
+
+#[test]
+fn a_progress_bar_on_a_terminal() {
+    // `script` (util-linux) runs the command on a pseudo-terminal.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(fanfold(&["gen", "--profile", "zipf", "--size", "3MB", "-o", "in.csv"], dir.path()).status.success());
+    let cmd = format!("{} run in.csv --out o --chunk-size 100kB --workers 1", fanfold_bin().display());
+    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).current_dir(dir.path()).output();
+    let out = out.expect("`script` (util-linux) runs the binary on a terminal");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("chunks ") && text.contains("rows/s"), "no progress bar on a terminal: {text}");
+    assert!(text.contains("DONE"), "{text}");
+}
