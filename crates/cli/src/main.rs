@@ -1,6 +1,7 @@
 //! `fanfold`: exact CSV aggregation, on one machine or fanned out on AWS.
 
 mod gen;
+mod plan;
 mod size;
 
 use std::io::IsTerminal;
@@ -46,6 +47,24 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
         workers: Option<u64>,
     },
+    /// Estimate chunks, wall time and dollar cost of a job of SIZE on AWS Lambda.
+    Plan {
+        /// Input size, e.g. 1TB.
+        #[arg(value_parser = parse_size)]
+        size: u64,
+        #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+        chunk_size: u64,
+        /// Concurrent worker Lambdas (the account's concurrency limit).
+        #[arg(long, default_value_t = 1000)]
+        concurrency: u64,
+        /// Lambda memory in MB (1769 MB = one vCPU).
+        #[arg(long, default_value_t = 1769)]
+        memory: u64,
+        /// Bytes of partial aggregate per input byte: 1.0 when almost every
+        /// row is its own group, 0.01 for a few million groups.
+        #[arg(long, default_value_t = 0.01)]
+        partial_ratio: f64,
+    },
     /// Generate test data.
     Gen {
         #[arg(long, value_enum)]
@@ -69,6 +88,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { file, spec, out, chunk_size, workers } => run(file, spec, out, chunk_size, workers),
         Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
+        Command::Plan { size, chunk_size, concurrency, memory, partial_ratio } => {
+            let p = plan::plan(&plan::PlanInput { size, chunk_size, concurrency, memory_mb: memory, partial_ratio });
+            for l in &p.lines {
+                println!("{l}");
+            }
+            println!("assumptions: scan {:.0} MB/s per vCPU and merge {:.0} MB/s (from bench/run.sh), S3 {:.0} MB/s per Lambda, 50 ms per chunk for invoke and state writes, us-east-1 prices", plan::SCAN_PER_CORE / 1e6, plan::MERGE_PER_CORE / 1e6, plan::S3_PER_LAMBDA / 1e6);
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
