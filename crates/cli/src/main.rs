@@ -155,7 +155,7 @@ fn run(
         bar.set_message(format!(
             "chunks {}/{}  {:.1} M rows/s  {:?}",
             job.done.len(),
-            job.chunks.len(),
+            job.chunk_count,
             job.rows as f64 / secs / 1e6,
             job.status
         ));

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use fanfold_engine::{ChunkRange, Head};
+use fanfold_engine::Head;
 use fanfold_pipeline::{ChunkRecord, Created, Job, JobError, JobStore, Lease, Outputs, Status, StoreError};
 
 #[derive(Default)]
@@ -61,14 +61,22 @@ impl JobStore for MemoryJobStore {
         Ok(g.get(id).and_then(|e| e.job.clone()))
     }
 
-    fn start_running(&self, id: &str, head: &Head, chunks: &[ChunkRange], now_ms: u64) -> Result<bool, StoreError> {
+    fn start_running(
+        &self,
+        id: &str,
+        head: &Head,
+        chunk_size: u64,
+        chunk_count: u32,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         self.with(id, |job, _| {
             if job.status != Status::Splitting {
                 return false;
             }
             job.status = Status::Running;
             job.head = Some(head.clone());
-            job.chunks = chunks.to_vec();
+            job.chunk_size = chunk_size;
+            job.chunk_count = chunk_count;
             job.running_ms = Some(now_ms);
             job.updated_ms = now_ms;
             true
@@ -81,11 +89,12 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64) -> Result<Option<usize>, StoreError> {
+    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now_ms: u64) -> Result<Option<usize>, StoreError> {
         self.with(id, |job, e| {
             if !e.done.insert(chunk) {
                 return None;
             }
+            job.updated_ms = now_ms;
             job.rows += rows;
             job.bytes_done += bytes;
             Some(e.done.len())
@@ -118,9 +127,11 @@ impl JobStore for MemoryJobStore {
             }
             for c in chunks {
                 if e.done.remove(c) {
-                    let r = job.chunks[*c as usize];
-                    job.bytes_done -= r.end - r.start;
-                    job.rows -= e.chunks.get(c).map(|r| r.report.rows).unwrap_or(0);
+                    // Undo what mark_done added for this chunk.
+                    if let Some(r) = e.chunks.get(c) {
+                        job.bytes_done = job.bytes_done.saturating_sub(r.report.end - r.report.start);
+                        job.rows = job.rows.saturating_sub(r.report.rows);
+                    }
                 }
             }
             job.chunks_rerun += chunks.len() as u32;
@@ -138,6 +149,22 @@ impl JobStore for MemoryJobStore {
             job.status = Status::Done;
             job.outputs = Some(outputs.clone());
             job.lease = None;
+            job.updated_ms = now_ms;
+            true
+        })
+    }
+
+    fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.values().filter_map(|e| e.job.clone()).filter(|j| !j.status.is_final()).collect())
+    }
+
+    fn record_sweep(&self, id: &str, sweeps: u32, now_ms: u64) -> Result<bool, StoreError> {
+        self.with(id, |job, _| {
+            if job.sweeps != sweeps || job.status.is_final() {
+                return false;
+            }
+            job.sweeps += 1;
             job.updated_ms = now_ms;
             true
         })

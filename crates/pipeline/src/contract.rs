@@ -109,23 +109,29 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Splitting);
     // SPLITTING → RUNNING once
     let head = Head { data_start: 5, newlines_before_data: 1, header: Some(vec!["a".into()]), width: 1 };
-    let chunks: Vec<ChunkRange> =
-        (0..3).map(|i| ChunkRange { index: i, start: 10 * i as u64, end: 10 * i as u64 + 10 }).collect();
-    assert!(store.start_running(id, &head, &chunks, 2).unwrap());
-    assert!(!store.start_running(id, &head, &chunks, 3).unwrap(), "start_running is conditional on SPLITTING");
+    assert!(store.start_running(id, &head, 40, 3, 2).unwrap());
+    assert!(!store.start_running(id, &head, 40, 3, 3).unwrap(), "start_running is conditional on SPLITTING");
     let j = store.get_job(id).unwrap().unwrap();
-    assert_eq!((j.status, j.chunks.len(), j.head.as_ref()), (Status::Running, 3, Some(&head)));
+    assert_eq!((j.status, j.chunk_count, j.head.as_ref()), (Status::Running, 3, Some(&head)));
+    assert_eq!(j.range(2), Some(ChunkRange { index: 2, start: 85, end: 100 }));
+    assert_eq!(j.ranges().len(), 3);
+    assert!(store.active_jobs().unwrap().iter().any(|j| j.id == id));
     // chunk records, inline and spilled; the inline limit holds big items
     let big = vec![0xAB; 290_000];
     store.put_chunk(id, &record(0, PartialRef::Inline(big.clone()))).unwrap();
     store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/000001".into()))).unwrap();
     store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/000001".into()))).unwrap();
     // the done set counts a chunk once
-    assert_eq!(store.mark_done(id, 0, 3, 10).unwrap(), Some(1));
-    assert_eq!(store.mark_done(id, 0, 3, 10).unwrap(), None, "a duplicate delivery adds nothing");
-    assert_eq!(store.mark_done(id, 1, 3, 10).unwrap(), Some(2));
+    assert_eq!(store.mark_done(id, 0, 3, 10, 3).unwrap(), Some(1));
+    assert_eq!(store.mark_done(id, 0, 3, 10, 3).unwrap(), None, "a duplicate delivery adds nothing");
+    assert_eq!(store.mark_done(id, 1, 3, 10, 4).unwrap(), Some(2));
     let j = store.get_job(id).unwrap().unwrap();
     assert_eq!((j.rows, j.bytes_done), (6, 20), "counters count each chunk once");
+    assert_eq!(j.updated_ms, 4, "marking a chunk done touches the job");
+    // a sweep is counted once per observed value
+    assert!(store.record_sweep(id, 0, 6).unwrap());
+    assert!(!store.record_sweep(id, 0, 6).unwrap(), "a second sweeper that saw the same count loses");
+    assert_eq!(store.get_job(id).unwrap().unwrap().sweeps, 1);
     let recs = store.chunks(id).unwrap();
     assert_eq!(recs.len(), 2);
     let r0 = recs.iter().find(|r| r.report.index == 0).unwrap();
@@ -140,8 +146,8 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     assert!(store.reopen_chunks(id, "f2", &[1]).unwrap());
     let j = store.get_job(id).unwrap().unwrap();
     assert_eq!((j.status, j.done.clone(), j.chunks_rerun), (Status::Running, vec![0], 1));
-    assert_eq!(store.mark_done(id, 1, 3, 10).unwrap(), Some(2), "a reopened chunk can be done again");
-    assert_eq!(store.mark_done(id, 2, 3, 10).unwrap(), Some(3));
+    assert_eq!(store.mark_done(id, 1, 3, 10, 4).unwrap(), Some(2), "a reopened chunk can be done again");
+    assert_eq!(store.mark_done(id, 2, 3, 10, 5).unwrap(), Some(3));
     // completion is conditional on the lease
     let outputs = Outputs { parts: vec![], manifest: "m".into(), summary: "s".into() };
     assert!(!store.complete(id, "f3", &outputs, 400).unwrap(), "complete without a lease fails");
@@ -154,6 +160,8 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     assert!(!store.fail(id, &JobError::internal("late"), 500).unwrap());
     assert!(!store.take_lease(id, "f4", 10_000, 20_000).unwrap());
     assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Done);
+    assert!(!store.active_jobs().unwrap().iter().any(|j| j.id == id), "done jobs are not active");
+    assert!(!store.record_sweep(id, 1, 7).unwrap(), "final jobs are not swept");
     // fail works from a running state
     let id2 = format!("{id}-2");
     assert!(matches!(store.create_job(&job(&id2)).unwrap(), Created::New));

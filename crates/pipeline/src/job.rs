@@ -1,6 +1,6 @@
 //! The records the job store keeps.
 
-use fanfold_engine::{BadRow, ChunkRange, ChunkReport, Head, PartInfo};
+use fanfold_engine::{plan_chunks, BadRow, ChunkRange, ChunkReport, Head, PartInfo};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,18 +92,44 @@ pub struct Job {
     /// The canonical spec JSON.
     pub spec: String,
     pub head: Option<Head>,
-    pub chunks: Vec<ChunkRange>,
+    /// The chunk plan: `chunk_count` ranges of `chunk_size` bytes from the
+    /// head's data start (kept compact: a 1 TB job has ~15k chunks).
+    pub chunk_size: u64,
+    pub chunk_count: u32,
     pub done: Vec<u32>,
     pub rows: u64,
     pub bytes_done: u64,
     /// Chunks scanned again after a wrong quote-state guess.
     pub chunks_rerun: u32,
+    /// Times the sweeper re-dispatched this job's work.
+    pub sweeps: u32,
     pub error: Option<JobError>,
     pub outputs: Option<Outputs>,
     pub lease: Option<Lease>,
     pub created_ms: u64,
     pub running_ms: Option<u64>,
     pub updated_ms: u64,
+}
+
+impl Job {
+    /// The chunk ranges (empty before the split).
+    pub fn ranges(&self) -> Vec<ChunkRange> {
+        match &self.head {
+            Some(h) if self.chunk_size > 0 => plan_chunks(h.data_start, self.source.size, self.chunk_size),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One chunk's range.
+    pub fn range(&self, index: u32) -> Option<ChunkRange> {
+        let h = self.head.as_ref()?;
+        let start = h.data_start.checked_add(index as u64 * self.chunk_size)?;
+        (index < self.chunk_count).then(|| ChunkRange {
+            index,
+            start,
+            end: start.saturating_add(self.chunk_size).min(self.source.size),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,11 +146,13 @@ impl Job {
             source,
             spec,
             head: None,
-            chunks: Vec::new(),
+            chunk_size: 0,
+            chunk_count: 0,
             done: Vec::new(),
             rows: 0,
             bytes_done: 0,
             chunks_rerun: 0,
+            sweeps: 0,
             error: None,
             outputs: None,
             lease: None,

@@ -81,14 +81,15 @@ pub trait JobStore: Send + Sync {
         &self,
         id: &str,
         head: &fanfold_engine::Head,
-        chunks: &[ChunkRange],
+        chunk_size: u64,
+        chunk_count: u32,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
     /// Stores (or replaces) a chunk's result.
     fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError>;
     /// Adds the chunk to the job's done set. `Some(size)` when this call
     /// added it, `None` if it was already there (a duplicate delivery).
-    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64) -> Result<Option<usize>, StoreError>;
+    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now_ms: u64) -> Result<Option<usize>, StoreError>;
     fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError>;
     /// Takes the finalize lease if nobody holds an unexpired one and the
     /// job is RUNNING or MERGING. Moves it to MERGING.
@@ -100,6 +101,10 @@ pub trait JobStore: Send + Sync {
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError>;
     /// Any state but DONE/FAILED/CANCELLED → FAILED. `false` if already final.
     fn fail(&self, id: &str, error: &JobError, now_ms: u64) -> Result<bool, StoreError>;
+    /// Jobs that are not DONE, FAILED or CANCELLED (for the sweeper).
+    fn active_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Counts one sweep of the job, if nobody else did since it saw `sweeps`.
+    fn record_sweep(&self, id: &str, sweeps: u32, now_ms: u64) -> Result<bool, StoreError>;
 }
 
 /// A unit of work for a worker or the finalizer.

@@ -99,6 +99,22 @@ impl PipelineError {
     }
 }
 
+/// When the sweeper steps in.
+#[derive(Clone, Debug)]
+pub struct SweepPolicy {
+    /// A SPLITTING or RUNNING job with no progress for this long is stuck
+    /// (make it longer than the worker's timeout).
+    pub stale_ms: u64,
+    /// Sweeps of one job before it fails.
+    pub max_sweeps: u32,
+}
+
+impl Default for SweepPolicy {
+    fn default() -> Self {
+        SweepPolicy { stale_ms: 20 * 60 * 1000, max_sweeps: 3 }
+    }
+}
+
 /// `submit`'s answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Submitted {
@@ -196,7 +212,7 @@ impl Pipeline {
             return self.fail(id, JobError::rejected(e.to_string()));
         }
         let chunks = plan_chunks(head.data_start, size, self.config.chunk_size);
-        if !self.jobs.start_running(id, &head, &chunks, now_ms())? {
+        if !self.jobs.start_running(id, &head, self.config.chunk_size, chunks.len() as u32, now_ms())? {
             return Ok(());
         }
         let tasks: Vec<Task> = if chunks.is_empty() {
@@ -271,8 +287,8 @@ impl Pipeline {
         BUFFERS.with(|b| *b.borrow_mut() = (scan_buffers, buf));
         let rows = report.rows;
         self.jobs.put_chunk(id, &ChunkRecord { report, partial, attempt: 1 })?;
-        if let Some(n) = self.jobs.mark_done(id, range.index, rows, range.end - range.start)? {
-            if n == job.chunks.len() {
+        if let Some(n) = self.jobs.mark_done(id, range.index, rows, range.end - range.start, now_ms())? {
+            if n == job.chunk_count as usize {
                 self.dispatcher.dispatch(vec![Task::Finalize { job: id.to_string() }])?;
             }
         }
@@ -295,8 +311,8 @@ impl Pipeline {
         let compiled = head.compile(&spec)?;
         let mut records = self.jobs.chunks(id)?;
         records.sort_by_key(|r| r.report.index);
-        let missing: Vec<u32> = job
-            .chunks
+        let ranges = job.ranges();
+        let missing: Vec<u32> = ranges
             .iter()
             .map(|c| c.index)
             .filter(|i| records.binary_search_by_key(i, |r| r.report.index).is_err())
@@ -307,7 +323,7 @@ impl Pipeline {
             self.jobs.reopen_chunks(id, owner, &missing)?;
             let tasks = missing
                 .iter()
-                .map(|&i| Task::Chunk { job: id.into(), range: job.chunks[i as usize], state: StartState::Guess })
+                .map(|&i| Task::Chunk { job: id.into(), range: ranges[i as usize], state: StartState::Guess })
                 .collect();
             self.dispatcher.dispatch(tasks)?;
             return Ok(());
@@ -326,7 +342,7 @@ impl Pipeline {
                     .iter()
                     .map(|&(i, s)| Task::Chunk {
                         job: id.into(),
-                        range: job.chunks[i as usize],
+                        range: ranges[i as usize],
                         state: StartState::Known(s),
                     })
                     .collect();
@@ -443,6 +459,63 @@ impl Pipeline {
             }
             Err(e) => tracing::warn!(job = id, error = %e, "could not list partials"),
         }
+    }
+
+    /// Finishes what crashed: re-splits jobs stuck in SPLITTING, re-dispatches
+    /// the missing chunks of a RUNNING job that made no progress for
+    /// `stale_ms` (or its finalizer, if every chunk is done), and the
+    /// finalizer of a MERGING job whose lease ran out. A job still stuck after
+    /// `max_sweeps` sweeps fails with the reason. Returns what it did, a line
+    /// per job.
+    pub fn sweep(&self, now: u64, policy: &SweepPolicy) -> Result<Vec<String>, PipelineError> {
+        let mut report = Vec::new();
+        for job in self.jobs.active_jobs()? {
+            let stale = match job.status {
+                Status::Splitting | Status::Running => now.saturating_sub(job.updated_ms) > policy.stale_ms,
+                Status::Merging => job.lease.as_ref().is_none_or(|l| l.until_ms <= now),
+                _ => false,
+            };
+            if !stale {
+                continue;
+            }
+            let missing: Vec<u32> = (0..job.chunk_count).filter(|c| job.done.binary_search(c).is_err()).collect();
+            let what = match job.status {
+                Status::Splitting => "the split did not finish".to_string(),
+                Status::Running if !missing.is_empty() => {
+                    let shown: Vec<String> = missing.iter().take(10).map(u32::to_string).collect();
+                    let more = if missing.len() > 10 { ", …" } else { "" };
+                    format!("chunks {}{more} of {} did not finish", shown.join(", "), job.chunk_count)
+                }
+                _ => "the merge did not finish".to_string(),
+            };
+            if job.sweeps >= policy.max_sweeps {
+                let msg = format!("{what} after {} attempts; see the function logs", job.sweeps + 1);
+                self.fail(&job.id, JobError::internal(msg.clone()))?;
+                report.push(format!("{}: failed: {msg}", job.id));
+                continue;
+            }
+            if !self.jobs.record_sweep(&job.id, job.sweeps, now)? {
+                continue; // another sweeper got there first
+            }
+            match job.status {
+                Status::Splitting => self.split(&job.id)?,
+                Status::Running if !missing.is_empty() => {
+                    let ranges = job.ranges();
+                    let tasks = missing
+                        .iter()
+                        .map(|&i| Task::Chunk {
+                            job: job.id.clone(),
+                            range: ranges[i as usize],
+                            state: StartState::Guess,
+                        })
+                        .collect();
+                    self.dispatcher.dispatch(tasks)?;
+                }
+                _ => self.dispatcher.dispatch(vec![Task::Finalize { job: job.id.clone() }])?,
+            }
+            report.push(format!("{}: {what}; dispatched again (sweep {})", job.id, job.sweeps + 1));
+        }
+        Ok(report)
     }
 
     /// Runs one task (what a worker or the finalizer function does).

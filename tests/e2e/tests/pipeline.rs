@@ -173,3 +173,94 @@ proptest! {
         prop_assert_eq!(run(chunk, workers, "chunked"), whole);
     }
 }
+
+/// A pipeline on a temp dir with a queue the test drains by hand.
+fn manual_pipeline(dir: &std::path::Path, lease_ms: u64) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
+    let store = Arc::new(DirStore::new(dir).unwrap());
+    store.put("incoming/in.csv", &std::fs::read(common::fixture("bmat-example.csv")).unwrap()).unwrap();
+    let queue = Arc::new(Queue::default());
+    let p = Pipeline {
+        input: store.clone(),
+        output: store.clone(),
+        jobs: Arc::new(MemoryJobStore::new()),
+        dispatcher: queue.clone(),
+        layout: Layout::default(),
+        config: Config { chunk_size: 40, inline_limit: 0, lease_ms, ..Config::default() },
+    };
+    (p, queue, store)
+}
+
+fn drain(p: &Pipeline, q: &Queue, mut keep: impl FnMut(&Task) -> bool) {
+    loop {
+        let Some(t) = q.0.lock().unwrap().pop_front() else { break };
+        if keep(&t) {
+            p.run_task(&t, "w").unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_sweeper_redispatches_lost_chunks_and_finishes_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, _) = manual_pipeline(dir.path(), 60_000);
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    // Chunk 2's task is lost (a crashed worker).
+    drain(&p, &q, |t| !matches!(t, Task::Chunk { range, .. } if range.index == 2));
+    assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Running);
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3 };
+    let now = fanfold_pipeline::now_ms();
+    assert!(p.sweep(now, &policy).unwrap().is_empty(), "a fresh job is left alone");
+    let did = p.sweep(now + 5000, &policy).unwrap();
+    assert_eq!(did.len(), 1);
+    assert!(did[0].contains("chunks 2 of 5 did not finish"), "{did:?}");
+    drain(&p, &q, |_| true);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.status, Status::Done);
+    assert_eq!(
+        common::read(dir.path().join(format!("results/{id}/part-00000.csv"))),
+        common::read(common::fixture("bmat-example.expected.csv"))
+    );
+}
+
+#[test]
+fn a_finalizer_that_died_after_writing_some_outputs_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, store) = manual_pipeline(dir.path(), 50);
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    drain(&p, &q, |t| matches!(t, Task::Chunk { .. }));
+    // The finalizer took the lease, wrote a bogus part and died.
+    let now = fanfold_pipeline::now_ms();
+    assert!(p.jobs.take_lease(&id, "dead", now, now + 50).unwrap());
+    store.put(&format!("results/{id}/part-00000.csv"), b"half a file").unwrap();
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3 };
+    assert!(p.sweep(now, &policy).unwrap().is_empty(), "the lease still holds");
+    let did = p.sweep(now + 100, &policy).unwrap();
+    assert!(did[0].contains("the merge did not finish"), "{did:?}");
+    std::thread::sleep(std::time::Duration::from_millis(60)); // the new finalizer runs on the real clock
+    drain(&p, &q, |_| true);
+    assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
+    assert_eq!(
+        common::read(dir.path().join(format!("results/{id}/part-00000.csv"))),
+        common::read(common::fixture("bmat-example.expected.csv"))
+    );
+    assert!(store.list("_fanfold/").unwrap().is_empty(), "partials cleaned up");
+}
+
+#[test]
+fn a_job_that_never_progresses_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, _) = manual_pipeline(dir.path(), 60_000);
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 10, max_sweeps: 2 };
+    let mut now = fanfold_pipeline::now_ms();
+    for _ in 0..3 {
+        now += 1000;
+        p.sweep(now, &policy).unwrap();
+        q.0.lock().unwrap().clear(); // every dispatched task is lost
+    }
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.status, Status::Failed);
+    let e = job.error.unwrap();
+    assert!(!e.rejected);
+    assert!(e.message.contains("chunks 0, 1, 2, 3, 4 of 5 did not finish after 3 attempts"), "{}", e.message);
+}
