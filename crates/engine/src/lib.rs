@@ -76,8 +76,13 @@ pub enum Error {
 /// canonical spec. The same object (same ETag) with the same spec is the
 /// same job.
 pub fn job_id(bucket: &str, key: &str, etag: &str, spec: &Spec) -> String {
+    job_id_for_text(bucket, key, etag, &spec.canonical_json())
+}
+
+/// [`job_id`] for a spec given as text (used for a spec that does not parse).
+pub fn job_id_for_text(bucket: &str, key: &str, etag: &str, spec: &str) -> String {
     let mut h = Sha256::new();
-    for part in [bucket, key, etag, &spec.canonical_json()] {
+    for part in [bucket, key, etag, spec] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }

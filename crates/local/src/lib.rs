@@ -103,6 +103,7 @@ pub fn run_file(
         dispatcher: Arc::new(dispatcher.clone()),
         layout: Layout { results: String::new(), partials: "_fanfold/partials/{job}/".into() },
         config: Config { chunk_size: opts.chunk_size.max(1), bucket, ..Config::default() },
+        faults: None,
     });
     let pool = dispatcher.start(&pipeline, opts.workers);
     let submitted = pipeline.submit(name, spec)?;

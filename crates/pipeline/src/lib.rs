@@ -26,4 +26,4 @@ pub mod contract;
 
 pub use job::{ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, Source, Status};
 pub use ports::{Created, Dispatcher, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
-pub use steps::{now_ms, Config, Layout, Pipeline, PipelineError, Submitted, Summary, SweepPolicy};
+pub use steps::{now_ms, Config, FaultPoints, Layout, Pipeline, PipelineError, Submitted, Summary, SweepPolicy};

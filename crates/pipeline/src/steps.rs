@@ -148,6 +148,17 @@ pub struct Timings {
     pub total: u64,
 }
 
+/// Places where the end-to-end tests inject failures. Production pipelines
+/// have none.
+pub trait FaultPoints: Send + Sync {
+    /// After a chunk's partial is stored and before the chunk is marked done.
+    fn chunk_stored(&self, _job: &str, _chunk: u32) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// After the finalizer finished writing result part `part`.
+    fn part_written(&self, _job: &str, _part: usize) {}
+}
+
 /// The steps, bound to their ports.
 pub struct Pipeline {
     pub input: Arc<dyn ObjectStore>,
@@ -156,6 +167,7 @@ pub struct Pipeline {
     pub dispatcher: Arc<dyn Dispatcher>,
     pub layout: Layout,
     pub config: Config,
+    pub faults: Option<Arc<dyn FaultPoints>>,
 }
 
 impl Pipeline {
@@ -182,6 +194,23 @@ impl Pipeline {
             Created::Exists(_) => Ok(Submitted { id, new: false }),
             Created::New => {
                 self.split(&id)?;
+                Ok(Submitted { id, new: true })
+            }
+        }
+    }
+
+    /// Records a job for `key` that is rejected before it starts (its spec
+    /// does not parse), so that it can be looked up with the reason.
+    pub fn submit_rejected(&self, key: &str, spec_text: &str, error: JobError) -> Result<Submitted, PipelineError> {
+        let meta = self.input.head(key)?;
+        let id = fanfold_engine::job_id_for_text(&self.config.bucket, key, &meta.etag, spec_text);
+        let source =
+            Source { bucket: self.config.bucket.clone(), key: key.to_string(), etag: meta.etag, size: meta.size };
+        let job = Job::new(id.clone(), source, spec_text.to_string(), now_ms());
+        match self.jobs.create_job(&job)? {
+            Created::Exists(_) => Ok(Submitted { id, new: false }),
+            Created::New => {
+                self.jobs.fail(&id, &error, now_ms())?;
                 Ok(Submitted { id, new: true })
             }
         }
@@ -287,6 +316,9 @@ impl Pipeline {
         BUFFERS.with(|b| *b.borrow_mut() = (scan_buffers, buf));
         let rows = report.rows;
         self.jobs.put_chunk(id, &ChunkRecord { report, partial, attempt: 1 })?;
+        if let Some(f) = &self.faults {
+            f.chunk_stored(id, range.index)?;
+        }
         if let Some(n) = self.jobs.mark_done(id, range.index, rows, range.end - range.start, now_ms())? {
             if n == job.chunk_count as usize {
                 self.dispatcher.dispatch(vec![Task::Finalize { job: id.to_string() }])?;
@@ -375,7 +407,13 @@ impl Pipeline {
         let mut merger = Merger::new(sources, names).map_err(EngineError::Partial)?;
         let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
         let prefix = self.layout.results(id);
-        let sink = StoreSink { store: self.output.as_ref(), prefix: &prefix, current: None };
+        let sink = StoreSink {
+            store: self.output.as_ref(),
+            prefix: &prefix,
+            current: None,
+            job: id,
+            faults: self.faults.as_deref(),
+        };
         let mut writer = PartWriter::new(sink, compiled.max_file_bytes, fmt.header(&compiled.output_header))?;
         let mut row = Vec::with_capacity(256);
         let mut groups = 0u64;
@@ -532,6 +570,8 @@ struct StoreSink<'a> {
     store: &'a dyn ObjectStore,
     prefix: &'a str,
     current: Option<Box<dyn ObjectWriter>>,
+    job: &'a str,
+    faults: Option<&'a dyn FaultPoints>,
 }
 
 impl PartSink for StoreSink<'_> {
@@ -543,7 +583,11 @@ impl PartSink for StoreSink<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.current.as_mut().expect("begun").write_all(bytes)
     }
-    fn end(&mut self, _info: &PartInfo) -> std::io::Result<()> {
-        self.current.take().expect("begun").finish().map_err(std::io::Error::other)
+    fn end(&mut self, info: &PartInfo) -> std::io::Result<()> {
+        self.current.take().expect("begun").finish().map_err(std::io::Error::other)?;
+        if let Some(f) = self.faults {
+            f.part_written(self.job, info.index);
+        }
+        Ok(())
     }
 }

@@ -67,6 +67,7 @@ fn run_shuffled(csv: &[u8], spec: &Spec, chunk: u64, seed: u64, copies: usize) -
         dispatcher: queue.clone(),
         layout: Layout::default(),
         config: Config { chunk_size: chunk, inline_limit: 64, ..Config::default() },
+        faults: None,
     };
     let id = p.submit("incoming/in.csv", spec).unwrap().id;
     // The same submission again finds the job.
@@ -186,6 +187,7 @@ fn manual_pipeline(dir: &std::path::Path, lease_ms: u64) -> (Pipeline, Arc<Queue
         dispatcher: queue.clone(),
         layout: Layout::default(),
         config: Config { chunk_size: 40, inline_limit: 0, lease_ms, ..Config::default() },
+        faults: None,
     };
     (p, queue, store)
 }

@@ -1,0 +1,180 @@
+//! The handlers: event in, pipeline step, JSON out.
+
+use std::io::Read;
+
+use fanfold_engine::Spec;
+use fanfold_pipeline::{now_ms, JobError, PipelineError, StoreError, Task};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{decode_s3_key, Deps};
+
+/// A failed invocation; `retryable` says whether Lambda's retry can help.
+#[derive(Debug)]
+pub struct HandlerError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hint = if self.retryable { "a retry may help" } else { "a retry cannot help" };
+        write!(f, "{} ({hint})", self.message)
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+fn bad_event(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError { message: format!("unexpected event: {e}"), retryable: false }
+}
+
+/// The part of an S3 notification the splitter reads (AWS sends more; an
+/// emulator may send less).
+#[derive(Deserialize)]
+struct S3Event {
+    #[serde(rename = "Records", default)]
+    records: Vec<S3Record>,
+}
+#[derive(Deserialize)]
+struct S3Record {
+    s3: S3Entity,
+}
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+#[derive(Deserialize)]
+struct S3Bucket {
+    #[serde(default)]
+    name: String,
+}
+#[derive(Deserialize)]
+struct S3Object {
+    #[serde(default)]
+    key: String,
+}
+
+/// Runs a step for `job`: a retryable error is returned (Lambda retries it);
+/// any other fails the job with the reason, and the invocation succeeds.
+fn step(deps: &Deps, job: &str, r: Result<(), PipelineError>) -> Result<Value, HandlerError> {
+    match r {
+        Ok(()) => Ok(json!({"job": job, "ok": true})),
+        Err(e) if e.retryable() => Err(HandlerError { message: format!("job {job}: {e}"), retryable: true }),
+        Err(e @ PipelineError::UnknownJob(_)) => Err(HandlerError { message: e.to_string(), retryable: false }),
+        Err(e) => {
+            tracing::error!(job, error = %e, "step failed; failing the job");
+            deps.pipeline.jobs.fail(job, &JobError::internal(e.to_string()), now_ms()).map_err(|se| HandlerError {
+                message: format!("job {job}: {e}; and failing it: {se}"),
+                retryable: true,
+            })?;
+            Ok(json!({"job": job, "ok": false, "error": e.to_string()}))
+        }
+    }
+}
+
+/// What the splitter did with one record of an S3 event.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SplitOutcome {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// `false`: the job already existed (a duplicate event).
+    pub new: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+fn skip(key: String, why: &str) -> SplitOutcome {
+    SplitOutcome { key, job: None, new: false, skipped: Some(why.to_string()) }
+}
+
+/// `splitter`: an S3 object-created event → one job per new `incoming/` object.
+pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
+    if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(json!({"ignored": "s3:TestEvent"}));
+    }
+    let event: S3Event = serde_json::from_value(event).map_err(bad_event)?;
+    let p = &deps.pipeline;
+    let mut out = Vec::new();
+    for rec in event.records {
+        let bucket = rec.s3.bucket.name;
+        let key = decode_s3_key(&rec.s3.object.key);
+        if bucket != p.config.bucket {
+            out.push(skip(key, "another bucket"));
+            continue;
+        }
+        if !key.starts_with("incoming/") {
+            out.push(skip(key, "outside incoming/"));
+            continue;
+        }
+        if key.ends_with('/') || key.rsplit('/').next() == Some("_spec.json") {
+            out.push(skip(key, "not a data file"));
+            continue;
+        }
+        let spec_key = format!("{}/_spec.json", key.rsplit_once('/').map(|(d, _)| d).unwrap_or("incoming"));
+        let spec_text = match p.input.get_range(&spec_key, 0, None) {
+            Ok(mut r) => {
+                let mut t = String::new();
+                r.read_to_string(&mut t)
+                    .map_err(|e| HandlerError { message: format!("reading {spec_key}: {e}"), retryable: true })?;
+                Some(t)
+            }
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => {
+                return Err(HandlerError { message: format!("reading {spec_key}: {e}"), retryable: e.retryable() })
+            }
+        };
+        let submitted = match spec_text {
+            None => p.submit(&key, &deps.default_spec),
+            Some(t) => match Spec::from_json(&t) {
+                Ok(spec) => p.submit(&key, &spec),
+                Err(e) => p.submit_rejected(&key, &t, JobError::rejected(format!("{spec_key}: {e}"))),
+            },
+        };
+        match submitted {
+            Ok(s) => {
+                tracing::info!(key, job = s.id, new = s.new, "submitted");
+                out.push(SplitOutcome { key, job: Some(s.id), new: s.new, skipped: None });
+            }
+            Err(PipelineError::Store(StoreError::NotFound(_))) => out.push(skip(key, "object no longer exists")),
+            Err(e) => return Err(HandlerError { message: format!("{key}: {e}"), retryable: e.retryable() }),
+        }
+    }
+    Ok(serde_json::to_value(out).expect("outcomes serialize"))
+}
+
+/// `worker`: one chunk task.
+pub fn worker(task: Task, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
+    match task {
+        Task::Chunk { job, range, state } => {
+            let r = deps.pipeline.run_chunk(&job, range, state);
+            step(deps, &job, r)
+        }
+        other => Err(bad_event(format!("the worker got {other:?}"))),
+    }
+}
+
+/// `finalizer`: merge a job's partials. The request id owns the lease.
+pub fn finalizer(task: Task, deps: &Deps, request: &str) -> Result<Value, HandlerError> {
+    match task {
+        Task::Finalize { job } => {
+            let r = deps.pipeline.finalize(&job, request);
+            step(deps, &job, r)
+        }
+        other => Err(bad_event(format!("the finalizer got {other:?}"))),
+    }
+}
+
+/// `sweeper`: scheduled; finishes what crashed.
+pub fn sweeper(_event: Value, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
+    let did = deps
+        .pipeline
+        .sweep(now_ms(), &deps.sweep)
+        .map_err(|e| HandlerError { message: format!("sweep: {e}"), retryable: e.retryable() })?;
+    for line in &did {
+        tracing::info!(action = line.as_str(), "swept");
+    }
+    Ok(json!({ "swept": did }))
+}

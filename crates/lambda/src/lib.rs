@@ -1,0 +1,125 @@
+//! fanfold's Lambda handlers.
+//!
+//! Each function's `main` is a few lines: [`run`] builds the clients once
+//! per cold start and serves a handler from here. A handler takes the typed
+//! event and a [`Pipeline`], translates the event and calls a step; it is
+//! synchronous (the ports block) and runs on a blocking thread.
+//!
+//! Errors: a step error that a retry may fix is returned, so Lambda's async
+//! retry and then the dead-letter queue take over; one that cannot be fixed
+//! by retrying fails the job with the reason and the invocation succeeds.
+//!
+//! Configuration (environment): `BUCKET`, `TABLE`, `WORKER_FUNCTION`,
+//! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `LEASE_SECONDS`,
+//! `STALE_SECONDS`, `MAX_SWEEPS`, `DEFAULT_SPEC` (JSON; default: the BMAT
+//! job) and, for tests only, `FANFOLD_FAULTS` (see [`faults`]).
+
+pub mod faults;
+mod handlers;
+mod keys;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use fanfold_aws::{DynamoJobStore, LambdaDispatcher, S3Store};
+use fanfold_engine::Spec;
+use fanfold_pipeline::{Config, Dispatcher, Layout, Pipeline, SweepPolicy};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde::de::DeserializeOwned;
+
+pub use handlers::{finalizer, splitter, sweeper, worker, HandlerError, SplitOutcome};
+pub use keys::decode_s3_key;
+
+/// What a function needs: the pipeline on AWS adapters and its settings.
+pub struct Deps {
+    pub pipeline: Pipeline,
+    pub default_spec: Spec,
+    pub sweep: SweepPolicy,
+    pub faults: faults::Faults,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn required(name: &str) -> Result<String, lambda_runtime::Error> {
+    std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
+}
+
+/// Builds the dependencies from the environment (once per cold start).
+pub async fn deps_from_env() -> Result<Deps, lambda_runtime::Error> {
+    let config = fanfold_aws::sdk_config().await;
+    let rt = tokio::runtime::Handle::current();
+    let bucket = required("BUCKET")?;
+    let store = Arc::new(S3Store::new(&config, &bucket, rt.clone()));
+    let jobs = Arc::new(DynamoJobStore::new(&config, required("TABLE")?, rt.clone()));
+    let faults = faults::Faults::from_env(store.clone(), jobs.clone());
+    let lambda = LambdaDispatcher::new(
+        &config,
+        std::env::var("WORKER_FUNCTION").unwrap_or_default(),
+        std::env::var("FINALIZER_FUNCTION").unwrap_or_default(),
+        rt,
+    );
+    let dispatcher: Arc<dyn Dispatcher> =
+        if faults.duplicate_tasks { Arc::new(faults::Twice(lambda)) } else { Arc::new(lambda) };
+    let default_spec = match std::env::var("DEFAULT_SPEC") {
+        Ok(t) if !t.trim().is_empty() => Spec::from_json(&t).map_err(|e| format!("DEFAULT_SPEC: {e}"))?,
+        _ => Spec::default(),
+    };
+    let pipeline = Pipeline {
+        input: store.clone(),
+        output: store,
+        jobs,
+        dispatcher,
+        layout: Layout::default(),
+        config: Config {
+            chunk_size: env_or("CHUNK_SIZE", Config::default().chunk_size).max(1),
+            inline_limit: env_or("INLINE_LIMIT", Config::default().inline_limit),
+            lease_ms: env_or("LEASE_SECONDS", 900u64) * 1000,
+            bucket,
+            ..Config::default()
+        },
+        faults: faults.any().then(|| Arc::new(faults.clone()) as Arc<dyn fanfold_pipeline::FaultPoints>),
+    };
+    let sweep =
+        SweepPolicy { stale_ms: env_or("STALE_SECONDS", 1200u64) * 1000, max_sweeps: env_or("MAX_SWEEPS", 3u32) };
+    Ok(Deps { pipeline, default_spec, sweep, faults })
+}
+
+/// Serves `handler` for events of type `E` (JSON logs, clients built once).
+pub async fn run<E, F>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    E: DeserializeOwned + Send + 'static,
+    F: Fn(E, &Deps, &str) -> Result<serde_json::Value, HandlerError> + Send + Sync + Copy + 'static,
+{
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn".into()),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+    let deps = Arc::new(deps_from_env().await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| {
+        let deps = deps.clone();
+        serve(move || handler(event.payload, &deps, &event.context.request_id))
+    }))
+    .await
+}
+
+fn serve<F>(f: F) -> impl Future<Output = Result<serde_json::Value, lambda_runtime::Error>>
+where
+    F: FnOnce() -> Result<serde_json::Value, HandlerError> + Send + 'static,
+{
+    async move {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, retryable = e.retryable, "invocation failed");
+                Err(e.into())
+            }
+            Err(join) => Err(format!("handler panicked: {join}").into()),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The handlers, called with the sample events in `events/`, over the
+//! local adapters (the same ports as on AWS).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use fanfold_engine::Spec;
+use fanfold_lambda::{faults::Faults, finalizer, splitter, sweeper, worker, Deps};
+use fanfold_local::{DirStore, MemoryJobStore};
+use fanfold_pipeline::{Config, Dispatcher, Layout, ObjectStore, Pipeline, Status, StoreError, SweepPolicy, Task};
+use serde_json::Value;
+
+const BUCKET: &str = "fanfold-data-123456789012";
+const KEY: &str = "incoming/plays/2026 exports/plays.csv";
+
+#[derive(Default)]
+struct Queue(Mutex<VecDeque<Task>>);
+impl Dispatcher for Queue {
+    fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError> {
+        self.0.lock().unwrap().extend(tasks);
+        Ok(())
+    }
+}
+
+fn event(name: &str) -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn deps(dir: &Path) -> (Deps, Arc<Queue>, Arc<DirStore>) {
+    let store = Arc::new(DirStore::new(dir).unwrap());
+    let queue = Arc::new(Queue::default());
+    let pipeline = Pipeline {
+        input: store.clone(),
+        output: store.clone(),
+        jobs: Arc::new(MemoryJobStore::new()),
+        dispatcher: queue.clone(),
+        layout: Layout::default(),
+        config: Config { chunk_size: 64, bucket: BUCKET.into(), ..Config::default() },
+        faults: None,
+    };
+    let deps =
+        Deps { pipeline, default_spec: Spec::default(), sweep: SweepPolicy::default(), faults: Faults::default() };
+    (deps, queue, store)
+}
+
+fn fixture() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bmat-example.csv")).unwrap()
+}
+
+/// Runs queued tasks through the worker and finalizer handlers.
+fn drain(deps: &Deps, q: &Queue) {
+    loop {
+        let Some(t) = q.0.lock().unwrap().pop_front() else { break };
+        let v = serde_json::to_value(&t).unwrap();
+        let out = match t {
+            Task::Chunk { .. } => worker(serde_json::from_value(v).unwrap(), deps, "req-w"),
+            Task::Finalize { .. } => finalizer(serde_json::from_value(v).unwrap(), deps, "req-f"),
+        };
+        assert_eq!(out.unwrap()["ok"], true);
+    }
+}
+
+#[test]
+fn an_s3_event_delivered_three_times_makes_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (deps, q, store) = deps(dir.path());
+    store.put(KEY, &fixture()).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let out = splitter(event("s3-put-incoming.json"), &deps, "req").unwrap();
+        assert_eq!(out[0]["key"], KEY, "the key is URL-decoded, + is a space");
+        ids.push(out[0]["job"].as_str().unwrap().to_string());
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]));
+    drain(&deps, &q);
+    let job = deps.pipeline.jobs.get_job(&ids[0]).unwrap().unwrap();
+    assert_eq!(job.status, Status::Done);
+    let part = std::fs::read_to_string(dir.path().join(format!("results/{}/part-00000.csv", ids[0]))).unwrap();
+    assert!(part.starts_with("Song,Date,Total Number of Plays for Date\nIn The End,2020-01-01,1500\n"));
+}
+
+#[test]
+fn test_events_results_keys_and_spec_files_start_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (deps, q, _) = deps(dir.path());
+    assert_eq!(splitter(event("s3-test-event.json"), &deps, "r").unwrap()["ignored"], "s3:TestEvent");
+    assert_eq!(splitter(event("s3-put-results.json"), &deps, "r").unwrap()[0]["skipped"], "outside incoming/");
+    assert_eq!(splitter(event("s3-put-spec.json"), &deps, "r").unwrap()[0]["skipped"], "not a data file");
+    assert!(q.0.lock().unwrap().is_empty());
+    assert!(deps.pipeline.jobs.active_jobs().unwrap().is_empty());
+}
+
+#[test]
+fn the_directory_spec_is_used_and_a_bad_one_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (deps, q, store) = deps(dir.path());
+    store.put(KEY, &fixture()).unwrap();
+    store
+        .put(
+            "incoming/plays/2026 exports/_spec.json",
+            br#"{"group_by":["Song"],"aggregates":[{"op":"count","as":"n"}]}"#,
+        )
+        .unwrap();
+    let id = splitter(event("s3-put-incoming.json"), &deps, "r").unwrap()[0]["job"].as_str().unwrap().to_string();
+    drain(&deps, &q);
+    let part = std::fs::read_to_string(dir.path().join(format!("results/{id}/part-00000.csv"))).unwrap();
+    assert_eq!(part, "Song,n\nIn The End,3\nUmbrella,4\n");
+
+    store
+        .put("incoming/plays/2026 exports/_spec.json", br#"{"group_by":["Song"],"aggregates":[{"op":"avg"}]}"#)
+        .unwrap();
+    let id = splitter(event("s3-put-incoming.json"), &deps, "r").unwrap()[0]["job"].as_str().unwrap().to_string();
+    let job = deps.pipeline.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.status, Status::Failed);
+    let e = job.error.unwrap();
+    assert!(e.rejected);
+    assert!(e.message.contains("_spec.json: invalid spec: aggregates[0].op"), "{}", e.message);
+}
+
+#[test]
+fn worker_finalizer_and_sweeper_events_parse_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (deps, _q, _) = deps(dir.path());
+    // Unknown jobs: the worker's step fails for good, so the invocation reports it and does not ask for a retry.
+    let w = worker(serde_json::from_value(event("worker-chunk.json")).unwrap(), &deps, "r");
+    assert!(w.is_err_and(|e| !e.retryable), "an unknown job cannot be fixed by retrying");
+    let f = finalizer(serde_json::from_value(event("finalizer-finalize.json")).unwrap(), &deps, "r");
+    assert!(f.is_err_and(|e| !e.retryable));
+    let s = sweeper(event("sweeper-schedule.json"), &deps, "r").unwrap();
+    assert_eq!(s["swept"], serde_json::json!([]));
+    // A task sent to the wrong function is refused.
+    assert!(worker(serde_json::from_value(event("finalizer-finalize.json")).unwrap(), &deps, "r").is_err());
+}
