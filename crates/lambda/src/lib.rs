@@ -18,7 +18,6 @@ pub mod faults;
 mod handlers;
 mod keys;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use fanfold_aws::{DynamoJobStore, LambdaDispatcher, S3Store};
@@ -108,18 +107,16 @@ where
     .await
 }
 
-fn serve<F>(f: F) -> impl Future<Output = Result<serde_json::Value, lambda_runtime::Error>>
+async fn serve<F>(f: F) -> Result<serde_json::Value, lambda_runtime::Error>
 where
     F: FnOnce() -> Result<serde_json::Value, HandlerError> + Send + 'static,
 {
-    async move {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, retryable = e.retryable, "invocation failed");
-                Err(e.into())
-            }
-            Err(join) => Err(format!("handler panicked: {join}").into()),
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, retryable = e.retryable, "invocation failed");
+            Err(e.into())
         }
+        Err(join) => Err(format!("handler panicked: {join}").into()),
     }
 }
