@@ -1,0 +1,158 @@
+//! The deployed shape: the real function binaries, deployed from the real
+//! template onto a local AWS emulator (ministack, IAM enforced) by
+//! `scripts/cloud-local`, give the same bytes as `fanfold run` — also when
+//! events repeat, tasks are delivered twice, workers fail mid-chunk and the
+//! finalizer dies after writing part of its output.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::*;
+
+/// One emulator at a time: each run deploys a whole stack on 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct CloudRun {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn cloud_local(file: &Path, out: &Path, spec: Option<&Path>, env: &[(&str, &str)]) -> CloudRun {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cloud-local");
+    let mut cmd = Command::new(script);
+    cmd.arg(file).arg(out);
+    if let Some(s) = spec {
+        cmd.arg(s);
+    }
+    cmd.env("FANFOLD_TIMEOUT", "240");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("run scripts/cloud-local");
+    CloudRun {
+        ok: o.status.success(),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+/// `fanfold run` on the same input: the expected bytes of every part.
+fn local_parts(file: &Path, spec: Option<&Path>, dir: &Path) -> Vec<(String, String)> {
+    let mut args = vec!["run".to_string(), file.display().to_string(), "--out".into(), "local".into()];
+    if let Some(s) = spec {
+        args.extend(["--spec".to_string(), s.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = fanfold(&args, dir);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    parts(&dir.join("local"))
+}
+
+fn parts(dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), read(&p)))
+        .collect();
+    v.sort();
+    v
+}
+
+fn assert_done_like_local(run: &CloudRun, cloud_out: &Path, want: &[(String, String)]) {
+    assert!(run.ok, "cloud-local failed:\n{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(" DONE"), "{}", run.stdout);
+    assert!(run.stdout.contains("jobs for this source: 1"), "{}", run.stdout);
+    assert!(run.stdout.contains("partials left: 0"), "no partial objects after DONE: {}", run.stdout);
+    assert_eq!(parts(cloud_out), want, "results differ from fanfold run");
+    let manifest = read(cloud_out.join("manifest.json"));
+    assert!(manifest.contains("s3://fanfold-data-"), "{manifest}");
+    assert!(cloud_out.join("summary.json").exists());
+}
+
+#[test]
+fn quoted_newlines_across_many_small_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, spec) = (fixture("catalogue.csv"), fixture("catalogue.spec.json"));
+    let want = local_parts(&file, Some(&spec), dir.path());
+    let out = dir.path().join("cloud");
+    let run = cloud_local(&file, &out, Some(&spec), &[("FANFOLD_CHUNK_SIZE", "16")]);
+    assert_done_like_local(&run, &out, &want);
+    assert_eq!(want[0].1, read(fixture("catalogue.expected.csv")));
+}
+
+#[test]
+fn repeated_events_duplicate_tasks_failing_workers_and_spilled_partials() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plays.csv");
+    assert!(fanfold(
+        &["gen", "--profile", "bmat", "--size", "300kB", "-o", file.to_str().unwrap(), "--seed", "5"],
+        dir.path()
+    )
+    .status
+    .success());
+    let want = local_parts(&file, None, dir.path());
+    let out = dir.path().join("cloud");
+    let run = cloud_local(
+        &file,
+        &out,
+        None,
+        &[
+            ("FANFOLD_CHUNK_SIZE", "20000"),
+            ("FANFOLD_INLINE_LIMIT", "0"), // every partial is spilled to S3
+            ("FANFOLD_REPEAT_EVENT", "3"),
+            ("FANFOLD_FAULTS", "duplicate-tasks,worker-fail@plays"),
+        ],
+    );
+    assert_done_like_local(&run, &out, &want);
+    // 300 kB in 20 kB chunks: every chunk's worker failed once mid-chunk.
+    assert!(run.stdout.contains("injected faults fired: 15"), "{}", run.stdout);
+}
+
+#[test]
+fn a_finalizer_killed_after_writing_a_part_is_finished_by_the_sweeper() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plays.csv");
+    assert!(fanfold(
+        &["gen", "--profile", "bmat", "--size", "60kB", "-o", file.to_str().unwrap(), "--seed", "9"],
+        dir.path()
+    )
+    .status
+    .success());
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, r#"{"output":{"max_file_bytes":20000}}"#).unwrap();
+    let want = local_parts(&file, Some(&spec), dir.path());
+    assert!(want.len() > 2, "several parts, so the crash leaves some written");
+    let out = dir.path().join("cloud");
+    let run = cloud_local(
+        &file,
+        &out,
+        Some(&spec),
+        &[("FANFOLD_FAULTS", "finalizer-crash@plays"), ("FANFOLD_LEASE_SECONDS", "8"), ("FANFOLD_SWEEP_EVERY", "4")],
+    );
+    assert_done_like_local(&run, &out, &want);
+    assert!(
+        run.stderr.contains("the merge did not finish; dispatched again"),
+        "the sweeper stepped in: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_rejected_input_fails_the_job_with_line_byte_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cloud");
+    let run = cloud_local(&fixture("bad-number.csv"), &out, None, &[]);
+    assert!(!run.ok);
+    assert!(run.stdout.contains(" FAILED"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("error: line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number"),
+        "{}",
+        run.stderr
+    );
+}
