@@ -8,6 +8,8 @@
 
 use std::io::{self, Write};
 
+use fanfold_engine::number::write_u64;
+
 /// wyrand: small, fast, good enough for test data.
 pub struct Rng(u64);
 
@@ -61,20 +63,14 @@ fn date_table(from: i64, to: i64) -> Vec<[u8; 10]> {
         .collect()
 }
 
-#[inline]
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = 20;
-    let mut u = v;
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
+/// Writes the buffer out once it holds a megabyte.
+fn flush_full(buf: &mut Vec<u8>, out: &mut impl Write, written: &mut u64) -> io::Result<()> {
+    if buf.len() >= 1 << 20 {
+        out.write_all(buf)?;
+        *written += buf.len() as u64;
+        buf.clear();
     }
-    out.extend_from_slice(&tmp[i..]);
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -101,13 +97,9 @@ pub fn generate(profile: Profile, size: u64, seed: u64, out: &mut impl Write) ->
                 buf.push(b',');
                 buf.extend_from_slice(&dates[rng.below(dates.len() as u64) as usize]);
                 buf.push(b',');
-                push_u64(&mut buf, 1 + rng.below(100_000));
+                write_u64(1 + rng.below(100_000), &mut buf);
                 buf.push(b'\n');
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf)?;
-                    written += buf.len() as u64;
-                    buf.clear();
-                }
+                flush_full(&mut buf, out, &mut written)?;
             }
         }
         Profile::Zipf => {
@@ -138,13 +130,9 @@ pub fn generate(profile: Profile, size: u64, seed: u64, out: &mut impl Write) ->
                 buf.push(b',');
                 buf.extend_from_slice(&dates[rng.below(dates.len() as u64) as usize]);
                 buf.push(b',');
-                push_u64(&mut buf, 1 + rng.below(10_000));
+                write_u64(1 + rng.below(10_000), &mut buf);
                 buf.push(b'\n');
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf)?;
-                    written += buf.len() as u64;
-                    buf.clear();
-                }
+                flush_full(&mut buf, out, &mut written)?;
             }
         }
     }
