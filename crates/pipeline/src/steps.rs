@@ -415,23 +415,48 @@ impl Pipeline {
             faults: self.faults.as_deref(),
         };
         let mut writer = PartWriter::new(sink, compiled.max_file_bytes, fmt.header(&compiled.output_header))?;
-        let mut row = Vec::with_capacity(256);
+        // Two threads: this one cuts parts and writes them; the other merges
+        // and formats rows into blocks. Rows stay in merge order.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RowBlock, EngineError>>(4);
         let mut groups = 0u64;
-        loop {
-            let next = match merger.next_group() {
-                Ok(n) => n,
-                Err(e @ EngineError::SumOverflow { .. }) => return self.fail(id, JobError::rejected(e.to_string())),
-                Err(e) => return Err(e.into()),
-            };
-            let Some((key, accs, texts)) = next else { break };
-            row.clear();
-            fmt.row(key, accs, texts, &mut row);
-            match writer.push_row(&row) {
-                Ok(()) => {}
-                Err(e @ EngineError::RowTooLarge { .. }) => return self.fail(id, JobError::rejected(e.to_string())),
-                Err(e) => return Err(e.into()),
+        let outcome: Result<(), EngineError> = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut block = RowBlock::default();
+                loop {
+                    match merger.next_group() {
+                        Ok(Some((key, accs, texts))) => {
+                            fmt.row(key, accs, texts, &mut block.bytes);
+                            block.ends.push(block.bytes.len());
+                            if block.bytes.len() >= ROW_BLOCK && tx.send(Ok(std::mem::take(&mut block))).is_err() {
+                                return; // the writer stopped
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(block));
+            });
+            for msg in rx {
+                let block = msg?;
+                let mut start = 0;
+                for &end in &block.ends {
+                    writer.push_row(&block.bytes[start..end])?;
+                    start = end;
+                }
+                groups += block.ends.len() as u64;
             }
-            groups += 1;
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {}
+            Err(e @ (EngineError::SumOverflow { .. } | EngineError::RowTooLarge { .. })) => {
+                return self.fail(id, JobError::rejected(e.to_string()))
+            }
+            Err(e) => return Err(e.into()),
         }
         let (parts, _) = writer.finish()?;
         let parts: Vec<OutputPart> =
@@ -564,6 +589,16 @@ impl Pipeline {
         }
     }
 }
+
+/// Formatted result rows in merge order: `ends[i]` is where row `i` ends.
+#[derive(Default)]
+struct RowBlock {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Bytes of formatted rows handed from the merging thread to the writer at a time.
+const ROW_BLOCK: usize = 1 << 20;
 
 /// Streams parts into the object store.
 struct StoreSink<'a> {

@@ -151,6 +151,9 @@ fn bad_inputs() -> Vec<(&'static [u8], &'static str, &'static str)> {
             "group_by[1]: column \"Date\" is not in the header",
         ),
         (b"", "{}", "the input is empty"),
+        // Two 38-digit sums overflow i128: in one chunk, or only when partials merge.
+        (b"Song,Date,Number of Plays\na,b,99999999999999999999999999999999999999\na,b,99999999999999999999999999999999999999\n", "{}",
+         "\"Total Number of Plays for Date\": a sum overflows the 128-bit integer range"),
         (
             b"a,b\n1,2\n",
             r#"{"group_by":["a"],"aggregates":[{"op":"median","column":"b"}]}"#,
