@@ -38,25 +38,20 @@ impl S3Store {
 
     /// A presigned GET URL for `key`, valid for `secs`.
     pub fn presign_get(&self, key: &str, secs: u64) -> Result<String, StoreError> {
-        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(secs))
-            .map_err(|e| StoreError::Other { message: e.to_string(), retryable: false })?;
-        let req = self
-            .rt
-            .block_on(self.client.get_object().bucket(&self.bucket).key(key).presigned(cfg))
-            .map_err(|e| sdk_error("presign", e))?;
-        Ok(req.uri().to_string())
+        let req = self.client.get_object().bucket(&self.bucket).key(key).presigned(presigning(secs)?);
+        Ok(self.rt.block_on(req).map_err(|e| sdk_error("presign GET", e))?.uri().to_string())
     }
 
     /// A presigned PUT URL for `key`, valid for `secs`.
     pub fn presign_put(&self, key: &str, secs: u64) -> Result<String, StoreError> {
-        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(secs))
-            .map_err(|e| StoreError::Other { message: e.to_string(), retryable: false })?;
-        let req = self
-            .rt
-            .block_on(self.client.put_object().bucket(&self.bucket).key(key).presigned(cfg))
-            .map_err(|e| sdk_error("presign", e))?;
-        Ok(req.uri().to_string())
+        let req = self.client.put_object().bucket(&self.bucket).key(key).presigned(presigning(secs)?);
+        Ok(self.rt.block_on(req).map_err(|e| sdk_error("presign PUT", e))?.uri().to_string())
     }
+}
+
+fn presigning(secs: u64) -> Result<aws_sdk_s3::presigning::PresigningConfig, StoreError> {
+    aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(secs))
+        .map_err(|e| StoreError::Other { message: e.to_string(), retryable: false })
 }
 
 /// Streams an S3 body as `Read`.
