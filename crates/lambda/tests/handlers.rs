@@ -1,27 +1,19 @@
 //! The handlers, called with the sample events in `events/`, over the
 //! local adapters (the same ports as on AWS).
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fanfold_engine::Spec;
 use fanfold_lambda::{faults::Faults, finalizer, splitter, sweeper, worker, Deps};
 use fanfold_local::{DirStore, MemoryJobStore};
-use fanfold_pipeline::{Config, Dispatcher, Layout, ObjectStore, Pipeline, Status, StoreError, SweepPolicy, Task};
+use fanfold_pipeline::{Config, Layout, ObjectStore, Pipeline, Status, SweepPolicy, Task};
 use serde_json::Value;
 
 const BUCKET: &str = "fanfold-data-123456789012";
 const KEY: &str = "incoming/plays/2026 exports/plays.csv";
 
-#[derive(Default)]
-struct Queue(Mutex<VecDeque<Task>>);
-impl Dispatcher for Queue {
-    fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError> {
-        self.0.lock().unwrap().extend(tasks);
-        Ok(())
-    }
-}
+type Queue = fanfold_pipeline::contract::QueueDispatcher;
 
 fn event(name: &str) -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events").join(name);
@@ -51,8 +43,7 @@ fn fixture() -> Vec<u8> {
 
 /// Runs queued tasks through the worker and finalizer handlers.
 fn drain(deps: &Deps, q: &Queue) {
-    loop {
-        let Some(t) = q.0.lock().unwrap().pop_front() else { break };
+    while let Some(t) = q.pop() {
         let v = serde_json::to_value(&t).unwrap();
         let out = match t {
             Task::Chunk { .. } => worker(serde_json::from_value(v).unwrap(), deps, "req-w"),

@@ -8,7 +8,26 @@ use std::io::{Read, Write};
 use fanfold_engine::{ChunkRange, ChunkReport, Head};
 
 use crate::job::{ChunkRecord, Job, JobError, Outputs, PartialRef, Source, Status};
-use crate::ports::{Created, JobStore, ObjectStore, StoreError};
+use crate::ports::{Created, Dispatcher, JobStore, ObjectStore, StoreError, Task};
+
+/// A dispatcher that only queues tasks, for tests that run them by hand
+/// (in any order, any number of times).
+#[derive(Default)]
+pub struct QueueDispatcher(pub std::sync::Mutex<std::collections::VecDeque<Task>>);
+
+impl QueueDispatcher {
+    /// Takes the next task (the lock is not held while the caller runs it).
+    pub fn pop(&self) -> Option<Task> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
+
+impl Dispatcher for QueueDispatcher {
+    fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(tasks);
+        Ok(())
+    }
+}
 
 fn read_all(store: &dyn ObjectStore, key: &str, start: u64, end: Option<u64>) -> Vec<u8> {
     let mut v = Vec::new();

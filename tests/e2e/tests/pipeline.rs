@@ -2,12 +2,11 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fanfold_engine::Spec;
 use fanfold_local::{run_file, DirStore, MemoryJobStore, RunOptions};
-use fanfold_pipeline::{contract, Config, Dispatcher, Layout, ObjectStore, Pipeline, Status, StoreError, Task};
+use fanfold_pipeline::{contract, Config, Layout, ObjectStore, Pipeline, Status, StoreError, Task};
 use proptest::prelude::*;
 
 #[test]
@@ -43,21 +42,11 @@ fn no_key_escapes_the_dir_store_root() {
     assert!(!dir.path().join("etc").exists());
 }
 
-/// A dispatcher that queues tasks; the test runs them in a chosen order,
-/// delivering each one `copies` times.
-#[derive(Default)]
-struct Queue(Mutex<VecDeque<Task>>);
+type Queue = contract::QueueDispatcher;
 
-impl Dispatcher for Queue {
-    fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError> {
-        self.0.lock().unwrap().extend(tasks);
-        Ok(())
-    }
-}
-
-fn run_shuffled(csv: &[u8], spec: &Spec, chunk: u64, seed: u64, copies: usize) -> (Status, Option<String>, u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(DirStore::new(dir.path()).unwrap());
+/// A pipeline on `dir` holding `csv` as `incoming/in.csv`, with a queue the test drains by hand.
+fn queued_pipeline(dir: &std::path::Path, csv: &[u8], config: Config) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
+    let store = Arc::new(DirStore::new(dir).unwrap());
     store.put("incoming/in.csv", csv).unwrap();
     let queue = Arc::new(Queue::default());
     let p = Pipeline {
@@ -66,9 +55,16 @@ fn run_shuffled(csv: &[u8], spec: &Spec, chunk: u64, seed: u64, copies: usize) -
         jobs: Arc::new(MemoryJobStore::new()),
         dispatcher: queue.clone(),
         layout: Layout::default(),
-        config: Config { chunk_size: chunk, inline_limit: 64, ..Config::default() },
+        config,
         faults: None,
     };
+    (p, queue, store)
+}
+
+fn run_shuffled(csv: &[u8], spec: &Spec, chunk: u64, seed: u64, copies: usize) -> (Status, Option<String>, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { chunk_size: chunk, inline_limit: 64, ..Config::default() };
+    let (p, queue, store) = queued_pipeline(dir.path(), csv, config);
     let id = p.submit("incoming/in.csv", spec).unwrap().id;
     // The same submission again finds the job.
     assert!(!p.submit("incoming/in.csv", spec).unwrap().new);
@@ -175,26 +171,13 @@ proptest! {
     }
 }
 
-/// A pipeline on a temp dir with a queue the test drains by hand.
 fn manual_pipeline(dir: &std::path::Path, lease_ms: u64) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
-    let store = Arc::new(DirStore::new(dir).unwrap());
-    store.put("incoming/in.csv", &std::fs::read(common::fixture("bmat-example.csv")).unwrap()).unwrap();
-    let queue = Arc::new(Queue::default());
-    let p = Pipeline {
-        input: store.clone(),
-        output: store.clone(),
-        jobs: Arc::new(MemoryJobStore::new()),
-        dispatcher: queue.clone(),
-        layout: Layout::default(),
-        config: Config { chunk_size: 40, inline_limit: 0, lease_ms, ..Config::default() },
-        faults: None,
-    };
-    (p, queue, store)
+    let csv = std::fs::read(common::fixture("bmat-example.csv")).unwrap();
+    queued_pipeline(dir, &csv, Config { chunk_size: 40, inline_limit: 0, lease_ms, ..Config::default() })
 }
 
 fn drain(p: &Pipeline, q: &Queue, mut keep: impl FnMut(&Task) -> bool) {
-    loop {
-        let Some(t) = q.0.lock().unwrap().pop_front() else { break };
+    while let Some(t) = q.pop() {
         if keep(&t) {
             p.run_task(&t, "w").unwrap();
         }
