@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use fanfold_engine::{ChunkReport, Head};
 use fanfold_pipeline::{
-    ChunkRecord, Created, Job, JobError, JobStore, Lease, Outputs, PartialRef, Source, Status, StoreError,
+    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, PartialRef, Source, Status, StoreError,
 };
 use tokio::runtime::Handle;
 
@@ -19,6 +19,9 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Days a job's items are kept (DynamoDB TTL).
 const TTL_DAYS: u64 = 30;
+
+/// The partition that lists jobs newest first (`sk` = [`Job::list_key`]).
+const LIST_PK: &str = "jobs";
 
 #[derive(Clone)]
 pub struct DynamoJobStore {
@@ -189,6 +192,16 @@ impl JobStore for DynamoJobStore {
             .item("pk", s(src))
             .item("sk", s(format!("job#{}", job.id)))
             .item("created_ms", n(job.created_ms))
+            .item("ttl", n(ttl));
+        self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB PutItem", e))?;
+        // Jobs newest first: one partition, sorted by creation time.
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(LIST_PK))
+            .item("sk", s(job.list_key()))
+            .item("id", s(&job.id))
             .item("ttl", n(ttl));
         self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB PutItem", e))?;
         Ok(Created::New)
@@ -376,6 +389,96 @@ impl JobStore for DynamoJobStore {
                 (":now", n(now_ms)),
             ],
         )
+    }
+
+    fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.update(
+            id,
+            "SET #st = :cancelled, updated_ms = :now REMOVE lease_owner, lease_until",
+            "attribute_exists(pk) AND NOT (#st IN (:done, :failed, :cancelled))",
+            &[("#st", "status")],
+            vec![(":failed", s("FAILED")), (":done", s("DONE")), (":cancelled", s("CANCELLED")), (":now", n(now_ms))],
+        )
+    }
+
+    fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
+        let (pk, sk) = job_key(id);
+        let req = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .projection_expression("#st")
+            .expression_attribute_names("#st", "status")
+            .consistent_read(true);
+        let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB GetItem", e))?;
+        match out.item() {
+            None => Ok(None),
+            Some(item) => get_s(item, "status").and_then(status_of).map(Some).ok_or_else(|| corrupt("status")),
+        }
+    }
+
+    fn list_jobs(&self, limit: usize, after: Option<&str>) -> Result<JobPage, StoreError> {
+        let limit = limit.clamp(1, 100);
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(LIST_PK))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1);
+        if let Some(a) = after {
+            req = req.exclusive_start_key("pk", s(LIST_PK)).exclusive_start_key("sk", s(a));
+        }
+        let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB Query", e))?;
+        let mut ids: Vec<(String, String)> = page
+            .items()
+            .iter()
+            .filter_map(|i| Some((get_s(i, "sk")?.to_string(), get_s(i, "id")?.to_string())))
+            .collect();
+        let next = (ids.len() > limit).then(|| {
+            ids.truncate(limit);
+            ids.last().map(|(k, _)| k.clone())
+        });
+        if ids.is_empty() {
+            return Ok(JobPage::default());
+        }
+        let mut found: HashMap<String, Job> = HashMap::new();
+        let keys: Vec<Item> = ids
+            .iter()
+            .map(|(_, id)| {
+                let (pk, sk) = job_key(id);
+                HashMap::from([("pk".to_string(), pk), ("sk".to_string(), sk)])
+            })
+            .collect();
+        let mut pending = Some(
+            aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| corrupt(&e.to_string()))?,
+        );
+        for _attempt in 0..8 {
+            let Some(want) = pending.take() else { break };
+            let req = self.client.batch_get_item().request_items(&self.table, want);
+            let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB BatchGetItem", e))?;
+            for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                let job = job_from(item)?;
+                found.insert(job.id.clone(), job);
+            }
+            pending = out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
+        }
+        if pending.is_some() {
+            return Err(StoreError::Other {
+                message: "DynamoDB BatchGetItem: keys left unprocessed".into(),
+                retryable: true,
+            });
+        }
+        // A list entry whose job item expired first is skipped.
+        let jobs = ids.into_iter().filter_map(|(_, id)| found.remove(&id)).collect();
+        Ok(JobPage { jobs, next: next.flatten() })
     }
 
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {

@@ -44,7 +44,9 @@ mod spec;
 use sha2::{Digest, Sha256};
 
 pub use agg::{Acc, ScanBuffers};
-pub use output::{part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter};
+pub use output::{
+    part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroup, TopGroups,
+};
 pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
 pub use spec::{

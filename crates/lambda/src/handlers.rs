@@ -1,9 +1,6 @@
 //! The handlers: event in, pipeline step, JSON out.
 
-use std::io::Read;
-
-use fanfold_engine::Spec;
-use fanfold_pipeline::{now_ms, JobError, PipelineError, StoreError, Task};
+use fanfold_pipeline::{incoming_skip_reason, now_ms, JobError, PipelineError, StoreError, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -105,34 +102,11 @@ pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, Hand
             out.push(skip(key, "another bucket"));
             continue;
         }
-        if !key.starts_with("incoming/") {
-            out.push(skip(key, "outside incoming/"));
+        if let Some(why) = incoming_skip_reason(&key) {
+            out.push(skip(key, why));
             continue;
         }
-        if key.ends_with('/') || key.rsplit('/').next() == Some("_spec.json") {
-            out.push(skip(key, "not a data file"));
-            continue;
-        }
-        let spec_key = format!("{}/_spec.json", key.rsplit_once('/').map(|(d, _)| d).unwrap_or("incoming"));
-        let spec_text = match p.input.get_range(&spec_key, 0, None) {
-            Ok(mut r) => {
-                let mut t = String::new();
-                r.read_to_string(&mut t)
-                    .map_err(|e| HandlerError { message: format!("reading {spec_key}: {e}"), retryable: true })?;
-                Some(t)
-            }
-            Err(StoreError::NotFound(_)) => None,
-            Err(e) => {
-                return Err(HandlerError { message: format!("reading {spec_key}: {e}"), retryable: e.retryable() })
-            }
-        };
-        let submitted = match spec_text {
-            None => p.submit(&key, &deps.default_spec),
-            Some(t) => match Spec::from_json(&t) {
-                Ok(spec) => p.submit(&key, &spec),
-                Err(e) => p.submit_rejected(&key, &t, JobError::rejected(format!("{spec_key}: {e}"))),
-            },
-        };
+        let submitted = p.submit_object(&key, &deps.default_spec);
         match submitted {
             Ok(s) => {
                 tracing::info!(key, job = s.id, new = s.new, "submitted");

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use fanfold_engine::Head;
-use fanfold_pipeline::{ChunkRecord, Created, Job, JobError, JobStore, Lease, Outputs, Status, StoreError};
+use fanfold_pipeline::{ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, Status, StoreError};
 
 #[derive(Default)]
 struct Entry {
@@ -168,6 +168,41 @@ impl JobStore for MemoryJobStore {
             job.updated_ms = now_ms;
             true
         })
+    }
+
+    fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.with(id, |job, _| {
+            if job.status.is_final() {
+                return false;
+            }
+            job.status = Status::Cancelled;
+            job.lease = None;
+            job.updated_ms = now_ms;
+            true
+        })
+    }
+
+    fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
+        let g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.get(id).and_then(|e| e.job.as_ref()).map(|j| j.status))
+    }
+
+    fn list_jobs(&self, limit: usize, after: Option<&str>) -> Result<JobPage, StoreError> {
+        let g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(String, &Job)> =
+            g.values().filter_map(|e| e.job.as_ref()).map(|j| (j.list_key(), j)).collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut jobs: Vec<Job> = all
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() < a))
+            .take(limit.saturating_add(1))
+            .map(|(_, j)| (*j).clone())
+            .collect();
+        let next = (jobs.len() > limit).then(|| {
+            jobs.truncate(limit);
+            jobs.last().map(Job::list_key)
+        });
+        Ok(JobPage { jobs, next: next.flatten() })
     }
 
     fn fail(&self, id: &str, error: &JobError, now_ms: u64) -> Result<bool, StoreError> {

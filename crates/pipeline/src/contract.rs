@@ -191,4 +191,43 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     let j = store.get_job(&id2).unwrap().unwrap();
     assert_eq!(j.status, Status::Failed);
     assert!(j.error.unwrap().rejected);
+    assert!(!store.cancel(&id2, 6).unwrap(), "a failed job cannot be cancelled");
+    // cancel: any active state, once; the cheap status read sees it
+    let id3 = format!("{id}-3");
+    assert!(matches!(store.create_job(&job(&id3)).unwrap(), Created::New));
+    assert!(store.start_running(&id3, &head, 40, 3, 2).unwrap());
+    assert_eq!(store.status(&id3).unwrap(), Some(Status::Running));
+    assert!(store.cancel(&id3, 7).unwrap());
+    assert!(!store.cancel(&id3, 8).unwrap(), "cancel is once");
+    assert_eq!(store.status(&id3).unwrap(), Some(Status::Cancelled));
+    assert!(!store.take_lease(&id3, "f", 10, 20).unwrap(), "a cancelled job is not finalized");
+    assert!(!store.fail(&id3, &JobError::internal("late"), 9).unwrap(), "cancelled is final");
+    assert!(!store.active_jobs().unwrap().iter().any(|j| j.id == id3));
+    assert_eq!(store.status(&format!("{id}-missing")).unwrap(), None);
+    // listing: newest first, in pages that neither skip nor repeat
+    let base = 9_000_000_000_000u64;
+    let ids: Vec<String> = (0..5).map(|i| format!("{id}-l{i}")).collect();
+    for (i, lid) in ids.iter().enumerate() {
+        let mut j = job(lid);
+        j.created_ms = base + [3, 1, 4, 0, 2][i];
+        assert!(matches!(store.create_job(&j).unwrap(), Created::New));
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list_jobs(2, cursor.as_deref()).unwrap();
+        assert!(page.jobs.len() <= 2);
+        seen.extend(page.jobs.iter().filter(|j| j.id.starts_with(&format!("{id}-l"))).map(|j| j.id.clone()));
+        for j in &page.jobs {
+            assert!(Job::is_list_key(&j.list_key()), "{}", j.list_key());
+        }
+        match page.next {
+            Some(n) if seen.len() < 5 => cursor = Some(n),
+            _ => break,
+        }
+    }
+    let want: Vec<String> = [2, 0, 4, 1, 3].iter().map(|&i| ids[i].clone()).collect();
+    assert_eq!(seen, want, "newest first, every job once");
+    let all = store.list_jobs(1000, None).unwrap();
+    assert!(all.jobs.windows(2).all(|w| w[0].list_key() > w[1].list_key()), "sorted newest first");
 }

@@ -25,5 +25,7 @@ mod steps;
 pub mod contract;
 
 pub use job::{ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, Source, Status};
-pub use ports::{Created, Dispatcher, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
-pub use steps::{now_ms, Config, FaultPoints, Layout, Pipeline, PipelineError, Submitted, Summary, SweepPolicy};
+pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
+pub use steps::{
+    incoming_skip_reason, now_ms, Config, FaultPoints, Layout, Pipeline, PipelineError, Submitted, Summary, SweepPolicy,
+};

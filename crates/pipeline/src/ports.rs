@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use fanfold_engine::{ChunkRange, StartState};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{ChunkRecord, Job, JobError, Outputs};
+use crate::job::{ChunkRecord, Job, JobError, Outputs, Status};
 
 /// A stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +101,25 @@ pub trait JobStore: Send + Sync {
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError>;
     /// Any state but DONE/FAILED/CANCELLED → FAILED. `false` if already final.
     fn fail(&self, id: &str, error: &JobError, now_ms: u64) -> Result<bool, StoreError>;
+    /// Any state but DONE/FAILED/CANCELLED → CANCELLED. `false` if already final.
+    fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Just the status (a cheap read: workers poll it to stop early).
+    fn status(&self, id: &str) -> Result<Option<Status>, StoreError>;
+    /// Up to `limit` jobs, newest first, after the page cursor `after`
+    /// (a [`Job::list_key`] from an earlier page's `next`).
+    fn list_jobs(&self, limit: usize, after: Option<&str>) -> Result<JobPage, StoreError>;
     /// Jobs that are not DONE, FAILED or CANCELLED (for the sweeper).
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// Counts one sweep of the job, if nobody else did since it saw `sweeps`.
     fn record_sweep(&self, id: &str, sweeps: u32, now_ms: u64) -> Result<bool, StoreError>;
+}
+
+/// One page of [`JobStore::list_jobs`].
+#[derive(Clone, Debug, Default)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// The cursor of the next page; `None` on the last one.
+    pub next: Option<String>,
 }
 
 /// A unit of work for a worker or the finalizer.

@@ -6,7 +6,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fanfold_engine::{
     job_id, plan_chunks, read_head, resolve_chain, BadRow, ChunkRange, ChunkReport, ChunkScanner, Error as EngineError,
-    LineIndex, Merger, PartInfo, PartSink, PartWriter, RowFormatter, ScanBuffers, Spec, StartState, MAX_SAMPLES,
+    LineIndex, Merger, PartInfo, PartSink, PartWriter, RowFormatter, ScanBuffers, Spec, StartState, TopGroup,
+    TopGroups, MAX_SAMPLES,
 };
 
 thread_local! {
@@ -20,6 +21,18 @@ use crate::ports::{Created, Dispatcher, JobStore, ObjectStore, ObjectWriter, Sto
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Why `key` does not start a job when it appears in the bucket, if it
+/// does not: only data files under `incoming/` do.
+pub fn incoming_skip_reason(key: &str) -> Option<&'static str> {
+    if !key.starts_with("incoming/") {
+        Some("outside incoming/")
+    } else if key.ends_with('/') || key.rsplit('/').next() == Some("_spec.json") {
+        Some("not a data file")
+    } else {
+        None
+    }
 }
 
 /// Where results and spilled partials go. `{job}` is replaced by the job id.
@@ -137,6 +150,9 @@ pub struct Summary {
     pub chunks: u64,
     pub chunks_rerun: u32,
     pub output_files: Vec<OutputPart>,
+    /// The largest groups by the first aggregate (when it is numeric).
+    #[serde(default)]
+    pub top_groups: Vec<TopGroup>,
     pub timings_ms: Timings,
 }
 
@@ -216,6 +232,30 @@ impl Pipeline {
         }
     }
 
+    /// Submits an object dropped under `incoming/` (the S3 trigger, the
+    /// local watcher, and `POST /jobs` without a spec): the spec is the
+    /// `_spec.json` beside the object, or `default` when there is none; a
+    /// `_spec.json` that does not parse gives a job rejected with the reason.
+    pub fn submit_object(&self, key: &str, default: &Spec) -> Result<Submitted, PipelineError> {
+        let spec_key = format!("{}/_spec.json", key.rsplit_once('/').map(|(d, _)| d).unwrap_or("incoming"));
+        let spec_text = match self.input.get_range(&spec_key, 0, None) {
+            Ok(mut r) => {
+                let mut t = String::new();
+                r.read_to_string(&mut t).map_err(StoreError::Io)?;
+                Some(t)
+            }
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        match spec_text {
+            None => self.submit(key, default),
+            Some(t) => match Spec::from_json(&t) {
+                Ok(spec) => self.submit(key, &spec),
+                Err(e) => self.submit_rejected(key, &t, JobError::rejected(format!("{spec_key}: {e}"))),
+            },
+        }
+    }
+
     /// SPLITTING → RUNNING: reads the header, plans chunks, dispatches them.
     pub fn split(&self, id: &str) -> Result<(), PipelineError> {
         let job = self.job(id)?;
@@ -275,7 +315,12 @@ impl Pipeline {
         let mut next = scanner.position(); // next byte to request
         let mut window_end = 0u64;
         let mut reader: Option<Box<dyn Read + Send>> = None;
+        let mut cancel = CancelCheck::new();
         while !scanner.is_done() {
+            if cancel.due() && self.stopped(id)? {
+                tracing::info!(job = id, chunk = range.index, "job stopped; abandoning the chunk");
+                return Ok(());
+            }
             if next < size {
                 if filled == buf.len() {
                     // A record longer than the buffer: grow (doubling keeps it O(record)).
@@ -314,6 +359,7 @@ impl Pipeline {
             PartialRef::Object(key)
         };
         BUFFERS.with(|b| *b.borrow_mut() = (scan_buffers, buf));
+        let spilled = matches!(partial, PartialRef::Object(_));
         let rows = report.rows;
         self.jobs.put_chunk(id, &ChunkRecord { report, partial, attempt: 1 })?;
         if let Some(f) = &self.faults {
@@ -323,6 +369,10 @@ impl Pipeline {
             if n == job.chunk_count as usize {
                 self.dispatcher.dispatch(vec![Task::Finalize { job: id.to_string() }])?;
             }
+        }
+        if spilled && self.stopped(id)? {
+            // Cancelled while we scanned: the cleanup may have run before our put.
+            self.output.delete(&self.layout.partial(id, range.index))?;
         }
         Ok(())
     }
@@ -419,29 +469,36 @@ impl Pipeline {
         // and formats rows into blocks. Rows stay in merge order.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RowBlock, EngineError>>(4);
         let mut groups = 0u64;
-        let outcome: Result<(), EngineError> = std::thread::scope(|scope| {
-            scope.spawn(move || {
+        let mut cancel = CancelCheck::new();
+        let outcome: Result<Vec<TopGroup>, EngineError> = std::thread::scope(|scope| {
+            let merging = scope.spawn(move || {
                 let mut block = RowBlock::default();
+                let mut top = TopGroups::new(TOP_GROUPS);
                 loop {
                     match merger.next_group() {
                         Ok(Some((key, accs, texts))) => {
+                            top.offer(key, accs, texts);
                             fmt.row(key, accs, texts, &mut block.bytes);
                             block.ends.push(block.bytes.len());
                             if block.bytes.len() >= ROW_BLOCK && tx.send(Ok(std::mem::take(&mut block))).is_err() {
-                                return; // the writer stopped
+                                return top; // the writer stopped
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
                             let _ = tx.send(Err(e));
-                            return;
+                            return top;
                         }
                     }
                 }
                 let _ = tx.send(Ok(block));
+                top
             });
             for msg in rx {
                 let block = msg?;
+                if cancel.due() && self.stopped(id).unwrap_or(false) {
+                    return Err(EngineError::Output(std::io::Error::other("the job was cancelled")));
+                }
                 let mut start = 0;
                 for &end in &block.ends {
                     writer.push_row(&block.bytes[start..end])?;
@@ -449,15 +506,19 @@ impl Pipeline {
                 }
                 groups += block.ends.len() as u64;
             }
-            Ok(())
+            Ok(merging.join().expect("the merging thread does not panic").finish())
         });
-        match outcome {
-            Ok(()) => {}
+        let top_groups = match outcome {
+            Ok(top) => top,
+            Err(_) if self.stopped(id)? => {
+                self.discard_results(id);
+                return Ok(());
+            }
             Err(e @ (EngineError::SumOverflow { .. } | EngineError::RowTooLarge { .. })) => {
                 return self.fail(id, JobError::rejected(e.to_string()))
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         let (parts, _) = writer.finish()?;
         let parts: Vec<OutputPart> =
             parts.iter().map(|p: &PartInfo| OutputPart::new(format!("{prefix}{}", p.name), p)).collect();
@@ -494,6 +555,7 @@ impl Pipeline {
             chunks: reports.len() as u64,
             chunks_rerun: job.chunks_rerun,
             output_files: parts.clone(),
+            top_groups,
             timings_ms: Timings {
                 split: running.saturating_sub(job.created_ms),
                 chunks: started.saturating_sub(running),
@@ -506,8 +568,47 @@ impl Pipeline {
         let outputs = Outputs { parts, manifest: manifest_key, summary: summary_key };
         if self.jobs.complete(id, owner, &outputs, now_ms())? {
             self.cleanup_partials(id);
+        } else if self.stopped(id)? {
+            // Cancelled (or failed) while we merged: what we wrote must go.
+            self.discard_results(id);
         }
         Ok(())
+    }
+
+    /// Whether the job was cancelled or failed (workers check this now and
+    /// then, and stop).
+    fn stopped(&self, id: &str) -> Result<bool, PipelineError> {
+        Ok(matches!(self.jobs.status(id)?, Some(Status::Cancelled | Status::Failed) | None))
+    }
+
+    /// Deletes a job's result files; best effort.
+    fn discard_results(&self, id: &str) {
+        let prefix = self.layout.results(id);
+        if prefix.is_empty() {
+            return; // a local run writes into the user's directory; nothing to discard by prefix
+        }
+        match self.output.list(&prefix) {
+            Ok(objs) => {
+                for o in objs {
+                    if let Err(e) = self.output.delete(&o.key) {
+                        tracing::warn!(key = o.key, error = %e, "could not delete a result file");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(job = id, error = %e, "could not list result files"),
+        }
+    }
+
+    /// Cancels a job that has not finished: its status becomes CANCELLED,
+    /// workers stop at their next check, partial and result files are
+    /// deleted. `false` if the job had already finished.
+    pub fn cancel(&self, id: &str) -> Result<bool, PipelineError> {
+        if !self.jobs.cancel(id, now_ms())? {
+            return Ok(false);
+        }
+        self.cleanup_partials(id);
+        self.discard_results(id);
+        Ok(true)
     }
 
     /// Deletes spilled partials; best effort (the sweeper retries).
@@ -595,6 +696,30 @@ impl Pipeline {
 struct RowBlock {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+}
+
+/// Groups kept for `summary.json`'s `top_groups`.
+const TOP_GROUPS: usize = 10;
+
+/// Rate-limits a long step's checks for cancellation (a job-store read).
+struct CancelCheck {
+    last: Instant,
+}
+
+impl CancelCheck {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> Self {
+        CancelCheck { last: Instant::now() }
+    }
+
+    fn due(&mut self) -> bool {
+        let due = self.last.elapsed() >= Self::EVERY;
+        if due {
+            self.last = Instant::now();
+        }
+        due
+    }
 }
 
 /// Bytes of formatted rows handed from the merging thread to the writer at a time.
