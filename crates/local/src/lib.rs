@@ -2,10 +2,12 @@
 //!
 //! - [`DirStore`]: an object store on a directory (keys can never escape it).
 //! - [`MemoryJobStore`]: job state in memory, with the DynamoDB conditions.
+//! - [`DbJobStore`]: the same, written through to an embedded database file.
 //! - [`PoolDispatcher`]: a bounded pool of worker threads.
 //! - [`run_file`]: `fanfold run` — the same pipeline steps as on AWS, with
 //!   these adapters.
 
+mod db;
 mod dir;
 mod memory;
 mod pool;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use db::DbJobStore;
 pub use dir::{check_key, DirStore};
 pub use memory::MemoryJobStore;
 pub use pool::{Pool, PoolDispatcher};

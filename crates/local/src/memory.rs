@@ -23,6 +23,23 @@ impl MemoryJobStore {
         Self::default()
     }
 
+    /// Puts back a job and its chunk records as they were saved (a
+    /// durable store reloading after a restart).
+    pub(crate) fn restore(&self, job: Job, chunks: Vec<ChunkRecord>) {
+        let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let done = job.done.iter().copied().collect();
+        let chunks = chunks.into_iter().map(|c| (c.report.index, c)).collect();
+        g.insert(job.id.clone(), Entry { job: Some(job), done, chunks });
+    }
+
+    /// Forgets the chunk records of a job (kept until it is final).
+    pub(crate) fn drop_chunks(&self, id: &str) {
+        let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = g.get_mut(id) {
+            e.chunks.clear();
+        }
+    }
+
     fn with<T>(&self, id: &str, f: impl FnOnce(&mut Job, &mut Entry2) -> T) -> Result<T, StoreError> {
         let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let e = g.get_mut(id).ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;

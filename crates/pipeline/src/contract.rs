@@ -97,7 +97,8 @@ fn job(id: &str) -> Job {
     )
 }
 
-fn record(index: u32, partial: PartialRef) -> ChunkRecord {
+/// A chunk record for tests.
+pub fn record(index: u32, partial: PartialRef) -> ChunkRecord {
     ChunkRecord {
         report: ChunkReport {
             index,

@@ -1,0 +1,188 @@
+//! A durable job store for `fanfold serve`: the [`MemoryJobStore`]'s rules
+//! (so the same conditions as DynamoDB), with every change written through
+//! to an embedded database file (redb, one fsync per change) before the
+//! call returns. Opening the file loads the jobs back, so jobs survive a
+//! restart; what a restart cut off is finished by the sweep (see
+//! `fanfold serve`).
+//!
+//! Writes are serialised by one lock (the in-memory change and its write to
+//! the file happen together, so the file never lags behind in a different
+//! order); reads are served from memory. Chunk records are dropped once a
+//! job is final: only the finalizer needs them.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use fanfold_engine::Head;
+use fanfold_pipeline::{ChunkRecord, Created, Job, JobError, JobPage, JobStore, Outputs, Status, StoreError};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::MemoryJobStore;
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const CHUNKS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("chunks");
+
+pub struct DbJobStore {
+    mem: MemoryJobStore,
+    db: Database,
+    write: Mutex<()>,
+}
+
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    StoreError::Other { message: format!("job database: {e}"), retryable: false }
+}
+
+fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Other { message: format!("job database: malformed {what}: {e}"), retryable: false }
+}
+
+impl DbJobStore {
+    /// Opens (or creates) the database file and loads its jobs.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let mem = MemoryJobStore::new();
+        {
+            let w = db.begin_write().map_err(db_err)?;
+            w.open_table(JOBS).map_err(db_err)?;
+            w.open_table(CHUNKS).map_err(db_err)?;
+            w.commit().map_err(db_err)?;
+        }
+        let r = db.begin_read().map_err(db_err)?;
+        let jobs = r.open_table(JOBS).map_err(db_err)?;
+        let chunks = r.open_table(CHUNKS).map_err(db_err)?;
+        for entry in jobs.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let job: Job = serde_json::from_slice(v.value()).map_err(|e| corrupt("job", e))?;
+            let id = k.value();
+            let mut records = Vec::new();
+            for c in chunks.range((id, 0)..=(id, u32::MAX)).map_err(db_err)? {
+                let (_, v) = c.map_err(db_err)?;
+                records.push(serde_json::from_slice(v.value()).map_err(|e| corrupt("chunk record", e))?);
+            }
+            mem.restore(job, records);
+        }
+        Ok(DbJobStore { mem, db, write: Mutex::new(()) })
+    }
+
+    /// Runs a change on the in-memory store and writes the job (and, when
+    /// given, a chunk record) through to the file.
+    fn change<T>(
+        &self,
+        id: &str,
+        chunk: Option<&ChunkRecord>,
+        f: impl FnOnce(&MemoryJobStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _g = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(&self.mem)?;
+        let Some(job) = self.mem.get_job(id)? else { return Ok(out) };
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut jobs = w.open_table(JOBS).map_err(db_err)?;
+            let bytes = serde_json::to_vec(&job).expect("jobs serialize");
+            jobs.insert(id, bytes.as_slice()).map_err(db_err)?;
+            let mut chunks = w.open_table(CHUNKS).map_err(db_err)?;
+            if job.status.is_final() {
+                chunks.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(db_err)?;
+            } else if let Some(c) = chunk {
+                let bytes = serde_json::to_vec(c).expect("chunk records serialize");
+                chunks.insert((id, c.report.index), bytes.as_slice()).map_err(db_err)?;
+            }
+        }
+        w.commit().map_err(db_err)?;
+        if job.status.is_final() {
+            self.mem.drop_chunks(id);
+        }
+        Ok(out)
+    }
+}
+
+impl JobStore for DbJobStore {
+    fn create_job(&self, job: &Job) -> Result<Created, StoreError> {
+        self.change(&job.id, None, |m| m.create_job(job))
+    }
+    fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        self.mem.get_job(id)
+    }
+    fn start_running(&self, id: &str, head: &Head, size: u64, count: u32, now: u64) -> Result<bool, StoreError> {
+        self.change(id, None, |m| m.start_running(id, head, size, count, now))
+    }
+    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError> {
+        self.change(id, Some(record), |m| m.put_chunk(id, record))
+    }
+    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now: u64) -> Result<Option<usize>, StoreError> {
+        self.change(id, None, |m| m.mark_done(id, chunk, rows, bytes, now))
+    }
+    fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError> {
+        self.mem.chunks(id)
+    }
+    fn take_lease(&self, id: &str, owner: &str, now: u64, until: u64) -> Result<bool, StoreError> {
+        self.change(id, None, |m| m.take_lease(id, owner, now, until))
+    }
+    fn reopen_chunks(&self, id: &str, owner: &str, chunks: &[u32]) -> Result<bool, StoreError> {
+        self.change(id, None, |m| m.reopen_chunks(id, owner, chunks))
+    }
+    fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now: u64) -> Result<bool, StoreError> {
+        self.change(id, None, |m| m.complete(id, owner, outputs, now))
+    }
+    fn fail(&self, id: &str, error: &JobError, now: u64) -> Result<bool, StoreError> {
+        self.change(id, None, |m| m.fail(id, error, now))
+    }
+    fn cancel(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        self.change(id, None, |m| m.cancel(id, now))
+    }
+    fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
+        self.mem.status(id)
+    }
+    fn list_jobs(&self, limit: usize, after: Option<&str>) -> Result<JobPage, StoreError> {
+        self.mem.list_jobs(limit, after)
+    }
+    fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.mem.active_jobs()
+    }
+    fn record_sweep(&self, id: &str, sweeps: u32, now: u64) -> Result<bool, StoreError> {
+        self.change(id, None, |m| m.record_sweep(id, sweeps, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanfold_pipeline::{PartialRef, Source};
+
+    #[test]
+    fn runs_the_job_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DbJobStore::open(&dir.path().join("jobs.redb")).unwrap();
+        fanfold_pipeline::contract::job_store(&store, "db-contract");
+    }
+
+    #[test]
+    fn jobs_and_chunks_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        let source = Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100 };
+        let head = Head { data_start: 0, newlines_before_data: 0, header: None, width: 1 };
+        {
+            let s = DbJobStore::open(&path).unwrap();
+            s.create_job(&Job::new("j1".into(), source.clone(), "{}".into(), 5)).unwrap();
+            s.start_running("j1", &head, 50, 2, 6).unwrap();
+            let rec = fanfold_pipeline::contract::record(1, PartialRef::Inline(vec![1, 2, 3]));
+            s.put_chunk("j1", &rec).unwrap();
+            assert_eq!(s.mark_done("j1", 1, 3, 50, 7).unwrap(), Some(1));
+            s.create_job(&Job::new("j2".into(), source, "{}".into(), 8)).unwrap();
+            s.cancel("j2", 9).unwrap();
+        }
+        let s = DbJobStore::open(&path).unwrap();
+        let j = s.get_job("j1").unwrap().unwrap();
+        assert_eq!((j.status, j.done.clone(), j.rows, j.chunk_count), (Status::Running, vec![1], 3, 2));
+        assert_eq!(j.head, Some(head));
+        let recs = s.chunks("j1").unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].partial, PartialRef::Inline(vec![1, 2, 3]));
+        assert_eq!(s.mark_done("j1", 1, 3, 50, 10).unwrap(), None, "the done set survived");
+        assert_eq!(s.status("j2").unwrap(), Some(Status::Cancelled));
+        let ids: Vec<String> = s.list_jobs(10, None).unwrap().jobs.into_iter().map(|j| j.id).collect();
+        assert_eq!(ids, ["j2", "j1"]);
+    }
+}
