@@ -340,7 +340,14 @@ impl JobStore for DynamoJobStore {
         }
         let set: Vec<String> = chunks.iter().map(u32::to_string).collect();
         if set.is_empty() {
-            return Ok(true);
+            // Only hand the lease back.
+            return self.update(
+                id,
+                "SET #st = :running REMOVE lease_owner, lease_until",
+                "#st = :merging AND lease_owner = :o",
+                &[("#st", "status")],
+                vec![(":running", s("RUNNING")), (":merging", s("MERGING")), (":o", s(owner))],
+            );
         }
         self.update(
             id,

@@ -2,6 +2,7 @@
 
 mod gen;
 mod plan;
+mod serve;
 mod size;
 
 use std::io::IsTerminal;
@@ -65,6 +66,25 @@ enum Command {
         #[arg(long, default_value_t = 0.01)]
         partial_ratio: f64,
     },
+    /// Serve the jobs API and page, and run jobs for files dropped into DIR/incoming/.
+    Serve {
+        /// The local bucket: incoming/, results/, and the job database.
+        #[arg(long, default_value = "fanfold-data")]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// API token (default: FANFOLD_TOKEN, else a new one is generated and printed).
+        #[arg(long, env = "FANFOLD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Default spec for files without a _spec.json beside them (default: the BMAT job).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+        chunk_size: u64,
+        /// Worker threads (default: number of cores).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        workers: Option<u64>,
+    },
     /// Generate test data.
     Gen {
         #[arg(long, value_enum)]
@@ -88,6 +108,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { file, spec, out, chunk_size, workers } => run(file, spec, out, chunk_size, workers),
         Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
+        Command::Serve { data, addr, token, spec, chunk_size, workers } => read_spec(spec).and_then(|spec| {
+            serve::serve(serve::ServeOptions {
+                data,
+                addr,
+                token,
+                workers: workers.map(|w| w as usize).unwrap_or_else(|| RunOptions::default().workers),
+                chunk_size,
+                spec,
+            })
+        }),
         Command::Plan { size, chunk_size, concurrency, memory, partial_ratio } => {
             let p = plan::plan(&plan::PlanInput { size, chunk_size, concurrency, memory_mb: memory, partial_ratio });
             for l in &p.lines {
@@ -128,6 +158,16 @@ fn progress_bar(total: u64) -> ProgressBar {
     pb
 }
 
+fn read_spec(path: Option<PathBuf>) -> Result<Spec> {
+    Ok(match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading spec {}", p.display()))?;
+            Spec::from_json(&text).with_context(|| format!("spec {}", p.display()))?
+        }
+        None => Spec::default(),
+    })
+}
+
 fn run(
     file: PathBuf,
     spec: Option<PathBuf>,
@@ -135,13 +175,7 @@ fn run(
     chunk_size: u64,
     workers: Option<u64>,
 ) -> Result<ExitCode> {
-    let spec = match spec {
-        Some(p) => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading spec {}", p.display()))?;
-            Spec::from_json(&text).with_context(|| format!("spec {}", p.display()))?
-        }
-        None => Spec::default(),
-    };
+    let spec = read_spec(spec)?;
     let mut opts = RunOptions { chunk_size, out_dir: out, ..RunOptions::default() };
     if let Some(w) = workers {
         opts.workers = w as usize;

@@ -80,8 +80,11 @@ pub async fn deps_from_env() -> Result<Deps, lambda_runtime::Error> {
         },
         faults: faults.any().then(|| Arc::new(faults.clone()) as Arc<dyn fanfold_pipeline::FaultPoints>),
     };
-    let sweep =
-        SweepPolicy { stale_ms: env_or("STALE_SECONDS", 1200u64) * 1000, max_sweeps: env_or("MAX_SWEEPS", 3u32) };
+    let sweep = SweepPolicy {
+        stale_ms: env_or("STALE_SECONDS", 1200u64) * 1000,
+        max_sweeps: env_or("MAX_SWEEPS", 3u32),
+        orphaned: false,
+    };
     Ok(Deps { pipeline, default_spec, sweep, faults })
 }
 

@@ -171,6 +171,11 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     assert_eq!((j.status, j.done.clone(), j.chunks_rerun), (Status::Running, vec![0], 1));
     assert_eq!(store.mark_done(id, 1, 3, 10, 4).unwrap(), Some(2), "a reopened chunk can be done again");
     assert_eq!(store.mark_done(id, 2, 3, 10, 5).unwrap(), Some(3));
+    // reopening no chunks hands the lease back
+    assert!(store.take_lease(id, "f5", 300, 390).unwrap());
+    assert!(store.reopen_chunks(id, "f5", &[]).unwrap());
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.status, j.lease.clone(), j.done.len()), (Status::Running, None, 3));
     // completion is conditional on the lease
     let outputs = Outputs { parts: vec![], manifest: "m".into(), summary: "s".into() };
     assert!(!store.complete(id, "f3", &outputs, 400).unwrap(), "complete without a lease fails");

@@ -120,11 +120,14 @@ pub struct SweepPolicy {
     pub stale_ms: u64,
     /// Sweeps of one job before it fails.
     pub max_sweeps: u32,
+    /// Every active job is orphaned: the process that ran it is gone (a
+    /// local server starting again), so nothing is waited for.
+    pub orphaned: bool,
 }
 
 impl Default for SweepPolicy {
     fn default() -> Self {
-        SweepPolicy { stale_ms: 20 * 60 * 1000, max_sweeps: 3 }
+        SweepPolicy { stale_ms: 20 * 60 * 1000, max_sweeps: 3, orphaned: false }
     }
 }
 
@@ -634,11 +637,12 @@ impl Pipeline {
     pub fn sweep(&self, now: u64, policy: &SweepPolicy) -> Result<Vec<String>, PipelineError> {
         let mut report = Vec::new();
         for job in self.jobs.active_jobs()? {
-            let stale = match job.status {
-                Status::Splitting | Status::Running => now.saturating_sub(job.updated_ms) > policy.stale_ms,
-                Status::Merging => job.lease.as_ref().is_none_or(|l| l.until_ms <= now),
-                _ => false,
-            };
+            let stale = policy.orphaned
+                || match job.status {
+                    Status::Splitting | Status::Running => now.saturating_sub(job.updated_ms) > policy.stale_ms,
+                    Status::Merging => job.lease.as_ref().is_none_or(|l| l.until_ms <= now),
+                    _ => false,
+                };
             if !stale {
                 continue;
             }
@@ -675,7 +679,13 @@ impl Pipeline {
                         .collect();
                     self.dispatcher.dispatch(tasks)?;
                 }
-                _ => self.dispatcher.dispatch(vec![Task::Finalize { job: job.id.clone() }])?,
+                _ => {
+                    if let (true, Some(lease)) = (policy.orphaned, &job.lease) {
+                        // Its holder is gone: hand the lease back for it.
+                        self.jobs.reopen_chunks(&job.id, &lease.owner, &[])?;
+                    }
+                    self.dispatcher.dispatch(vec![Task::Finalize { job: job.id.clone() }])?
+                }
             }
             report.push(format!("{}: {what}; dispatched again (sweep {})", job.id, job.sweeps + 1));
         }

@@ -192,7 +192,7 @@ fn the_sweeper_redispatches_lost_chunks_and_finishes_the_job() {
     // Chunk 2's task is lost (a crashed worker).
     drain(&p, &q, |t| !matches!(t, Task::Chunk { range, .. } if range.index == 2));
     assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Running);
-    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3 };
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3, orphaned: false };
     let now = fanfold_pipeline::now_ms();
     assert!(p.sweep(now, &policy).unwrap().is_empty(), "a fresh job is left alone");
     let did = p.sweep(now + 5000, &policy).unwrap();
@@ -217,7 +217,7 @@ fn a_finalizer_that_died_after_writing_some_outputs_is_replaced() {
     let now = fanfold_pipeline::now_ms();
     assert!(p.jobs.take_lease(&id, "dead", now, now + 50).unwrap());
     store.put(&format!("results/{id}/part-00000.csv"), b"half a file").unwrap();
-    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3 };
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3, orphaned: false };
     assert!(p.sweep(now, &policy).unwrap().is_empty(), "the lease still holds");
     let did = p.sweep(now + 100, &policy).unwrap();
     assert!(did[0].contains("the merge did not finish"), "{did:?}");
@@ -236,7 +236,7 @@ fn a_job_that_never_progresses_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (p, q, _) = manual_pipeline(dir.path(), 60_000);
     let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
-    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 10, max_sweeps: 2 };
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 10, max_sweeps: 2, orphaned: false };
     let mut now = fanfold_pipeline::now_ms();
     for _ in 0..3 {
         now += 1000;
