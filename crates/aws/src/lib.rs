@@ -19,7 +19,7 @@
 //!                               created_ms, running_ms, updated_ms, ttl
 //! pk=job#<id>  sk=chunk#000042  report (JSON), partial (binary) or partial_key, attempt
 //! pk=src#<bucket>/<key>  sk=job#<id>   jobs by source object
-//! pk=jobs      sk=<created_ms:013>#<id>  id: jobs newest first (GET /jobs)
+//! pk=jobs      sk=<created_ms:013>.<id>  id: jobs newest first (GET /jobs)
 //! ```
 
 mod dynamo;

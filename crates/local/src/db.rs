@@ -67,14 +67,20 @@ impl DbJobStore {
 
     /// Runs a change on the in-memory store and writes the job (and, when
     /// given, a chunk record) through to the file.
+    /// `changed` tells from the answer whether anything changed (a lost
+    /// condition writes nothing).
     fn change<T>(
         &self,
         id: &str,
         chunk: Option<&ChunkRecord>,
         f: impl FnOnce(&MemoryJobStore) -> Result<T, StoreError>,
+        changed: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
         let _g = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let out = f(&self.mem)?;
+        if !changed(&out) {
+            return Ok(out);
+        }
         let Some(job) = self.mem.get_job(id)? else { return Ok(out) };
         let w = self.db.begin_write().map_err(db_err)?;
         {
@@ -99,37 +105,37 @@ impl DbJobStore {
 
 impl JobStore for DbJobStore {
     fn create_job(&self, job: &Job) -> Result<Created, StoreError> {
-        self.change(&job.id, None, |m| m.create_job(job))
+        self.change(&job.id, None, |m| m.create_job(job), |c| matches!(c, Created::New))
     }
     fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         self.mem.get_job(id)
     }
     fn start_running(&self, id: &str, head: &Head, size: u64, count: u32, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.start_running(id, head, size, count, now))
+        self.change(id, None, |m| m.start_running(id, head, size, count, now), |b| *b)
     }
     fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError> {
-        self.change(id, Some(record), |m| m.put_chunk(id, record))
+        self.change(id, Some(record), |m| m.put_chunk(id, record), |_| true)
     }
     fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now: u64) -> Result<Option<usize>, StoreError> {
-        self.change(id, None, |m| m.mark_done(id, chunk, rows, bytes, now))
+        self.change(id, None, |m| m.mark_done(id, chunk, rows, bytes, now), Option::is_some)
     }
     fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError> {
         self.mem.chunks(id)
     }
     fn take_lease(&self, id: &str, owner: &str, now: u64, until: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.take_lease(id, owner, now, until))
+        self.change(id, None, |m| m.take_lease(id, owner, now, until), |b| *b)
     }
     fn reopen_chunks(&self, id: &str, owner: &str, chunks: &[u32]) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.reopen_chunks(id, owner, chunks))
+        self.change(id, None, |m| m.reopen_chunks(id, owner, chunks), |b| *b)
     }
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.complete(id, owner, outputs, now))
+        self.change(id, None, |m| m.complete(id, owner, outputs, now), |b| *b)
     }
     fn fail(&self, id: &str, error: &JobError, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.fail(id, error, now))
+        self.change(id, None, |m| m.fail(id, error, now), |b| *b)
     }
     fn cancel(&self, id: &str, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.cancel(id, now))
+        self.change(id, None, |m| m.cancel(id, now), |b| *b)
     }
     fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
         self.mem.status(id)
@@ -141,7 +147,7 @@ impl JobStore for DbJobStore {
         self.mem.active_jobs()
     }
     fn record_sweep(&self, id: &str, sweeps: u32, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.record_sweep(id, sweeps, now))
+        self.change(id, None, |m| m.record_sweep(id, sweeps, now), |b| *b)
     }
 }
 

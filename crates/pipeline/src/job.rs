@@ -112,14 +112,15 @@ pub struct Job {
 }
 
 impl Job {
-    /// The job's place in listings: sorts by creation time, then id.
+    /// The job's place in listings: sorts by creation time, then id (and is
+    /// safe in a URL query as it is).
     pub fn list_key(&self) -> String {
-        format!("{:013}#{}", self.created_ms, self.id)
+        format!("{:013}.{}", self.created_ms, self.id)
     }
 
     /// Whether `cursor` has the shape of a [`Job::list_key`].
     pub fn is_list_key(cursor: &str) -> bool {
-        cursor.split_once('#').is_some_and(|(t, id)| {
+        cursor.split_once('.').is_some_and(|(t, id)| {
             t.len() == 13
                 && t.bytes().all(|b| b.is_ascii_digit())
                 && !id.is_empty()

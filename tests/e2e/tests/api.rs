@@ -1,0 +1,454 @@
+//! The jobs API through `fanfold serve`: every route and status against the
+//! checked-in OpenAPI document, cancellation, dropped files, restarts, load.
+
+mod common;
+mod serve;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{fanfold, fixture, read};
+use serde_json::{json, Value};
+use serve::{request, split_url, Server};
+
+const TOKEN: &str = "test-token-0123";
+const LONG: Duration = Duration::from_secs(120);
+
+/// A bmat file of about `size` bytes.
+fn gen_file(dir: &Path, name: &str, size: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    let out = fanfold(&["gen", "--profile", "bmat", "--size", size, "-o", p.to_str().unwrap()], dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p
+}
+
+/// What `fanfold run` writes for `file` (the reference).
+fn reference(file: &Path, work: &Path) -> String {
+    let out_dir = work.join(format!("ref-{}", file.file_name().unwrap().to_str().unwrap()));
+    let out = fanfold(&["run", file.to_str().unwrap(), "--out", out_dir.to_str().unwrap()], work);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    read(out_dir.join("part-00000.csv"))
+}
+
+/// Records every (method, documented path, status) the test saw.
+#[derive(Default)]
+struct Seen(BTreeSet<(String, String, u16)>);
+
+impl Seen {
+    fn note(&mut self, method: &str, path: &str, r: &serve::Resp) -> Value {
+        self.0.insert((method.to_lowercase(), path.to_string(), r.status));
+        if r.status >= 400 {
+            // One error shape everywhere.
+            let v = r.json();
+            let msg = v["message"].as_str().unwrap_or_else(|| panic!("no message in {v}"));
+            assert_eq!(v["error"]["message"].as_str(), Some(msg), "{v}");
+            assert!(v["error"]["code"].is_string(), "{v}");
+            assert!(!r.text().contains("/tmp/") && !r.text().contains("panicked"), "leaks internals: {v}");
+            return v;
+        }
+        if r.header("content-type").is_some_and(|c| c.contains("json")) {
+            r.json()
+        } else {
+            Value::Null
+        }
+    }
+}
+
+fn documented() -> (Value, BTreeSet<(String, String, u16)>) {
+    let doc: Value = serde_json::from_str(fanfold_api::OPENAPI).unwrap();
+    let mut set = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            for status in op["responses"].as_object().unwrap().keys() {
+                set.insert((method.clone(), path.clone(), status.parse().unwrap()));
+            }
+        }
+    }
+    (doc, set)
+}
+
+#[test]
+fn every_route_and_status_of_the_openapi_document() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let srv = Server::start(&data, TOKEN, &["--chunk-size", "256KiB", "--workers", "1"]);
+    let mut seen = Seen::default();
+    let s = &srv;
+
+    // the page and the document, without a token
+    let r = request(&s.addr, "GET", "/", None, None);
+    assert!(r.text().contains("fanfold jobs"));
+    seen.note("get", "/", &r);
+    let r = request(&s.addr, "GET", "/openapi.json", None, None);
+    assert_eq!(seen.note("get", "/openapi.json", &r), serde_json::from_str::<Value>(fanfold_api::OPENAPI).unwrap());
+
+    // 401 on every authenticated route, with a missing or a wrong token
+    let id0 = "0".repeat(32);
+    for (m, path, doc) in [
+        ("POST", "/jobs".to_string(), "/jobs"),
+        ("GET", "/jobs".to_string(), "/jobs"),
+        ("GET", format!("/jobs/{id0}"), "/jobs/{id}"),
+        ("DELETE", format!("/jobs/{id0}"), "/jobs/{id}"),
+        ("GET", format!("/jobs/{id0}/preview"), "/jobs/{id}/preview"),
+        ("POST", "/uploads".to_string(), "/uploads"),
+    ] {
+        let r = request(&s.addr, m, &path, None, Some(b"{}"));
+        assert_eq!(r.status, 401, "{m} {path}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        seen.note(m, doc, &r);
+        let r = request(&s.addr, m, &path, Some("test-token-0124"), Some(b"{}"));
+        assert_eq!(r.status, 401, "a wrong token: {m} {path}");
+    }
+
+    // uploads: a signed PUT link under incoming/
+    let r = s.call("POST", "/uploads", Some(&json!({"filename": "plays.csv"})));
+    assert_eq!(r.status, 201);
+    let up = seen.note("post", "/uploads", &r);
+    assert_eq!(up["key"], "incoming/plays.csv");
+    assert_eq!(up["method"], "PUT");
+    for bad in ["../x.csv", "/abs.csv", "a//b.csv", "", "a\u{0}b"] {
+        let r = s.call("POST", "/uploads", Some(&json!({ "filename": bad })));
+        assert_eq!(r.status, 400, "{bad:?}");
+        seen.note("post", "/uploads", &r);
+    }
+    let (host, path) = split_url(up["url"].as_str().unwrap());
+    let r = request(&host, "PUT", &path, None, Some(&std::fs::read(fixture("bmat-example.csv")).unwrap()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(seen.note("put", "/files/{key}", &r)["bytes"], 199);
+    let tampered = path.replace("plays.csv", "other.csv");
+    let r = request(&host, "PUT", &tampered, None, Some(b"x"));
+    assert_eq!(r.status, 403, "a link signs its key");
+    seen.note("put", "/files/{key}", &r);
+    assert!(!data.join("incoming/other.csv").exists());
+
+    // POST /jobs: 201, then 409 with the same id; 404 unknown source; 400 bad spec
+    let r = s.call("POST", "/jobs", Some(&json!({"source": "incoming/plays.csv"})));
+    let id = match r.status {
+        201 => seen.note("post", "/jobs", &r)["id"].as_str().unwrap().to_string(),
+        // the watcher may have been first
+        409 => seen.note("post", "/jobs", &r)["id"].as_str().unwrap().to_string(),
+        other => panic!("{other}: {}", r.text()),
+    };
+    let r = s.call("POST", "/jobs", Some(&json!({"source": "s3://local/incoming/plays.csv"})));
+    assert_eq!(r.status, 409);
+    assert_eq!(seen.note("post", "/jobs", &r)["id"], id.as_str());
+    let done = s.wait(&id, LONG);
+    assert_eq!(done.status, 200, "{}", done.text());
+    let v = seen.note("get", "/jobs/{id}", &done);
+    assert_eq!(v["status"], "DONE");
+    assert_eq!(v["stats"]["rows_read"], 7);
+    assert_eq!(v["stats"]["source"], "incoming/plays.csv");
+    let file = &v["output_files"][0];
+    assert_eq!(
+        (file["rows"].as_u64(), file["key"].as_str()),
+        (Some(4), Some(&*format!("results/{id}/part-00000.csv")))
+    );
+    let (host, path) = split_url(file["url"].as_str().unwrap());
+    let r = request(&host, "GET", &path, None, None);
+    assert_eq!(r.text(), read(fixture("bmat-example.expected.csv")));
+    seen.note("get", "/files/{key}", &r);
+    let r = request(&host, "GET", &path.replace("sig=", "sig=0"), None, None);
+    assert_eq!(r.status, 403);
+    seen.note("get", "/files/{key}", &r);
+    let (_, mpath) = split_url(v["manifest"]["url"].as_str().unwrap());
+    assert!(request(&host, "GET", &mpath, None, None).text().contains("fileLocations"));
+    let r = s.get(&format!("/jobs/{id}/preview"));
+    let p = seen.note("get", "/jobs/{id}/preview", &r);
+    assert_eq!(p["header"], json!(["Song", "Date", "Total Number of Plays for Date"]));
+    assert_eq!(p["rows"][0], json!(["In The End", "2020-01-01", "1500"]));
+    assert_eq!(p["top_groups"][0], json!({"key": ["In The End", "2020-01-01"], "value": "1500"}));
+    let r = s.call("DELETE", &format!("/jobs/{id}"), None);
+    assert_eq!(r.status, 409, "a finished job cannot be cancelled");
+    assert_eq!(seen.note("delete", "/jobs/{id}", &r)["status"], "DONE");
+
+    // a link to a missing file
+    let signer = fanfold_api::files::Signer::from_token(TOKEN);
+    let gone = signer.sign(&axum::http::Method::GET, "results/nope.csv", u64::MAX / 2);
+    let r = request(&s.addr, "GET", &gone, None, None);
+    assert_eq!(r.status, 404);
+    seen.note("get", "/files/{key}", &r);
+
+    let r = s.call("POST", "/jobs", Some(&json!({"source": "incoming/nope.csv"})));
+    assert_eq!(r.status, 404);
+    seen.note("post", "/jobs", &r);
+    let r = s.call("POST", "/jobs", Some(&json!({"source": "s3://other-bucket/incoming/plays.csv"})));
+    assert_eq!(r.status, 404);
+    seen.note("post", "/jobs", &r);
+    let r = s.call(
+        "POST",
+        "/jobs",
+        Some(&json!({"source": "incoming/plays.csv", "spec": {"group_by": ["Song"], "aggregates": [{"op": "avg"}]}})),
+    );
+    assert_eq!(r.status, 400);
+    let e = seen.note("post", "/jobs", &r);
+    assert_eq!(e["error"]["field"], "aggregates[0].op", "{e}");
+    for bad in [json!({"src": "x"}), json!({"source": "results/x/part-00000.csv"}), json!([1])] {
+        let r = s.call("POST", "/jobs", Some(&bad));
+        assert_eq!(r.status, 400, "{bad}");
+        seen.note("post", "/jobs", &r);
+    }
+
+    // a rejected input: 406 with line, byte and column, on the job and its preview
+    std::fs::copy(fixture("bad-number.csv"), data.join("incoming/bad.csv")).unwrap();
+    let r = s.call("POST", "/jobs", Some(&json!({"source": "incoming/bad.csv"})));
+    let bad_id = r.json()["id"].as_str().unwrap().to_string();
+    let r = s.wait(&bad_id, LONG);
+    assert_eq!(r.status, 406, "{}", r.text());
+    let e = seen.note("get", "/jobs/{id}", &r);
+    assert_eq!(e["error"]["line"], 3, "{e}");
+    assert!(e["error"]["byte"].is_u64() && e["error"]["column"] == "Number of Plays", "{e}");
+    let r = s.get(&format!("/jobs/{bad_id}/preview"));
+    assert_eq!(r.status, 406);
+    seen.note("get", "/jobs/{id}/preview", &r);
+
+    // a long job: 425 with progress, then cancelled: 410, partials and results gone
+    let big = gen_file(work.path(), "big.csv", "12MB");
+    std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
+    let r = s.call("POST", "/jobs", Some(&json!({"source": "incoming/big.csv"})));
+    let big_id = r.json()["id"].as_str().unwrap().to_string();
+    let r = s.get(&format!("/jobs/{big_id}"));
+    assert_eq!(r.status, 425, "{}", r.text());
+    let v = seen.note("get", "/jobs/{id}", &r);
+    assert!(v["progress"]["chunks_total"].as_u64().unwrap() > 10, "{v}");
+    assert_eq!(v["progress"]["bytes_total"], std::fs::metadata(&big).unwrap().len());
+    let r = s.get(&format!("/jobs/{big_id}/preview"));
+    assert_eq!(r.status, 425);
+    seen.note("get", "/jobs/{id}/preview", &r);
+    let r = s.call("DELETE", &format!("/jobs/{big_id}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(seen.note("delete", "/jobs/{id}", &r)["status"], "CANCELLED");
+    let r = s.get(&format!("/jobs/{big_id}"));
+    assert_eq!(r.status, 410);
+    assert_eq!(seen.note("get", "/jobs/{id}", &r)["status"], "CANCELLED");
+    let r = s.get(&format!("/jobs/{big_id}/preview"));
+    assert_eq!(r.status, 410);
+    seen.note("get", "/jobs/{id}/preview", &r);
+    std::thread::sleep(Duration::from_millis(1500)); // a worker's next check
+    assert!(!data.join(format!("results/{big_id}")).exists(), "no results of a cancelled job");
+    assert!(!data.join(format!("_fanfold/partials/{big_id}")).exists(), "no partials of a cancelled job");
+    let r = s.get("/jobs?limit=100");
+    let listed = r.json();
+    let st = listed["jobs"].as_array().unwrap().iter().find(|j| j["id"] == big_id.as_str()).unwrap()["status"].clone();
+    assert_eq!(st, "CANCELLED", "workers did not undo the cancel");
+
+    // unknown and malformed ids
+    for (m, suffix, doc) in
+        [("GET", "", "/jobs/{id}"), ("DELETE", "", "/jobs/{id}"), ("GET", "/preview", "/jobs/{id}/preview")]
+    {
+        for bad in [id0.clone(), "not-an-id".to_string()] {
+            let r = s.call(m, &format!("/jobs/{bad}{suffix}"), None);
+            assert_eq!(r.status, 404, "{m} {bad}{suffix}");
+            seen.note(m, doc, &r);
+        }
+    }
+
+    // listing: newest first, paginated, bad parameters
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let r = s.get(&format!("/jobs?limit=2{q}"));
+        let v = seen.note("get", "/jobs", &r);
+        ids.extend(v["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        match v["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), ids.iter().collect::<BTreeSet<_>>().len(), "no job twice");
+    assert_eq!(ids.first(), Some(&big_id), "newest first");
+    assert!(ids.contains(&id) && ids.contains(&bad_id));
+    for q in ["limit=0", "limit=101", "limit=x", "cursor=zzz", "colour=red"] {
+        let r = s.get(&format!("/jobs?{q}"));
+        assert_eq!(r.status, 400, "{q}");
+        seen.note("get", "/jobs", &r);
+    }
+
+    // routes: the router's table is the document's, method by method
+    let (doc, documented) = documented();
+    let router_paths: BTreeSet<String> =
+        fanfold_api::routes().into_iter().map(|(p, _)| p.replace("{*key}", "{key}")).collect();
+    let doc_paths: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(router_paths, doc_paths, "every route documented, every documented path routed");
+    for path in &doc_paths {
+        let concrete = path.replace("{id}", &id).replace("{key}", "results/x.csv");
+        for m in ["get", "post", "put", "delete"] {
+            let r = s.call(&m.to_uppercase(), &concrete, Some(&json!({})));
+            let in_doc = doc["paths"][path].get(m).is_some();
+            assert_eq!(r.status != 405, in_doc, "{m} {path}: {}", r.status);
+            if r.status == 405 {
+                assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+            }
+        }
+    }
+    let r = s.get("/no/such/route");
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("not_found")));
+
+    let missing: Vec<_> = documented.difference(&seen.0).collect();
+    assert!(missing.is_empty(), "documented but never produced by this test: {missing:?}");
+    let undocumented: Vec<_> = seen.0.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "produced but not documented: {undocumented:?}");
+}
+
+#[test]
+fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let big = gen_file(work.path(), "big.csv", "24MB");
+    let want = reference(&big, work.path());
+    let srv = Server::start(&data, TOKEN, &["--chunk-size", "128KiB", "--workers", "1"]);
+
+    // A file written slowly, in pieces with pauses shorter than the settle
+    // time, is read only once it is complete.
+    let example = std::fs::read(fixture("bmat-example.csv")).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(data.join("incoming/slow.csv")).unwrap();
+        for piece in example.chunks(40) {
+            f.write_all(piece).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+    // Copy the big file in and let the watcher find it.
+    std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
+    let t = Instant::now();
+    let (slow_id, big_id) = loop {
+        let v = srv.get("/jobs?limit=100").json();
+        let find = |k: &str| {
+            v["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["source"]["key"] == k)
+                .map(|j| j["id"].as_str().unwrap().to_string())
+        };
+        if let (Some(a), Some(b)) = (find("incoming/slow.csv"), find("incoming/big.csv")) {
+            break (a, b);
+        }
+        assert!(t.elapsed() < LONG, "the watcher did not pick the files up: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let r = srv.wait(&slow_id, LONG);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["source"]["size"], example.len(), "the job saw the whole file");
+    assert_eq!(r.json()["stats"]["rows_read"], 7);
+
+    // Kill the server while the big job runs; a new one resumes it.
+    let t = Instant::now();
+    loop {
+        let r = srv.get(&format!("/jobs/{big_id}"));
+        assert_eq!(r.status, 425, "the job finished before the crash; make it bigger");
+        if r.json()["progress"]["chunks_done"].as_u64().unwrap() >= 3 {
+            break;
+        }
+        assert!(t.elapsed() < LONG);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    srv.kill();
+    let srv = Server::start(&data, TOKEN, &["--chunk-size", "128KiB", "--workers", "2"]);
+    let r = srv.wait(&big_id, LONG);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let data_lines = std::fs::read(&big).unwrap().iter().filter(|&&b| b == b'\n').count() - 1;
+    assert_eq!(v["stats"]["rows_read"], data_lines as u64, "every row counted once across the crash");
+    let part = read(data.join(v["output_files"][0]["key"].as_str().unwrap()));
+    assert_eq!(part, want, "a resumed job gives the same bytes as fanfold run");
+    // and the finished jobs are still there after another restart
+    srv.kill();
+    let srv = Server::start(&data, TOKEN, &[]);
+    assert_eq!(srv.get(&format!("/jobs/{slow_id}")).status, 200);
+    assert_eq!(srv.get(&format!("/jobs/{big_id}")).status, 200);
+}
+
+#[test]
+fn load_ten_thousand_requests_200_at_a_time_while_jobs_run() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let big = gen_file(work.path(), "big.csv", "16MB");
+    let want = reference(&big, work.path());
+    let srv = Server::start(&data, TOKEN, &["--chunk-size", "256KiB", "--workers", "1"]);
+    for i in 0..3 {
+        std::fs::copy(&big, data.join(format!("incoming/big-{i}.csv"))).unwrap();
+    }
+    std::fs::copy(fixture("bmat-example.csv"), data.join("incoming/small.csv")).unwrap();
+    let small = srv.call("POST", "/jobs", Some(&json!({"source": "incoming/small.csv"})));
+    let small_id = small.json()["id"].as_str().unwrap().to_string();
+    srv.wait(&small_id, LONG);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = srv.call("POST", "/jobs", Some(&json!({ "source": format!("incoming/big-{i}.csv") })));
+        assert!(r.status == 201 || r.status == 409, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+
+    const TOTAL: usize = 10_000;
+    const CONCURRENT: usize = 200;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let results: Vec<(u16, Duration, usize)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..CONCURRENT)
+            .map(|_| {
+                sc.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= TOTAL {
+                            return out;
+                        }
+                        let t = Instant::now();
+                        let r = match n % 5 {
+                            0 => srv.get("/jobs?limit=20"),
+                            1 => srv.get(&format!("/jobs/{small_id}")),
+                            2 => srv.get(&format!("/jobs/{}", ids[n % 3])),
+                            3 => srv.call("POST", "/jobs", Some(&json!({"source": "incoming/small.csv"}))),
+                            _ => srv.get(&format!("/jobs/{small_id}/preview")),
+                        };
+                        out.push((r.status, t.elapsed(), n % 5));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let wall = started.elapsed();
+    assert_eq!(results.len(), TOTAL);
+    let fives: Vec<_> = results.iter().filter(|r| r.0 >= 500).collect();
+    assert!(fives.is_empty(), "{} server errors, e.g. {:?}", fives.len(), fives.first());
+    for (status, _, kind) in &results {
+        let ok = match kind {
+            0 | 1 | 4 => *status == 200,
+            2 => *status == 425 || *status == 200,
+            _ => *status == 409,
+        };
+        assert!(ok, "kind {kind}: status {status}");
+    }
+    let mut lat: Vec<Duration> = results.iter().map(|r| r.1).collect();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let report = format!(
+        "load: {TOTAL} requests, {CONCURRENT} at a time, {:.1} s, {:.0} req/s; latency p50 {:?}, p99 {:?}, max {:?}",
+        wall.as_secs_f64(),
+        TOTAL as f64 / wall.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1]
+    );
+    eprintln!("{report}");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let _ = std::fs::write(target.join("api-load.txt"), format!("{report}\n"));
+
+    // no corrupted job state: every job finishes with the right bytes
+    for id in &ids {
+        let r = srv.wait(id, LONG);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let key = r.json()["output_files"][0]["key"].as_str().unwrap().to_string();
+        assert_eq!(read(data.join(key)), want);
+    }
+    let listed = srv.get("/jobs?limit=100").json();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 4, "one job per distinct file: {listed}");
+}
