@@ -32,6 +32,8 @@ pub use keys::decode_s3_key;
 /// What a function needs: the pipeline on AWS adapters and its settings.
 pub struct Deps {
     pub pipeline: Pipeline,
+    /// The bucket itself (the API presigns URLs with it).
+    pub s3: Arc<S3Store>,
     pub default_spec: Spec,
     pub sweep: SweepPolicy,
     pub faults: faults::Faults,
@@ -67,7 +69,7 @@ pub async fn deps_from_env() -> Result<Deps, lambda_runtime::Error> {
     };
     let pipeline = Pipeline {
         input: store.clone(),
-        output: store,
+        output: store.clone(),
         jobs,
         dispatcher,
         layout: Layout::default(),
@@ -85,15 +87,10 @@ pub async fn deps_from_env() -> Result<Deps, lambda_runtime::Error> {
         max_sweeps: env_or("MAX_SWEEPS", 3u32),
         orphaned: false,
     };
-    Ok(Deps { pipeline, default_spec, sweep, faults })
+    Ok(Deps { pipeline, s3: store, default_spec, sweep, faults })
 }
 
-/// Serves `handler` for events of type `E` (JSON logs, clients built once).
-pub async fn run<E, F>(handler: F) -> Result<(), lambda_runtime::Error>
-where
-    E: DeserializeOwned + Send + 'static,
-    F: Fn(E, &Deps, &str) -> Result<serde_json::Value, HandlerError> + Send + Sync + Copy + 'static,
-{
+fn init_logs() {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -102,12 +99,48 @@ where
         .with_current_span(false)
         .without_time()
         .init();
+}
+
+/// Serves `handler` for events of type `E` (JSON logs, clients built once).
+pub async fn run<E, F>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    E: DeserializeOwned + Send + 'static,
+    F: Fn(E, &Deps, &str) -> Result<serde_json::Value, HandlerError> + Send + Sync + Copy + 'static,
+{
+    init_logs();
     let deps = Arc::new(deps_from_env().await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| {
         let deps = deps.clone();
         serve(move || handler(event.payload, &deps, &event.context.request_id))
     }))
     .await
+}
+
+/// Presigned S3 URLs for the API's download and upload links.
+struct S3Links(Arc<S3Store>);
+
+impl fanfold_api::Links for S3Links {
+    fn download(&self, key: &str) -> Result<String, fanfold_pipeline::StoreError> {
+        self.0.presign_get(key, fanfold_api::LINK_SECONDS)
+    }
+    fn upload(&self, key: &str) -> Result<String, fanfold_pipeline::StoreError> {
+        self.0.presign_put(key, fanfold_api::LINK_SECONDS)
+    }
+}
+
+/// The `api` function: the jobs API router behind API Gateway (HTTP API,
+/// payload 2.0). Auth is the HTTP API's JWT authorizer, in front.
+pub async fn run_api() -> Result<(), lambda_runtime::Error> {
+    init_logs();
+    let deps = deps_from_env().await?;
+    let api = fanfold_api::Api {
+        pipeline: Arc::new(deps.pipeline),
+        links: Arc::new(S3Links(deps.s3)),
+        default_spec: deps.default_spec,
+        token: None,
+        files: None,
+    };
+    lambda_http::run(fanfold_api::router(Arc::new(api))).await
 }
 
 async fn serve<F>(f: F) -> Result<serde_json::Value, lambda_runtime::Error>

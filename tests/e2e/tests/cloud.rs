@@ -156,3 +156,35 @@ fn a_rejected_input_fails_the_job_with_line_byte_and_column() {
         run.stderr
     );
 }
+
+#[test]
+fn the_api_function_behind_the_http_api_answers_the_serve_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plays.csv");
+    assert!(fanfold(
+        &["gen", "--profile", "bmat", "--size", "1500kB", "-o", file.to_str().unwrap(), "--seed", "3"],
+        dir.path()
+    )
+    .status
+    .success());
+    // A spec of its own: the S3 trigger's job (default spec) is another job.
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"group_by":["Song"],"aggregates":[{"op":"count","as":"days"},{"op":"sum","column":"Number of Plays","as":"plays"}]}"#,
+    )
+    .unwrap();
+    let want = local_parts(&file, Some(&spec), dir.path());
+    let out = dir.path().join("cloud");
+    let run = cloud_local(&file, &out, Some(&spec), &[("FANFOLD_API_SCENARIO", "1"), ("FANFOLD_CHUNK_SIZE", "8192")]);
+    assert!(run.ok, "the API scenario failed:\n{}\n{}", run.stdout, run.stderr);
+    let statuses: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("api: "))
+        .filter(|l| l.contains("/jobs"))
+        .map(|l| l.split_whitespace().find(|w| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit())).unwrap())
+        .collect();
+    assert_eq!(statuses, ["401", "401", "201", "409", "425", "200", "201", "406", "404", "200"], "{}", run.stdout);
+    assert_eq!(parts(&out), want, "the presigned downloads give what fanfold run gives");
+}
