@@ -100,8 +100,11 @@ def call(method, path, body=None, tok=good):
         return status, raw.decode(errors="replace")
 
 
+started = time.time()
+
+
 def expect(what, got, want, detail=""):
-    print(f"api: {what} {got}" + (f" {detail}" if detail else ""), flush=True)
+    print(f"api: {what} {got}" + (f" {detail}" if detail else "") + f" [{time.time() - started:.1f} s]", flush=True)
     if got != want:
         failures.append(f"{what}: {got}, expected {want}")
 

@@ -9,6 +9,8 @@
 //! - `finalizer-crash@S`: the finalizer process dies after writing the first
 //!   result part, once per job (the lease keeps retries out; the sweeper
 //!   finishes the job once the lease expires);
+//! - `slow-chunks@S`: every worker takes a second longer (it sleeps after
+//!   storing its partial), so a test can watch a job while it runs;
 //! - `duplicate-tasks`: every task is dispatched twice.
 //!
 //! "Once" is remembered in marker objects under `_fanfold/faults/`, so it
@@ -22,6 +24,7 @@ use fanfold_pipeline::{Dispatcher, FaultPoints, JobStore, ObjectStore, PipelineE
 pub struct Faults {
     worker_fail: Option<String>,
     finalizer_crash: Option<String>,
+    slow_chunks: Option<String>,
     pub duplicate_tasks: bool,
     store: Option<Arc<dyn ObjectStore>>,
     jobs: Option<Arc<dyn JobStore>>,
@@ -35,6 +38,7 @@ impl Faults {
             match name {
                 "worker-fail" => f.worker_fail = Some(pattern.to_string()),
                 "finalizer-crash" => f.finalizer_crash = Some(pattern.to_string()),
+                "slow-chunks" => f.slow_chunks = Some(pattern.to_string()),
                 "duplicate-tasks" => f.duplicate_tasks = true,
                 other => tracing::warn!(fault = other, "unknown fault ignored"),
             }
@@ -47,14 +51,18 @@ impl Faults {
     }
 
     pub fn any(&self) -> bool {
-        self.worker_fail.is_some() || self.finalizer_crash.is_some()
+        self.worker_fail.is_some() || self.finalizer_crash.is_some() || self.slow_chunks.is_some()
+    }
+
+    fn source_matches(&self, pattern: &str, job: &str) -> bool {
+        let Some(jobs) = &self.jobs else { return false };
+        jobs.get_job(job).ok().flatten().is_some_and(|j| j.source.key.contains(pattern))
     }
 
     /// Whether `pattern` matches the job's source key and the marker is new.
     fn first_time(&self, pattern: &Option<String>, job: &str, marker: &str) -> bool {
-        let (Some(pattern), Some(store), Some(jobs)) = (pattern, &self.store, &self.jobs) else { return false };
-        let matches = jobs.get_job(job).ok().flatten().is_some_and(|j| j.source.key.contains(pattern.as_str()));
-        if !matches {
+        let (Some(pattern), Some(store)) = (pattern, &self.store) else { return false };
+        if !self.source_matches(pattern, job) {
             return false;
         }
         let marker = format!("_fanfold/faults/{job}/{marker}");
@@ -67,6 +75,9 @@ impl Faults {
 
 impl FaultPoints for Faults {
     fn chunk_stored(&self, job: &str, chunk: u32) -> Result<(), PipelineError> {
+        if self.slow_chunks.as_deref().is_some_and(|p| self.source_matches(p, job)) {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
         if self.first_time(&self.worker_fail, job, &format!("worker-{chunk}")) {
             tracing::warn!(job, chunk, "injected fault: worker fails mid-chunk");
             return Err(PipelineError::Store(StoreError::Other {

@@ -314,6 +314,14 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
             std::thread::sleep(Duration::from_millis(400));
         }
     }
+    // The S3 trigger's rule: a _spec.json beside the file is its spec.
+    std::fs::create_dir_all(data.join("incoming/songs")).unwrap();
+    std::fs::write(
+        data.join("incoming/songs/_spec.json"),
+        r#"{"group_by":["Song"],"aggregates":[{"op":"count","as":"n"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(data.join("incoming/songs/plays.csv"), &example).unwrap();
     // Copy the big file in and let the watcher find it.
     std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
     let t = Instant::now();
@@ -333,6 +341,23 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
         assert!(t.elapsed() < LONG, "the watcher did not pick the files up: {v}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    let t = Instant::now();
+    let specced = loop {
+        let v = srv.get("/jobs?limit=100").json();
+        let found =
+            v["jobs"].as_array().unwrap().iter().find(|j| j["source"]["key"] == "incoming/songs/plays.csv").cloned();
+        if let Some(j) = found {
+            break j["id"].as_str().unwrap().to_string();
+        }
+        assert!(t.elapsed() < LONG, "the watcher did not pick up incoming/songs/plays.csv");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let r = srv.wait(&specced, LONG);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = srv.get(&format!("/jobs/{specced}/preview")).json();
+    assert_eq!(p["header"], json!(["Song", "n"]), "the _spec.json beside the file was used");
+    assert_eq!(p["rows"], json!([["In The End", "3"], ["Umbrella", "4"]]));
+
     let r = srv.wait(&slow_id, LONG);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["source"]["size"], example.len(), "the job saw the whole file");

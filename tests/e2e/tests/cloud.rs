@@ -162,7 +162,7 @@ fn the_api_function_behind_the_http_api_answers_the_serve_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plays.csv");
     assert!(fanfold(
-        &["gen", "--profile", "bmat", "--size", "1500kB", "-o", file.to_str().unwrap(), "--seed", "3"],
+        &["gen", "--profile", "bmat", "--size", "400kB", "-o", file.to_str().unwrap(), "--seed", "3"],
         dir.path()
     )
     .status
@@ -176,7 +176,9 @@ fn the_api_function_behind_the_http_api_answers_the_serve_scenario() {
     .unwrap();
     let want = local_parts(&file, Some(&spec), dir.path());
     let out = dir.path().join("cloud");
-    let run = cloud_local(&file, &out, Some(&spec), &[("FANFOLD_API_SCENARIO", "1"), ("FANFOLD_CHUNK_SIZE", "8192")]);
+    // Slow workers (a second per chunk) keep the job observably running.
+    let env = [("FANFOLD_API_SCENARIO", "1"), ("FANFOLD_CHUNK_SIZE", "65536"), ("FANFOLD_FAULTS", "slow-chunks@plays")];
+    let run = cloud_local(&file, &out, Some(&spec), &env);
     assert!(run.ok, "the API scenario failed:\n{}\n{}", run.stdout, run.stderr);
     let statuses: Vec<&str> = run
         .stdout
