@@ -32,8 +32,6 @@ pub use keys::decode_s3_key;
 /// What a function needs: the pipeline on AWS adapters and its settings.
 pub struct Deps {
     pub pipeline: Pipeline,
-    /// The bucket itself (the API presigns URLs with it).
-    pub s3: Arc<S3Store>,
     pub default_spec: Spec,
     pub sweep: SweepPolicy,
     pub faults: faults::Faults,
@@ -49,6 +47,11 @@ fn required(name: &str) -> Result<String, lambda_runtime::Error> {
 
 /// Builds the dependencies from the environment (once per cold start).
 pub async fn deps_from_env() -> Result<Deps, lambda_runtime::Error> {
+    Ok(build_from_env().await?.0)
+}
+
+/// [`deps_from_env`], and the bucket itself (the API presigns URLs with it).
+async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error> {
     let config = fanfold_aws::sdk_config().await;
     let rt = tokio::runtime::Handle::current();
     let bucket = required("BUCKET")?;
@@ -87,7 +90,7 @@ pub async fn deps_from_env() -> Result<Deps, lambda_runtime::Error> {
         max_sweeps: env_or("MAX_SWEEPS", 3u32),
         orphaned: false,
     };
-    Ok(Deps { pipeline, s3: store, default_spec, sweep, faults })
+    Ok((Deps { pipeline, default_spec, sweep, faults }, store))
 }
 
 fn init_logs() {
@@ -132,10 +135,10 @@ impl fanfold_api::Links for S3Links {
 /// payload 2.0). Auth is the HTTP API's JWT authorizer, in front.
 pub async fn run_api() -> Result<(), lambda_runtime::Error> {
     init_logs();
-    let deps = deps_from_env().await?;
+    let (deps, s3) = build_from_env().await?;
     let api = fanfold_api::Api {
         pipeline: Arc::new(deps.pipeline),
-        links: Arc::new(S3Links(deps.s3)),
+        links: Arc::new(S3Links(s3)),
         default_spec: deps.default_spec,
         token: None,
         files: None,
