@@ -587,18 +587,9 @@ impl Pipeline {
     /// Deletes a job's result files; best effort.
     fn discard_results(&self, id: &str) {
         let prefix = self.layout.results(id);
-        if prefix.is_empty() {
-            return; // a local run writes into the user's directory; nothing to discard by prefix
-        }
-        match self.output.list(&prefix) {
-            Ok(objs) => {
-                for o in objs {
-                    if let Err(e) = self.output.delete(&o.key) {
-                        tracing::warn!(key = o.key, error = %e, "could not delete a result file");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(job = id, error = %e, "could not list result files"),
+        if !prefix.is_empty() {
+            // (a local run writes into the user's directory: nothing to discard by prefix)
+            self.delete_prefix(id, &prefix, "result file");
         }
     }
 
@@ -616,15 +607,20 @@ impl Pipeline {
 
     /// Deletes spilled partials; best effort (the sweeper retries).
     fn cleanup_partials(&self, id: &str) {
-        match self.output.list(&self.layout.partials(id)) {
+        self.delete_prefix(id, &self.layout.partials(id), "partial");
+    }
+
+    /// Deletes every object under `prefix`; best effort, failures are logged.
+    fn delete_prefix(&self, id: &str, prefix: &str, what: &str) {
+        match self.output.list(prefix) {
             Ok(objs) => {
                 for o in objs {
                     if let Err(e) = self.output.delete(&o.key) {
-                        tracing::warn!(key = o.key, error = %e, "could not delete a partial");
+                        tracing::warn!(key = o.key, error = %e, "could not delete a {what}");
                     }
                 }
             }
-            Err(e) => tracing::warn!(job = id, error = %e, "could not list partials"),
+            Err(e) => tracing::warn!(job = id, prefix, error = %e, "could not list objects to delete"),
         }
     }
 

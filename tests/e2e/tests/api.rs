@@ -294,6 +294,19 @@ fn every_route_and_status_of_the_openapi_document() {
     assert!(undocumented.is_empty(), "produced but not documented: {undocumented:?}");
 }
 
+/// Waits until the watcher has started a job for `key`; its id.
+fn listed(srv: &Server, key: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let v = srv.get("/jobs?limit=100").json();
+        if let Some(j) = v["jobs"].as_array().unwrap().iter().find(|j| j["source"]["key"] == key) {
+            return j["id"].as_str().unwrap().to_string();
+        }
+        assert!(t.elapsed() < LONG, "the watcher did not pick up {key}: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     let work = tempfile::tempdir().unwrap();
@@ -324,34 +337,9 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     std::fs::write(data.join("incoming/songs/plays.csv"), &example).unwrap();
     // Copy the big file in and let the watcher find it.
     std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
-    let t = Instant::now();
-    let (slow_id, big_id) = loop {
-        let v = srv.get("/jobs?limit=100").json();
-        let find = |k: &str| {
-            v["jobs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|j| j["source"]["key"] == k)
-                .map(|j| j["id"].as_str().unwrap().to_string())
-        };
-        if let (Some(a), Some(b)) = (find("incoming/slow.csv"), find("incoming/big.csv")) {
-            break (a, b);
-        }
-        assert!(t.elapsed() < LONG, "the watcher did not pick the files up: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let t = Instant::now();
-    let specced = loop {
-        let v = srv.get("/jobs?limit=100").json();
-        let found =
-            v["jobs"].as_array().unwrap().iter().find(|j| j["source"]["key"] == "incoming/songs/plays.csv").cloned();
-        if let Some(j) = found {
-            break j["id"].as_str().unwrap().to_string();
-        }
-        assert!(t.elapsed() < LONG, "the watcher did not pick up incoming/songs/plays.csv");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let slow_id = listed(&srv, "incoming/slow.csv");
+    let big_id = listed(&srv, "incoming/big.csv");
+    let specced = listed(&srv, "incoming/songs/plays.csv");
     let r = srv.wait(&specced, LONG);
     assert_eq!(r.status, 200, "{}", r.text());
     let p = srv.get(&format!("/jobs/{specced}/preview")).json();
