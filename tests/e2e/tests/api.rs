@@ -8,20 +8,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{fanfold, fixture, read};
+use common::{fanfold, fixture, gen_bmat, read};
 use serde_json::{json, Value};
 use serve::{request, split_url, Server};
 
 const TOKEN: &str = "test-token-0123";
 const LONG: Duration = Duration::from_secs(120);
-
-/// A bmat file of about `size` bytes.
-fn gen_file(dir: &Path, name: &str, size: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    let out = fanfold(&["gen", "--profile", "bmat", "--size", size, "-o", p.to_str().unwrap()], dir);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    p
-}
 
 /// What `fanfold run` writes for `file` (the reference).
 fn reference(file: &Path, work: &Path) -> String {
@@ -206,7 +198,7 @@ fn every_route_and_status_of_the_openapi_document() {
     seen.note("get", "/jobs/{id}/preview", &r);
 
     // a long job: 425 with progress, then cancelled: 410, partials and results gone
-    let big = gen_file(work.path(), "big.csv", "12MB");
+    let big = gen_bmat(work.path(), "big.csv", "12MB", 42);
     std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
     let r = s.call("POST", "/jobs", Some(&json!({"source": "incoming/big.csv"})));
     let big_id = r.json()["id"].as_str().unwrap().to_string();
@@ -311,7 +303,7 @@ fn listed(srv: &Server, key: &str) -> String {
 fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let big = gen_file(work.path(), "big.csv", "24MB");
+    let big = gen_bmat(work.path(), "big.csv", "24MB", 42);
     let want = reference(&big, work.path());
     let srv = Server::start(&data, TOKEN, &["--chunk-size", "128KiB", "--workers", "1"]);
 
@@ -382,7 +374,7 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
 fn load_ten_thousand_requests_200_at_a_time_while_jobs_run() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let big = gen_file(work.path(), "big.csv", "16MB");
+    let big = gen_bmat(work.path(), "big.csv", "16MB", 42);
     let want = reference(&big, work.path());
     let srv = Server::start(&data, TOKEN, &["--chunk-size", "256KiB", "--workers", "1"]);
     for i in 0..3 {

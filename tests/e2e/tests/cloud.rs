@@ -89,13 +89,7 @@ fn quoted_newlines_across_many_small_chunks() {
 #[test]
 fn repeated_events_duplicate_tasks_failing_workers_and_spilled_partials() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("plays.csv");
-    assert!(fanfold(
-        &["gen", "--profile", "bmat", "--size", "300kB", "-o", file.to_str().unwrap(), "--seed", "5"],
-        dir.path()
-    )
-    .status
-    .success());
+    let file = gen_bmat(dir.path(), "plays.csv", "300kB", 5);
     let want = local_parts(&file, None, dir.path());
     let out = dir.path().join("cloud");
     let run = cloud_local(
@@ -117,13 +111,7 @@ fn repeated_events_duplicate_tasks_failing_workers_and_spilled_partials() {
 #[test]
 fn a_finalizer_killed_after_writing_a_part_is_finished_by_the_sweeper() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("plays.csv");
-    assert!(fanfold(
-        &["gen", "--profile", "bmat", "--size", "60kB", "-o", file.to_str().unwrap(), "--seed", "9"],
-        dir.path()
-    )
-    .status
-    .success());
+    let file = gen_bmat(dir.path(), "plays.csv", "60kB", 9);
     let spec = dir.path().join("spec.json");
     std::fs::write(&spec, r#"{"output":{"max_file_bytes":20000}}"#).unwrap();
     let want = local_parts(&file, Some(&spec), dir.path());
@@ -160,13 +148,7 @@ fn a_rejected_input_fails_the_job_with_line_byte_and_column() {
 #[test]
 fn the_api_function_behind_the_http_api_answers_the_serve_scenario() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("plays.csv");
-    assert!(fanfold(
-        &["gen", "--profile", "bmat", "--size", "400kB", "-o", file.to_str().unwrap(), "--seed", "3"],
-        dir.path()
-    )
-    .status
-    .success());
+    let file = gen_bmat(dir.path(), "plays.csv", "400kB", 3);
     // A spec of its own: the S3 trigger's job (default spec) is another job.
     let spec = dir.path().join("spec.json");
     std::fs::write(

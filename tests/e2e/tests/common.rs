@@ -32,3 +32,12 @@ pub fn fanfold(args: &[&str], cwd: &Path) -> Output {
 pub fn read(p: impl AsRef<Path>) -> String {
     String::from_utf8(std::fs::read(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))).unwrap()
 }
+
+/// `fanfold gen --profile bmat` into `dir/name`: about `size` bytes from `seed`.
+pub fn gen_bmat(dir: &Path, name: &str, size: &str, seed: u64) -> PathBuf {
+    let p = dir.join(name);
+    let seed = seed.to_string();
+    let out = fanfold(&["gen", "--profile", "bmat", "--size", size, "-o", p.to_str().unwrap(), "--seed", &seed], dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p
+}
