@@ -127,6 +127,9 @@ enum Parsed {
         len: usize,
         empty: bool,
         scratch: bool,
+        /// The record holds only ASCII bytes above 0x01: its fields are
+        /// valid UTF-8 and need no escaping in a key.
+        plain: bool,
     },
     NeedMore,
     /// Quoted field still open at end of input: the record runs to the end.
@@ -149,7 +152,14 @@ impl RowWork<'_> {
     /// `fields[i]` is a byte range of `row`. Field `i` starts at global
     /// offset `fpos[i]`, or at `rec + fields[i].0` when `fpos` is empty
     /// (the row is the raw record).
-    fn process(&mut self, row: &[u8], fields: &[(usize, usize)], fpos: &[u64], rec: u64) -> Result<bool, Issue> {
+    fn process(
+        &mut self,
+        row: &[u8],
+        fields: &[(usize, usize)],
+        fpos: &[u64],
+        rec: u64,
+        plain: bool,
+    ) -> Result<bool, Issue> {
         let spec = self.spec;
         let fpos = |c: usize| fpos.get(c).copied().unwrap_or(rec + fields[c].0 as u64);
         if fields.len() != spec.width {
@@ -164,6 +174,11 @@ impl RowWork<'_> {
         self.key.clear();
         for &(c, t) in &spec.keys {
             let v = field(c);
+            if plain && t.is_none() {
+                self.key.extend_from_slice(v);
+                self.key.push(0);
+                continue;
+            }
             if !v.is_ascii() && std::str::from_utf8(v).is_err() {
                 return Err(Issue { problem: Problem::Utf8, col: Some(c), byte: fpos(c) });
             }
@@ -202,7 +217,7 @@ impl RowWork<'_> {
                             Err(_) => return Err(issue(Problem::Utf8)),
                         },
                         AggOp::First | AggOp::Last => {
-                            if !v.is_ascii() && std::str::from_utf8(v).is_err() {
+                            if !plain && !v.is_ascii() && std::str::from_utf8(v).is_err() {
                                 return Err(issue(Problem::Utf8));
                             }
                             Input::Text(s, e)
@@ -351,6 +366,9 @@ impl<'c> ChunkScanner<'c> {
         let mut i = 0usize;
         let mut nl_cursor = (0usize, self.nl_before_pos);
         let end_local = (self.range.end.saturating_sub(self.pos)).min(data.len() as u64) as usize;
+        let dialect = self.work.spec.dialect;
+        // Without quoting, '\n' stands in for the quote: it never matches first.
+        let mut cur = Structurals::new(dialect.delimiter, dialect.quote.unwrap_or(b'\n'));
         loop {
             match self.phase {
                 Phase::Lookback | Phase::Done => break,
@@ -396,13 +414,13 @@ impl<'c> ChunkScanner<'c> {
                         self.phase = Phase::Done;
                         break;
                     }
-                    match self.parse_record(&data[i..], eof, g) {
+                    match self.parse_record(data, i, &mut cur, eof, g) {
                         Parsed::NeedMore => break,
-                        Parsed::Record { len, empty, scratch } => {
+                        Parsed::Record { len, empty, scratch, plain } => {
                             if !empty {
                                 self.rows += 1;
                                 let row: &[u8] = if scratch { &self.scratch } else { &data[i..i + len] };
-                                match self.work.process(row, &self.fields, &self.fpos, g) {
+                                match self.work.process(row, &self.fields, &self.fpos, g, plain) {
                                     Ok(true) => {}
                                     Ok(false) => self.filtered += 1,
                                     Err(issue) => {
@@ -518,46 +536,43 @@ impl<'c> ChunkScanner<'c> {
         BadRow { line, byte: issue.byte, column, value, reason }
     }
 
-    /// Parses the record at the start of `rest` (global offset `g`).
-    fn parse_record(&mut self, rest: &[u8], eof: bool, g: u64) -> Parsed {
-        let dialect = self.work.spec.dialect;
-        let d = dialect.delimiter;
-        // Without quoting, '\n' stands in for the quote: it never matches first.
-        let q = dialect.quote.unwrap_or(b'\n');
+    /// Parses the record that starts at `data[at]` (global offset `g`).
+    /// `cur` carries the structural bits of the current 64-byte block from
+    /// one record to the next, so each byte is classified once.
+    fn parse_record(&mut self, data: &[u8], at: usize, cur: &mut Structurals, eof: bool, g: u64) -> Parsed {
+        let d = self.work.spec.dialect.delimiter;
         self.fields.clear();
         self.fpos.clear();
-        // One pass over the line: short CSV fields make a byte loop faster than memchr calls.
-        let mut s = 0usize;
-        let mut i = 0usize;
+        cur.seek(data, at);
+        let mut s = at;
         let line_end = loop {
-            let Some(&b) = rest.get(i) else {
+            let Some(j) = cur.next(data) else {
                 if !eof {
                     return Parsed::NeedMore;
                 }
-                break i;
+                break data.len();
             };
+            let b = data[j];
             if b == b'\n' {
-                break i;
-            }
-            if b == q {
-                return self.parse_quoted(rest, eof, g);
+                break j;
             }
             if b == d {
-                self.fields.push((s, i));
-                s = i + 1;
+                self.fields.push((s - at, j - at));
+                s = j + 1;
+            } else {
+                return self.parse_quoted(&data[at..], eof, g);
             }
-            i += 1;
         };
-        let len = (line_end + 1).min(rest.len());
+        let len = (line_end + 1).min(data.len()) - at;
         let mut content = line_end;
-        if content > s && rest[content - 1] == b'\r' && d != b'\r' {
+        if content > s && data[content - 1] == b'\r' && d != b'\r' {
             content -= 1;
         }
-        if content == 0 && self.fields.is_empty() {
-            return Parsed::Record { len, empty: true, scratch: false };
+        if content == at && self.fields.is_empty() {
+            return Parsed::Record { len, empty: true, scratch: false, plain: true };
         }
-        self.fields.push((s, content));
-        Parsed::Record { len, empty: false, scratch: false }
+        self.fields.push((s - at, content - at));
+        Parsed::Record { len, empty: false, scratch: false, plain: is_plain(&data[at..content]) }
     }
 
     /// The general path: fields are unquoted into `scratch`.
@@ -610,7 +625,7 @@ impl<'c> ChunkScanner<'c> {
                     }
                     self.fields.push((field_start, end));
                     self.fpos.push(g + raw_start as u64);
-                    return Parsed::Record { len: rest.len(), empty: false, scratch: true };
+                    return Parsed::Record { len: rest.len(), empty: false, scratch: true, plain: false };
                 };
                 let at = i + h;
                 self.scratch.extend_from_slice(&rest[i..at]);
@@ -636,7 +651,7 @@ impl<'c> ChunkScanner<'c> {
                     }
                     self.fields.push((field_start, end));
                     self.fpos.push(g + raw_start as u64);
-                    return Parsed::Record { len: at + 1, empty: false, scratch: true };
+                    return Parsed::Record { len: at + 1, empty: false, scratch: true, plain: false };
                 }
             }
         }
@@ -679,6 +694,100 @@ impl<'c> ChunkScanner<'c> {
     }
 }
 
+/// Finds the delimiters, quotes and newlines of a buffer 64 bytes at a
+/// time: each block becomes a bit mask (SWAR, eight bytes per step, no
+/// branch per byte), and positions are read off it with `trailing_zeros`.
+/// Short CSV fields made per-byte branches (and their mispredictions at
+/// every field end) the parser's largest cost.
+struct Structurals {
+    splats: [u64; 3],
+    bytes: [u8; 3],
+    /// Start of the current block; `usize::MAX` before the first.
+    base: usize,
+    /// Bits of the block's structural bytes not yet returned.
+    mask: u64,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+impl Structurals {
+    fn new(d: u8, q: u8) -> Self {
+        let bytes = [d, q, b'\n'];
+        Structurals { splats: bytes.map(|b| ONES * b as u64), bytes, base: usize::MAX, mask: 0 }
+    }
+
+    /// Positions the cursor so that [`Self::next`] returns positions `>= at`.
+    #[inline]
+    fn seek(&mut self, data: &[u8], at: usize) {
+        if self.base == usize::MAX || at < self.base || at - self.base >= 64 {
+            self.base = at;
+            self.mask = self.block(data, at);
+        } else {
+            let off = at - self.base;
+            self.mask &= !0u64 << off;
+        }
+    }
+
+    /// The next structural byte's position, or `None` at the end of `data`.
+    #[inline]
+    fn next(&mut self, data: &[u8]) -> Option<usize> {
+        while self.mask == 0 {
+            if self.base + 64 >= data.len() {
+                return None;
+            }
+            self.base += 64;
+            self.mask = self.block(data, self.base);
+        }
+        let j = self.base + self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(j)
+    }
+
+    /// The mask of the (up to) 64 bytes at `at`.
+    #[inline]
+    fn block(&self, data: &[u8], at: usize) -> u64 {
+        let block = &data[at.min(data.len())..data.len().min(at + 64)];
+        let mut mask = 0u64;
+        let words = block.chunks_exact(8);
+        let tail = words.remainder();
+        for (k, w) in words.enumerate() {
+            let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            let mut hits = 0u64;
+            for splat in self.splats {
+                // 0x80 in each byte of `w` equal to the splatted byte, exactly.
+                let x = w ^ splat;
+                hits |= !(((x & LOW7) + LOW7) | x | LOW7);
+            }
+            // Gather the eight 0x80 bits into one byte.
+            mask |= ((hits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
+        }
+        let done = block.len() - tail.len();
+        for (k, b) in tail.iter().enumerate() {
+            if self.bytes.contains(b) {
+                mask |= 1 << (done + k);
+            }
+        }
+        mask
+    }
+}
+
+/// Whether `b` holds only ASCII bytes above 0x01 (eight bytes per step).
+#[inline]
+fn is_plain(b: &[u8]) -> bool {
+    let words = b.chunks_exact(8);
+    let tail = words.remainder();
+    let (mut high, mut low) = (0u64, 0u64);
+    for w in words {
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        high |= w;
+        // A zero byte of `w & !0x01…` is a byte 0x00 or 0x01 of `w`.
+        let v = w & !ONES;
+        low |= v.wrapping_sub(ONES) & !v;
+    }
+    (high | low) & (ONES << 7) == 0 && tail.iter().all(|&x| (0x02..0x80).contains(&x))
+}
+
 /// Counts a byte (SIMD).
 fn count(hay: &[u8], b: u8) -> u64 {
     bytecount::count(hay, b) as u64
@@ -690,6 +799,34 @@ mod tests {
 
     fn vals(v: &[&str]) -> Vec<(Vec<u8>, Option<Decimal>)> {
         v.iter().map(|s| (s.as_bytes().to_vec(), Decimal::parse(s.as_bytes()).ok())).collect()
+    }
+
+    #[test]
+    fn structurals_and_plain_match_a_byte_loop() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let alphabet = b",\"\nab\x00\x01\x7f\x80\xffz";
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65, 127, 128, 200, 1000] {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let want: Vec<usize> = (0..len).filter(|&i| b",\"\n".contains(&data[i])).collect();
+            for start in [0, 1, len / 2, len.saturating_sub(1)] {
+                let mut cur = Structurals::new(b',', b'"');
+                cur.seek(&data, start);
+                let got: Vec<usize> = std::iter::from_fn(|| cur.next(&data)).collect();
+                let want: Vec<usize> = want.iter().copied().filter(|&i| i >= start).collect();
+                assert_eq!(got, want, "len {len} start {start}");
+            }
+            for end in 0..len.min(80) {
+                let b = &data[..end];
+                assert_eq!(is_plain(b), b.iter().all(|&c| (2..0x80).contains(&c)), "{b:?}");
+            }
+        }
     }
 
     #[test]

@@ -134,6 +134,8 @@ fn field() -> impl Strategy<Value = String> {
         Just("crlf\r\nin".to_string()),
         Just("é€".to_string()),
         Just(String::new()),
+        // Records longer than the parser's 64-byte blocks.
+        Just("long ".repeat(30)),
     ]
 }
 
