@@ -230,6 +230,12 @@ const PARTITIONS: usize = 256;
 /// a full block is followed by a fresh one from the pool. Blocks never grow
 /// or move, and go back to the pool when their partition is aggregated.
 const BLOCK: usize = 64 * 1024;
+/// Write-combining buffer per partition. Rows land in a small buffer that
+/// stays in cache and reach the partition's block in bursts of several
+/// cache lines: writing each row straight into one of 256 cold blocks cost
+/// a cache miss (read for ownership) every other row, which the hardware
+/// prefetcher cannot hide across that many streams.
+const COMBINE: usize = 1024;
 
 /// Routes keys to partitions so that partition order is key order: keys
 /// below the sample's common prefix go first, keys above it last, and the
@@ -315,6 +321,7 @@ pub struct ScanBuffers {
     /// Empty staging blocks (capacity `BLOCK`).
     pool: Vec<Vec<u8>>,
     pending: Vec<u8>,
+    combine: Vec<Vec<u8>>,
     table: Option<PartTable>,
     /// The run's output buffer.
     pub run: Vec<u8>,
@@ -337,6 +344,8 @@ pub struct GroupTable {
     pending_rows: usize,
     /// Staged rows per partition, in blocks.
     parts: Vec<Vec<Vec<u8>>>,
+    /// Each partition's write-combining buffer (capacity `COMBINE`).
+    combine: Vec<Vec<u8>>,
     pool: Vec<Vec<u8>>,
     rows: u64,
 }
@@ -367,6 +376,7 @@ impl GroupTable {
             pending,
             pending_rows: 0,
             parts: Vec::new(),
+            combine: std::mem::take(&mut buffers.combine),
             pool: std::mem::take(&mut buffers.pool),
             rows: 0,
         }
@@ -376,62 +386,46 @@ impl GroupTable {
     #[inline]
     pub fn add_row(&mut self, key: &[u8], inputs: &[Input], row: &[u8], pos: u64) {
         self.rows += 1;
-        let buf = match &self.router {
-            Some(r) => {
-                let mut need = key.len() + 16 + 8;
-                for i in inputs {
-                    need += match i {
-                        Input::Text(s, e) => e - s + 10,
-                        _ => 18,
-                    };
-                }
-                let blocks = &mut self.parts[r.route(key)];
-                if blocks.last().is_none_or(|b| b.len() + need > b.capacity()) {
-                    let block = if need <= BLOCK {
-                        self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK))
-                    } else {
-                        Vec::with_capacity(need)
-                    };
-                    blocks.push(block);
-                }
-                blocks.last_mut().expect("just ensured")
+        let Some(r) = &self.router else {
+            encode_row(&mut self.pending, key, inputs, row, pos, self.needs_pos);
+            self.pending_rows += 1;
+            if self.pending_rows == SAMPLE_ROWS {
+                self.build_router();
             }
-            None => {
-                self.pending_rows += 1;
-                &mut self.pending
-            }
+            return;
         };
-        put_len(buf, key.len());
-        buf.extend_from_slice(key);
-        for input in inputs {
-            match *input {
-                Input::Null => buf.push(0),
-                Input::Present => buf.push(1),
-                Input::Num(d) => match i64::try_from(d.mantissa) {
-                    Ok(m) => {
-                        buf.push(2);
-                        buf.push(d.scale);
-                        buf.extend_from_slice(&m.to_le_bytes());
-                    }
-                    Err(_) => {
-                        buf.push(3);
-                        buf.push(d.scale);
-                        buf.extend_from_slice(&d.mantissa.to_le_bytes());
-                    }
-                },
-                Input::Text(s, e) => {
-                    buf.push(4);
-                    put_len(buf, e - s);
-                    buf.extend_from_slice(&row[s..e]);
-                }
-            }
+        let p = r.route(key);
+        let mut need = key.len() + 16 + 8;
+        for i in inputs {
+            need += match i {
+                Input::Text(s, e) => e - s + 10,
+                _ => 18,
+            };
         }
-        if self.needs_pos {
-            buf.extend_from_slice(&pos.to_le_bytes());
+        if self.combine[p].len() + need > COMBINE {
+            self.flush(p);
         }
-        if self.router.is_none() && self.pending_rows == SAMPLE_ROWS {
-            self.build_router();
+        if need <= COMBINE {
+            encode_row(&mut self.combine[p], key, inputs, row, pos, self.needs_pos);
+        } else {
+            let mut block = Vec::with_capacity(need);
+            encode_row(&mut block, key, inputs, row, pos, self.needs_pos);
+            self.parts[p].push(block);
         }
+    }
+
+    /// Moves partition `p`'s write-combining buffer into its blocks.
+    fn flush(&mut self, p: usize) {
+        let staged = &mut self.combine[p];
+        if staged.is_empty() {
+            return;
+        }
+        let blocks = &mut self.parts[p];
+        if blocks.last().is_none_or(|b| b.len() + staged.len() > b.capacity()) {
+            blocks.push(self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK)));
+        }
+        blocks.last_mut().expect("just ensured").extend_from_slice(staged);
+        staged.clear();
     }
 
     fn build_router(&mut self) {
@@ -440,6 +434,7 @@ impl GroupTable {
         let keys: Vec<&[u8]> = rows.iter().map(|&(ks, ke, _)| &pending[ks..ke]).collect();
         let router = Router::from_sample(&keys);
         self.parts.resize_with(PARTITIONS, Vec::new);
+        self.combine.resize_with(PARTITIONS, || Vec::with_capacity(COMBINE));
         for &(ks, ke, end) in &rows {
             let p = router.route(&pending[ks..ke]);
             // Re-stage the row's whole encoding (length prefix included).
@@ -484,7 +479,9 @@ impl GroupTable {
             t.aggregate(&self.pending, self.needs_pos);
             t.emit(&mut f);
         } else {
-            for blocks in &mut self.parts {
+            for p in 0..self.parts.len() {
+                self.flush(p);
+                let blocks = &mut self.parts[p];
                 if blocks.is_empty() {
                     continue;
                 }
@@ -503,9 +500,43 @@ impl GroupTable {
         }
         let overflow = t.overflow;
         buffers.pending = self.pending;
+        buffers.combine = self.combine;
         buffers.pool = self.pool;
         buffers.table = Some(t);
         overflow
+    }
+}
+
+/// Appends one staged row: length-prefixed key, tagged inputs, offset.
+#[inline]
+fn encode_row(buf: &mut Vec<u8>, key: &[u8], inputs: &[Input], row: &[u8], pos: u64, needs_pos: bool) {
+    put_len(buf, key.len());
+    buf.extend_from_slice(key);
+    for input in inputs {
+        match *input {
+            Input::Null => buf.push(0),
+            Input::Present => buf.push(1),
+            Input::Num(d) => match i64::try_from(d.mantissa) {
+                Ok(m) => {
+                    buf.push(2);
+                    buf.push(d.scale);
+                    buf.extend_from_slice(&m.to_le_bytes());
+                }
+                Err(_) => {
+                    buf.push(3);
+                    buf.push(d.scale);
+                    buf.extend_from_slice(&d.mantissa.to_le_bytes());
+                }
+            },
+            Input::Text(s, e) => {
+                buf.push(4);
+                put_len(buf, e - s);
+                buf.extend_from_slice(&row[s..e]);
+            }
+        }
+    }
+    if needs_pos {
+        buf.extend_from_slice(&pos.to_le_bytes());
     }
 }
 

@@ -232,6 +232,8 @@ fn large_chunks_with_awkward_key_distributions() {
         Box::new(|i, _| format!("sorted-{i:08}")),
         Box::new(|_, r| format!("song-000000000000{}", r % 3000)),
         Box::new(|_, r| if r % 10 < 9 { "hot".to_string() } else { format!("cold{}", r % 100) }),
+        // Some rows larger than a partition's write-combining buffer.
+        Box::new(|_, r| if r % 100 == 0 { format!("{}{}", "w".repeat(1500), r % 7) } else { format!("k{}", r % 500) }),
         Box::new(|_, r| match r % 4 {
             0 => "s".into(),
             1 => "".into(),
