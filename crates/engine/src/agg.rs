@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::key::{cmp_after_prefix, eq_keys, prefix, Prefix};
 use crate::number::{write_decimal, write_u64, Decimal};
 use crate::spec::AggOp;
 
@@ -361,7 +362,7 @@ struct PartTable {
     template: Vec<Acc>,
     scratch: Vec<Acc>,
     inputs: Vec<Input>,
-    order: Vec<(u128, u32)>,
+    order: Vec<(Prefix, u32)>,
     overflow: Option<usize>,
 }
 
@@ -666,7 +667,7 @@ impl PartTable {
             .find(hash, |&id| {
                 let id = id as usize;
                 let start = if id == 0 { 0 } else { ends[id - 1] };
-                &keys[start..ends[id]] == key
+                eq_keys(&keys[start..ends[id]], key)
             })
             .copied();
         match found {
@@ -692,14 +693,10 @@ impl PartTable {
         let n = self.template.len();
         let mut order = std::mem::take(&mut self.order);
         order.clear();
-        order.extend((0..self.key_ends.len()).map(|id| {
-            let k = self.key(id);
-            let mut p = [0u8; 16];
-            let m = k.len().min(16);
-            p[..m].copy_from_slice(&k[..m]);
-            (u128::from_be_bytes(p), id as u32)
-        }));
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key(a.1 as usize).cmp(self.key(b.1 as usize))));
+        order.extend((0..self.key_ends.len()).map(|id| (prefix(self.key(id)), id as u32)));
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| cmp_after_prefix(self.key(a.1 as usize), self.key(b.1 as usize)))
+        });
         for &(_, id) in &order {
             let id = id as usize;
             f(self.key(id), &self.accs[id * n..(id + 1) * n], &self.texts);

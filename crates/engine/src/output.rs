@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use serde::{Deserialize, Serialize};
 
 use crate::agg::{combine, write_value, Acc};
-use crate::key::for_each_field;
+use crate::key::{cmp_after_prefix, eq_keys, for_each_field, prefix, Prefix};
 use crate::partial::RunReader;
 use crate::Error;
 
@@ -20,9 +20,9 @@ pub type Group<'a> = (&'a [u8], &'a [Acc], &'a [u8]);
 /// Streams the merged groups of several runs in key order.
 pub struct Merger<R> {
     runs: Vec<RunReader<R>>,
-    /// The first 8 bytes of each run's current key, big-endian: most
-    /// comparisons end here without touching the keys.
-    prefixes: Vec<u64>,
+    /// The first 32 bytes of each run's current key: most comparisons end
+    /// here without touching the keys.
+    prefixes: Vec<Prefix>,
     /// Min-heap of run indices ordered by (current key, run index).
     heap: Vec<usize>,
     /// A run whose current entry was handed out as is; it advances first.
@@ -31,13 +31,6 @@ pub struct Merger<R> {
     accs: Vec<Acc>,
     texts: Vec<u8>,
     names: Vec<String>,
-}
-
-fn prefix8(k: &[u8]) -> u64 {
-    let mut p = [0u8; 8];
-    let n = k.len().min(8);
-    p[..n].copy_from_slice(&k[..n]);
-    u64::from_be_bytes(p)
 }
 
 impl<R: Read> Merger<R> {
@@ -55,7 +48,7 @@ impl<R: Read> Merger<R> {
         let n = runs.len();
         let mut m = Merger {
             runs,
-            prefixes: vec![0; n],
+            prefixes: vec![[0; 4]; n],
             heap: Vec::new(),
             pending: false,
             key: Vec::new(),
@@ -65,7 +58,7 @@ impl<R: Read> Merger<R> {
         };
         for i in 0..n {
             if m.runs[i].advance()? {
-                m.prefixes[i] = prefix8(&m.runs[i].key);
+                m.prefixes[i] = prefix(&m.runs[i].key);
                 m.heap.push(i);
                 let last = m.heap.len() - 1;
                 m.sift_up(last);
@@ -76,11 +69,11 @@ impl<R: Read> Merger<R> {
 
     #[inline]
     fn less(&self, a: usize, b: usize) -> bool {
-        let (pa, pb) = (self.prefixes[a], self.prefixes[b]);
+        let (pa, pb) = (&self.prefixes[a], &self.prefixes[b]);
         if pa != pb {
             return pa < pb;
         }
-        (&self.runs[a].key, a) < (&self.runs[b].key, b)
+        cmp_after_prefix(&self.runs[a].key, &self.runs[b].key).then(a.cmp(&b)) == std::cmp::Ordering::Less
     }
 
     fn sift_up(&mut self, mut i: usize) {
@@ -117,7 +110,7 @@ impl<R: Read> Merger<R> {
     fn pop_top(&mut self) -> io::Result<()> {
         let top = self.heap[0];
         if self.runs[top].advance()? {
-            self.prefixes[top] = prefix8(&self.runs[top].key);
+            self.prefixes[top] = prefix(&self.runs[top].key);
             self.sift_down(0);
         } else {
             let last = self.heap.pop().expect("non-empty");
@@ -134,7 +127,7 @@ impl<R: Read> Merger<R> {
         let top = self.heap[0];
         self.heap[1..self.heap.len().min(3)]
             .iter()
-            .any(|&c| self.prefixes[c] == self.prefixes[top] && self.runs[c].key == self.runs[top].key)
+            .any(|&c| self.prefixes[c] == self.prefixes[top] && eq_keys(&self.runs[c].key, &self.runs[top].key))
     }
 
     /// The next merged group, or `None` when all runs are exhausted.
@@ -164,7 +157,7 @@ impl<R: Read> Merger<R> {
         }
         self.pop_top().map_err(Error::Partial)?;
         while let Some(&t) = self.heap.first() {
-            if self.runs[t].key != self.key {
+            if !eq_keys(&self.runs[t].key, &self.key) {
                 break;
             }
             let r = &self.runs[t];
