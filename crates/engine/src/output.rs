@@ -67,6 +67,11 @@ impl<R: Read> Merger<R> {
         Ok(m)
     }
 
+    /// The aggregates of the runs (none without runs).
+    pub fn ops(&self) -> &[crate::spec::AggOp] {
+        self.runs.first().map(|r| r.ops()).unwrap_or(&[])
+    }
+
     #[inline]
     fn less(&self, a: usize, b: usize) -> bool {
         let (pa, pb) = (&self.prefixes[a], &self.prefixes[b]);

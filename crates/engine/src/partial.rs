@@ -8,6 +8,11 @@
 //! Keys are front-coded against the previous key; integers are LEB128
 //! varints, signed ones zigzagged. [`RunReader`] streams a run from any
 //! `Read` with a buffer that grows only to the longest entry.
+//!
+//! A *streamed* run ([`RunWriter::streamed`]) is handed out in pieces while
+//! it is written, so its group count is not known up front: the count field
+//! holds [`STREAMED`] and the run ends where its source ends. Parallel
+//! merges pass their output to the final merge this way.
 
 use std::io::{self, Read};
 
@@ -18,6 +23,8 @@ use crate::spec::AggOp;
 const MAGIC: &[u8; 3] = b"FFP";
 pub const VERSION: u8 = 1;
 const FAST_WINDOW: usize = 16 * 1024;
+/// The group count of a streamed run.
+pub const STREAMED: u64 = u64::MAX;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
@@ -117,13 +124,36 @@ impl RunWriter {
         self.groups += 1;
     }
 
+    /// A run whose bytes are taken out piece by piece with [`Self::take`].
+    pub fn streamed(ops: &[AggOp]) -> Self {
+        let mut w = Self::new(ops);
+        let at = w.count_at;
+        w.out[at..at + 8].copy_from_slice(&STREAMED.to_le_bytes());
+        w.count_at = usize::MAX;
+        w
+    }
+
+    /// Bytes written so far (for a streamed run): the header first, then entries.
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Hands out the bytes written since the last call (streamed runs only).
+    pub fn take(&mut self) -> Vec<u8> {
+        debug_assert_eq!(self.count_at, usize::MAX, "only a streamed run is taken in pieces");
+        std::mem::take(&mut self.out)
+    }
+
     pub fn groups(&self) -> u64 {
         self.groups
     }
 
+    /// The whole run; for a streamed run, the bytes not yet taken.
     pub fn finish(mut self) -> Vec<u8> {
         let at = self.count_at;
-        self.out[at..at + 8].copy_from_slice(&self.groups.to_le_bytes());
+        if at != usize::MAX {
+            self.out[at..at + 8].copy_from_slice(&self.groups.to_le_bytes());
+        }
         self.out
     }
 }
@@ -185,6 +215,7 @@ impl<R: Read> RunReader<R> {
         &self.ops
     }
 
+    /// Entries not yet read; [`STREAMED`] for a streamed run.
     pub fn groups_left(&self) -> u64 {
         self.remaining
     }
@@ -307,12 +338,20 @@ impl<R: Read> RunReader<R> {
         if self.remaining == 0 {
             return Ok(false);
         }
+        if self.remaining == STREAMED && self.pos == self.len {
+            self.fill_at_least(FAST_WINDOW)?;
+            if self.pos == self.len {
+                return Ok(false);
+            }
+        }
         // Most entries are a few dozen bytes: with this much buffered, the
         // checked byte reads below never need to refill.
         if self.len - self.pos < FAST_WINDOW && !self.eof {
             let _ = self.fill_at_least(FAST_WINDOW);
         }
-        self.remaining -= 1;
+        if self.remaining != STREAMED {
+            self.remaining -= 1;
+        }
         let shared = self.varint()? as usize;
         let n = self.varint()? as usize;
         if shared > self.key.len() {
@@ -382,5 +421,41 @@ mod tests {
         assert_eq!(r.key, b"abd\0");
         assert!(!r.advance().unwrap());
         assert!(RunReader::new(&bytes[..10]).and_then(|mut r| r.advance()).is_err());
+    }
+
+    #[test]
+    fn streamed_runs_end_with_their_source() {
+        let ops = [AggOp::Count];
+        let mut w = RunWriter::streamed(&ops);
+        let mut bytes = Vec::new();
+        for i in 0..1000u64 {
+            w.push(format!("k{i:05}\0").as_bytes(), &[Acc::Count(i)], &[]);
+            if w.pending() > 100 {
+                bytes.extend(w.take());
+            }
+        }
+        bytes.extend(w.finish());
+        let mut r = RunReader::new(&bytes[..]).unwrap();
+        assert_eq!(r.groups_left(), STREAMED);
+        for i in 0..1000u64 {
+            assert!(r.advance().unwrap());
+            assert_eq!(r.key, format!("k{i:05}\0").as_bytes());
+            assert_eq!(r.accs[0], Acc::Count(i));
+        }
+        assert!(!r.advance().unwrap());
+        // Cut inside an entry: an error, not a silent end.
+        let mut r = RunReader::new(&bytes[..bytes.len() - 1]).unwrap();
+        let mut err = false;
+        for _ in 0..1000 {
+            match r.advance() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    err = true;
+                    break;
+                }
+            }
+        }
+        assert!(err, "a truncated streamed run is an error");
     }
 }

@@ -17,6 +17,7 @@
 //! Ports: [`ObjectStore`], [`JobStore`], [`Dispatcher`]. Adapters live in
 //! `fanfold-local` (directory, memory, thread pool) and the AWS crates.
 
+mod fan_in;
 mod job;
 mod ports;
 mod steps;

@@ -16,6 +16,7 @@ thread_local! {
 }
 use serde::Serialize;
 
+use crate::fan_in::fan_in;
 use crate::job::{ChunkRecord, Job, JobError, OutputPart, Outputs, PartialRef, Source, Status};
 use crate::ports::{Created, Dispatcher, JobStore, ObjectStore, ObjectWriter, StoreError, Task};
 
@@ -73,6 +74,9 @@ pub struct Config {
     pub read_window: u64,
     /// Bucket name recorded in the source (and hashed into job ids).
     pub bucket: String,
+    /// Threads that merge groups of partials before the final merge (see
+    /// `fan_in`); 1 merges on one thread. Default: the cores available.
+    pub merge_threads: usize,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             lease_ms: 15 * 60 * 1000,
             read_window: 8 << 20,
             bucket: "local".into(),
+            merge_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -456,8 +461,7 @@ impl Pipeline {
                 }
             });
         }
-        let names = compiled.aggs.iter().map(|a| a.name.clone()).collect();
-        let mut merger = Merger::new(sources, names).map_err(EngineError::Partial)?;
+        let names: Vec<String> = compiled.aggs.iter().map(|a| a.name.clone()).collect();
         let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
         let prefix = self.layout.results(id);
         let sink = StoreSink {
@@ -468,15 +472,25 @@ impl Pipeline {
             faults: self.faults.as_deref(),
         };
         let mut writer = PartWriter::new(sink, compiled.max_file_bytes, fmt.header(&compiled.output_header))?;
-        // Two threads: this one cuts parts and writes them; the other merges
-        // and formats rows into blocks. Rows stay in merge order.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RowBlock, EngineError>>(4);
         let mut groups = 0u64;
         let mut cancel = CancelCheck::new();
         let outcome: Result<Vec<TopGroup>, EngineError> = std::thread::scope(|scope| {
+            // Groups of partials merge on their own threads (when there are
+            // enough); a third thread does the final merge and formats rows
+            // into blocks; this one cuts parts and writes them. Rows stay in
+            // merge order.
+            let (sources, group_mergers) = fan_in(scope, sources, &names, self.config.merge_threads);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RowBlock, EngineError>>(4);
             let merging = scope.spawn(move || {
-                let mut block = RowBlock::default();
                 let mut top = TopGroups::new(TOP_GROUPS);
+                let mut merger = match Merger::new(sources, names) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = tx.send(Err(EngineError::Partial(e)));
+                        return top;
+                    }
+                };
+                let mut block = RowBlock::default();
                 loop {
                     match merger.next_group() {
                         Ok(Some((key, accs, texts))) => {
@@ -497,19 +511,28 @@ impl Pipeline {
                 let _ = tx.send(Ok(block));
                 top
             });
-            for msg in rx {
-                let block = msg?;
-                if cancel.due() && self.stopped(id).unwrap_or(false) {
-                    return Err(EngineError::Output(std::io::Error::other("the job was cancelled")));
+            let written = (|| {
+                for msg in rx {
+                    let block = msg?;
+                    if cancel.due() && self.stopped(id).unwrap_or(false) {
+                        return Err(EngineError::Output(std::io::Error::other("the job was cancelled")));
+                    }
+                    let mut start = 0;
+                    for &end in &block.ends {
+                        writer.push_row(&block.bytes[start..end])?;
+                        start = end;
+                    }
+                    groups += block.ends.len() as u64;
                 }
-                let mut start = 0;
-                for &end in &block.ends {
-                    writer.push_row(&block.bytes[start..end])?;
-                    start = end;
-                }
-                groups += block.ends.len() as u64;
+                Ok(())
+            })();
+            // Once the final merge is done (or gone), the group mergers end too.
+            let top = merging.join().expect("the merging thread does not panic");
+            for g in group_mergers {
+                // A group merger's own error says more than the final merge's "failed".
+                g.join().expect("a group merger does not panic")?;
             }
-            Ok(merging.join().expect("the merging thread does not panic").finish())
+            written.map(|()| top.finish())
         });
         let top_groups = match outcome {
             Ok(top) => top,
