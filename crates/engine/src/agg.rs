@@ -694,9 +694,20 @@ impl PartTable {
         let mut order = std::mem::take(&mut self.order);
         order.clear();
         order.extend((0..self.key_ends.len()).map(|id| (prefix(self.key(id)), id as u32)));
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| cmp_after_prefix(self.key(a.1 as usize), self.key(b.1 as usize)))
-        });
+        // Plain tuple order (an inlined comparison) sorts by prefix; only
+        // runs of equal prefixes (keys longer than the prefix) need the keys.
+        order.sort_unstable();
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i + 1;
+            while j < order.len() && order[j].0 == order[i].0 {
+                j += 1;
+            }
+            if j - i > 1 {
+                order[i..j].sort_unstable_by(|a, b| cmp_after_prefix(self.key(a.1 as usize), self.key(b.1 as usize)));
+            }
+            i = j;
+        }
         for &(_, id) in &order {
             let id = id as usize;
             f(self.key(id), &self.accs[id * n..(id + 1) * n], &self.texts);

@@ -48,6 +48,24 @@ pub fn cmp_keys(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
+/// The length of the longest common prefix of two keys.
+#[inline]
+pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = word(&a[i..i + 8]) ^ word(&b[i..i + 8]);
+        if x != 0 {
+            return i + x.leading_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
 /// Whether two keys are equal (see [`cmp_keys`]).
 #[inline]
 pub fn eq_keys(a: &[u8], b: &[u8]) -> bool {
@@ -134,6 +152,8 @@ mod tests {
             prop_assert_eq!(enc(&a).cmp(&enc(&b)), a.cmp(&b));
             prop_assert_eq!(cmp_keys(&enc(&a), &enc(&b)), a.cmp(&b));
             prop_assert_eq!(eq_keys(&enc(&a), &enc(&b)), a == b);
+            let (x, y) = (enc(&a), enc(&b));
+            prop_assert_eq!(common_prefix(&x, &y), x.iter().zip(&y).take_while(|(p, q)| p == q).count());
             let (ka, kb) = (enc(&a), enc(&b));
             prop_assert_eq!(prefix(&ka).cmp(&prefix(&kb)).then_with(|| cmp_after_prefix(&ka, &kb)), a.cmp(&b));
             let mut out = Vec::new();

@@ -17,6 +17,7 @@
 use std::io::{self, Read};
 
 use crate::agg::{Acc, TextRef, Val};
+use crate::key::common_prefix;
 use crate::number::Decimal;
 use crate::spec::AggOp;
 
@@ -26,7 +27,24 @@ const FAST_WINDOW: usize = 16 * 1024;
 /// The group count of a streamed run.
 pub const STREAMED: u64 = u64::MAX;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u128) {
+#[inline]
+fn put_varint(out: &mut Vec<u8>, v: u128) {
+    match u64::try_from(v) {
+        Ok(v) => put_varint64(out, v),
+        Err(_) => put_varint128(out, v),
+    }
+}
+
+#[inline]
+fn put_varint64(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_varint128(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -99,11 +117,12 @@ impl RunWriter {
     }
 
     pub fn push(&mut self, key: &[u8], accs: &[Acc], arena: &[u8]) {
-        let shared = key.iter().zip(&self.prev).take_while(|(a, b)| a == b).count();
-        put_varint(&mut self.out, shared as u128);
-        put_text(&mut self.out, &key[shared..]);
-        self.prev.clear();
-        self.prev.extend_from_slice(key);
+        let shared = common_prefix(key, &self.prev);
+        put_varint64(&mut self.out, shared as u64);
+        put_varint64(&mut self.out, (key.len() - shared) as u64);
+        self.out.extend_from_slice(&key[shared..]);
+        self.prev.truncate(shared);
+        self.prev.extend_from_slice(&key[shared..]);
         let out = &mut self.out;
         for a in accs {
             match a {

