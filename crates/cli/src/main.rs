@@ -42,8 +42,10 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Bytes per chunk task, e.g. 64MiB, 1GB, 4096; any size down to 1 byte.
-        #[arg(long, value_parser = parse_size, default_value = "64MiB")]
-        chunk_size: u64,
+        /// [default: 64MiB, made a little smaller so that every worker gets
+        /// the same number of chunks]
+        #[arg(long, value_parser = parse_size)]
+        chunk_size: Option<u64>,
         /// Worker threads (default: number of cores).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
         workers: Option<u64>,
@@ -172,11 +174,14 @@ fn run(
     file: PathBuf,
     spec: Option<PathBuf>,
     out: Option<PathBuf>,
-    chunk_size: u64,
+    chunk_size: Option<u64>,
     workers: Option<u64>,
 ) -> Result<ExitCode> {
     let spec = read_spec(spec)?;
-    let mut opts = RunOptions { chunk_size, out_dir: out, ..RunOptions::default() };
+    let mut opts = RunOptions { out_dir: out, even_waves: chunk_size.is_none(), ..RunOptions::default() };
+    if let Some(c) = chunk_size {
+        opts.chunk_size = c;
+    }
     if let Some(w) = workers {
         opts.workers = w as usize;
     }

@@ -27,7 +27,12 @@ use fanfold_pipeline::{Config, Job, Layout, ObjectStore, Pipeline, PipelineError
 /// Options of a local run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// Bytes per chunk (at most; see `even_waves`).
     pub chunk_size: u64,
+    /// Shrink the chunks a little so that their count is a multiple of
+    /// `workers`: a last wave with fewer chunks than workers leaves cores
+    /// idle. The result is the same for any chunking.
+    pub even_waves: bool,
     pub workers: usize,
     /// Default: `./fanfold-out/<job-id>/`.
     pub out_dir: Option<PathBuf>,
@@ -37,6 +42,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             chunk_size: Config::default().chunk_size,
+            even_waves: true,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             out_dir: None,
         }
@@ -59,6 +65,17 @@ pub enum RunError {
     Output { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+}
+
+/// The chunk size a run uses (see [`RunOptions::even_waves`]).
+fn chunk_size(file_size: u64, opts: &RunOptions) -> u64 {
+    let chunk = opts.chunk_size.max(1);
+    let workers = opts.workers.max(1) as u64;
+    if !opts.even_waves || file_size <= chunk {
+        return chunk;
+    }
+    let waves = file_size.div_ceil(chunk.saturating_mul(workers));
+    file_size.div_ceil(waves.saturating_mul(workers)).clamp(1, chunk)
 }
 
 /// Runs the whole job on this machine and waits for it. `progress` is
@@ -105,7 +122,7 @@ pub fn run_file(
         jobs: jobs.clone(),
         dispatcher: Arc::new(dispatcher.clone()),
         layout: Layout { results: String::new(), partials: "_fanfold/partials/{job}/".into() },
-        config: Config { chunk_size: opts.chunk_size.max(1), bucket, ..Config::default() },
+        config: Config { chunk_size: chunk_size(meta.len(), opts), bucket, ..Config::default() },
         faults: None,
     });
     let pool = dispatcher.start(&pipeline, opts.workers);
@@ -129,4 +146,29 @@ pub fn run_file(
         _ => None,
     };
     Ok(RunOutcome { job, out_dir: output.root().to_path_buf(), summary })
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn even_waves_give_every_worker_the_same_number_of_chunks() {
+        let opts = |chunk_size, workers, even_waves| RunOptions { chunk_size, workers, even_waves, out_dir: None };
+        for (size, workers, want) in [(1_000_000_000u64, 2usize, 16u64), (1_000_000_000, 3, 15), (1_000_000_000, 4, 16)]
+        {
+            let c = chunk_size(size, &opts(64 << 20, workers, true));
+            assert!(c <= 64 << 20);
+            assert_eq!(size.div_ceil(c), want, "{size} bytes, {workers} workers: chunks of {c}");
+        }
+        // Never larger than asked; off when asked for a chunk size.
+        for (size, chunk, workers) in [(999u64, 10u64, 3usize), (10_000, 7, 4), (5, 1, 2), (u64::MAX, u64::MAX / 2, 7)]
+        {
+            let c = chunk_size(size, &opts(chunk, workers, true));
+            assert!((1..=chunk).contains(&c), "{size} {chunk} {workers}: {c}");
+            assert_eq!(chunk_size(size, &opts(chunk, workers, false)), chunk);
+        }
+        // One chunk's worth stays one chunk.
+        assert_eq!(chunk_size(100, &opts(1000, 2, true)), 1000);
+    }
 }
