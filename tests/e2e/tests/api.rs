@@ -327,10 +327,7 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     )
     .unwrap();
     std::fs::write(data.join("incoming/songs/plays.csv"), &example).unwrap();
-    // Copy the big file in and let the watcher find it.
-    std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
     let slow_id = listed(&srv, "incoming/slow.csv");
-    let big_id = listed(&srv, "incoming/big.csv");
     let specced = listed(&srv, "incoming/songs/plays.csv");
     let r = srv.wait(&specced, LONG);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -343,7 +340,11 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     assert_eq!(r.json()["source"]["size"], example.len(), "the job saw the whole file");
     assert_eq!(r.json()["stats"]["rows_read"], 7);
 
-    // Kill the server while the big job runs; a new one resumes it.
+    // Copy the big file in (only now: the other jobs' pauses would give it
+    // time to finish) and kill the server while its job runs; a new one
+    // resumes it.
+    std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
+    let big_id = listed(&srv, "incoming/big.csv");
     let t = Instant::now();
     loop {
         let r = srv.get(&format!("/jobs/{big_id}"));
