@@ -264,7 +264,7 @@ async fn list_jobs(
 
 fn progress(job: &Job) -> Value {
     json!({
-        "chunks_done": job.done.len(),
+        "chunks_done": job.chunks_done,
         "chunks_total": job.chunk_count,
         "bytes_done": job.bytes_done,
         "bytes_total": job.source.size,
@@ -359,14 +359,17 @@ async fn get_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Re
     blocking(move || {
         let job = done_job(&api, &id)?;
         let out = job.outputs.as_ref().ok_or_else(|| ApiError::internal("a DONE job without outputs", false))?;
+        let summary = serde_json::from_slice::<Summary>(&read_small(&api, &out.summary, 64 << 20)?).ok();
+        // The job record lists the first parts; the summary lists them all.
+        let listed = match &summary {
+            Some(s) if !out.complete_list() => &s.output_files,
+            _ => &out.parts,
+        };
         let mut files = Vec::new();
-        for p in &out.parts {
+        for p in listed {
             files.push(json!({"key": p.key, "bytes": p.bytes, "rows": p.rows, "url": api.links.download(&p.key)?}));
         }
-        let mut stats: Value = serde_json::from_slice::<Summary>(&read_small(&api, &out.summary, 1 << 20)?)
-            .ok()
-            .and_then(|s| serde_json::to_value(s).ok())
-            .unwrap_or(Value::Null);
+        let mut stats: Value = summary.and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
         if let Some(src) = stats.get_mut("source") {
             *src = job.source.key.clone().into(); // not the store's internal address
         }

@@ -193,7 +193,7 @@ fn run(
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         bar.set_message(format!(
             "chunks {}/{}  {:.1} M rows/s  {:?}",
-            job.done.len(),
+            job.chunks_done,
             job.chunk_count,
             job.rows as f64 / secs / 1e6,
             job.status

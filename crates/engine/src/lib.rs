@@ -33,12 +33,15 @@
 //! ```
 
 mod agg;
+pub mod index;
 mod key;
 pub mod number;
 mod output;
 pub mod partial;
 mod plan;
+pub mod sample;
 mod scan;
+pub mod sketch;
 mod spec;
 
 use sha2::{Digest, Sha256};
@@ -47,6 +50,9 @@ pub use agg::{Acc, ScanBuffers};
 pub use output::{
     part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroup, TopGroups,
 };
+pub use index::RunIndex;
+pub use sample::RangePlan;
+pub use sketch::Sketch;
 pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
 pub use spec::{

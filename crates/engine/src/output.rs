@@ -36,9 +36,20 @@ pub struct Merger<R> {
 impl<R: Read> Merger<R> {
     /// `names`: the aggregates' output names, for error messages.
     pub fn new(sources: Vec<R>, names: Vec<String>) -> io::Result<Self> {
+        Self::bounded(sources, names, None, None)
+    }
+
+    /// Merges only the keys in `[lo, hi)` of each source (see
+    /// [`RunReader::set_bounds`]): sources may be slices that begin before
+    /// `lo` and end after `hi`.
+    pub fn bounded(sources: Vec<R>, names: Vec<String>, lo: Option<&[u8]>, hi: Option<&[u8]>) -> io::Result<Self> {
         let mut runs = Vec::with_capacity(sources.len());
         for s in sources {
-            runs.push(RunReader::new(s)?);
+            let mut r = RunReader::new(s)?;
+            if lo.is_some() || hi.is_some() {
+                r.set_bounds(lo.map(<[u8]>::to_vec), hi.map(<[u8]>::to_vec));
+            }
+            runs.push(r);
         }
         if let Some(first) = runs.first() {
             if runs.iter().any(|r| r.ops() != first.ops()) {
@@ -286,13 +297,15 @@ pub struct PartInfo {
     pub rows: u64,
 }
 
-pub fn part_name(index: usize) -> String {
-    format!("part-{index:05}.csv")
+/// The name of part `index` of key range `range`: name order is key order.
+pub fn part_name(range: usize, index: usize) -> String {
+    format!("part-{range:05}-{index:05}.csv")
 }
 
 /// Cuts rows into parts of at most `max_bytes`, each starting with the header.
 pub struct PartWriter<S> {
     sink: S,
+    range: usize,
     max: u64,
     header: Vec<u8>,
     current: Option<PartInfo>,
@@ -303,12 +316,19 @@ pub struct PartWriter<S> {
 const FLUSH_AT: usize = 1 << 20;
 
 impl<S: PartSink> PartWriter<S> {
+    /// Parts of key range 0 (see [`Self::for_range`]).
     pub fn new(sink: S, max_bytes: u64, header: Vec<u8>) -> Result<Self, Error> {
+        Self::for_range(sink, max_bytes, header, 0)
+    }
+
+    /// Writes the parts of key range `range` (their names carry it).
+    pub fn for_range(sink: S, max_bytes: u64, header: Vec<u8>, range: usize) -> Result<Self, Error> {
         if header.len() as u64 > max_bytes {
             return Err(Error::RowTooLarge { bytes: header.len() as u64, max: max_bytes, what: "the header row" });
         }
         Ok(PartWriter {
             sink,
+            range,
             max: max_bytes,
             header,
             current: None,
@@ -338,7 +358,7 @@ impl<S: PartSink> PartWriter<S> {
         let index = self.parts.len();
         self.sink.begin(index)?;
         self.buf.extend_from_slice(&self.header);
-        self.current = Some(PartInfo { index, name: part_name(index), bytes: self.header.len() as u64, rows: 0 });
+        self.current = Some(PartInfo { index, name: part_name(self.range, index), bytes: self.header.len() as u64, rows: 0 });
         Ok(())
     }
 
@@ -372,6 +392,12 @@ impl<S: PartSink> PartWriter<S> {
         if self.current.is_none() && self.parts.is_empty() {
             self.open_next().map_err(Error::Output)?;
         }
+        self.finish_parts()
+    }
+
+    /// Closes the last part; no part at all when there were no rows (a key
+    /// range that holds no groups writes nothing).
+    pub fn finish_parts(mut self) -> Result<(Vec<PartInfo>, S), Error> {
         self.close_current().map_err(Error::Output)?;
         Ok((self.parts, self.sink))
     }
@@ -466,6 +492,18 @@ impl TopGroups {
         if self.items.len() == self.n {
             self.floor = self.items.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
         }
+    }
+
+    /// The `n` largest of several key ranges' top groups: `groups` are the
+    /// ranges' lists (each largest first, equal values in key order)
+    /// concatenated in key order of the ranges. Gives what one [`TopGroups`]
+    /// over all the groups would.
+    pub fn merge(mut groups: Vec<TopGroup>, n: usize) -> Vec<TopGroup> {
+        let rank = |g: &TopGroup| g.value.trim().parse::<f64>().unwrap_or(f64::NEG_INFINITY);
+        // Stable: equal values keep their key order.
+        groups.sort_by(|a, b| rank(b).total_cmp(&rank(a)));
+        groups.truncate(n);
+        groups
     }
 
     /// Largest first; equal values in key order.

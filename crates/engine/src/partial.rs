@@ -2,12 +2,24 @@
 //! versioned binary encoding.
 //!
 //! ```text
-//! "FFP" version(=1) n_aggs op[n_aggs] groups:varint
+//! "FFP" version(=2) n_aggs op[n_aggs] groups:u64le
 //! entry*: shared:varint suffix_len:varint suffix acc[n_aggs]
+//! index:  count:varint (offset_delta:varint key_len:varint key)*
+//! footer: index_at:u64le "FFIX"
 //! ```
 //! Keys are front-coded against the previous key; integers are LEB128
 //! varints, signed ones zigzagged. [`RunReader`] streams a run from any
 //! `Read` with a buffer that grows only to the longest entry.
+//!
+//! The *sparse key index* (like an SSTable's) lists restart entries: at
+//! least every [`INDEX_STRIDE`] bytes an entry is written with its whole key
+//! (`shared = 0`), and its offset and key go into the index. At most
+//! [`MAX_INDEX`] restarts are indexed (when the index fills, every other one
+//! is dropped and the stride doubles), so the index of any run is a few tens
+//! of KB. A reader that wants the keys in `[lo, hi)` reads the index (it
+//! ends the object: one ranged read of `[index_at, len)`), finds the byte
+//! range with [`crate::index::slice_of`] and reads only that, as a *slice*:
+//! [`slice_header`] followed by the bytes, with the bounds set on the reader.
 //!
 //! A *streamed* run ([`RunWriter::streamed`]) is handed out in pieces while
 //! it is written, so its group count is not known up front: the count field
@@ -22,7 +34,15 @@ use crate::number::Decimal;
 use crate::spec::AggOp;
 
 const MAGIC: &[u8; 3] = b"FFP";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// Bytes of entries between indexed restarts, at first.
+pub const INDEX_STRIDE: usize = 32 * 1024;
+/// Restarts kept in a run's index at most.
+pub const MAX_INDEX: usize = 1024;
+/// The footer's magic (after `index_at`).
+pub const INDEX_MAGIC: &[u8; 4] = b"FFIX";
+/// Bytes of the footer.
+pub const FOOTER: usize = 12;
 const FAST_WINDOW: usize = 16 * 1024;
 /// The group count of a streamed run.
 pub const STREAMED: u64 = u64::MAX;
@@ -97,6 +117,11 @@ pub struct RunWriter {
     prev: Vec<u8>,
     count_at: usize,
     groups: u64,
+    /// Restart entries: (offset, key). Empty and unused for streamed runs.
+    index: Vec<(u64, Vec<u8>)>,
+    stride: usize,
+    last_restart: usize,
+    indexed: bool,
 }
 
 impl RunWriter {
@@ -113,11 +138,36 @@ impl RunWriter {
         out.extend(ops.iter().map(|o| o.code()));
         let count_at = out.len();
         out.extend_from_slice(&[0; 8]); // group count, fixed width so it can be patched
-        RunWriter { out, prev: Vec::new(), count_at, groups: 0 }
+        RunWriter {
+            out,
+            prev: Vec::new(),
+            count_at,
+            groups: 0,
+            index: Vec::new(),
+            stride: INDEX_STRIDE,
+            last_restart: 0,
+            indexed: true,
+        }
     }
 
     pub fn push(&mut self, key: &[u8], accs: &[Acc], arena: &[u8]) {
-        let shared = common_prefix(key, &self.prev);
+        let restart = self.indexed && (self.groups == 0 || self.out.len() - self.last_restart >= self.stride);
+        let shared = if restart {
+            if self.index.len() == MAX_INDEX {
+                // Keep every other restart; the ones dropped stay valid restarts in the data.
+                let mut i = 0;
+                self.index.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.stride *= 2;
+            }
+            self.last_restart = self.out.len();
+            self.index.push((self.out.len() as u64, key.to_vec()));
+            0
+        } else {
+            common_prefix(key, &self.prev)
+        };
         put_varint64(&mut self.out, shared as u64);
         put_varint64(&mut self.out, (key.len() - shared) as u64);
         self.out.extend_from_slice(&key[shared..]);
@@ -149,6 +199,7 @@ impl RunWriter {
         let at = w.count_at;
         w.out[at..at + 8].copy_from_slice(&STREAMED.to_le_bytes());
         w.count_at = usize::MAX;
+        w.indexed = false;
         w
     }
 
@@ -167,13 +218,74 @@ impl RunWriter {
         self.groups
     }
 
-    /// The whole run; for a streamed run, the bytes not yet taken.
+    /// The whole run with its index and footer; for a streamed run, the
+    /// bytes not yet taken.
     pub fn finish(mut self) -> Vec<u8> {
         let at = self.count_at;
         if at != usize::MAX {
             self.out[at..at + 8].copy_from_slice(&self.groups.to_le_bytes());
+            let index_at = self.out.len() as u64;
+            put_varint64(&mut self.out, self.index.len() as u64);
+            let mut prev = 0u64;
+            for (off, key) in &self.index {
+                put_varint64(&mut self.out, off - prev);
+                prev = *off;
+                put_varint64(&mut self.out, key.len() as u64);
+                self.out.extend_from_slice(key);
+            }
+            self.out.extend_from_slice(&index_at.to_le_bytes());
+            self.out.extend_from_slice(INDEX_MAGIC);
         }
         self.out
+    }
+}
+
+/// The header of a run of `ops` whose entries follow without a count: put
+/// it before the bytes of a slice to read the slice as a run.
+pub fn slice_header(ops: &[AggOp]) -> Vec<u8> {
+    RunWriter::streamed(ops).out
+}
+
+/// Reads the first bytes of a run (its header) for its ops.
+pub fn ops_of(run: &[u8]) -> io::Result<Vec<AggOp>> {
+    if run.len() < 5 || &run[..3] != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    if run[3] != VERSION {
+        return Err(corrupt(&format!("unsupported version {}", run[3])));
+    }
+    let n = run[4] as usize;
+    run.get(5..5 + n)
+        .ok_or_else(|| corrupt("truncated header"))?
+        .iter()
+        .map(|&c| AggOp::from_code(c).ok_or_else(|| corrupt("bad op")))
+        .collect()
+}
+
+/// Where the index of a whole run starts (from its footer).
+pub fn index_at(run: &[u8]) -> io::Result<u64> {
+    let n = run.len();
+    if n < FOOTER || &run[n - 4..] != INDEX_MAGIC {
+        return Err(corrupt("no index footer"));
+    }
+    Ok(u64::from_le_bytes(run[n - FOOTER..n - 4].try_into().expect("8 bytes")))
+}
+
+/// Reads a varint from `b` at `*pos`.
+pub(crate) fn get_varint(b: &[u8], pos: &mut usize) -> io::Result<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(*pos).ok_or_else(|| corrupt("truncated index"))?;
+        *pos += 1;
+        if shift >= 64 {
+            return Err(corrupt("varint too long"));
+        }
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+        shift += 7;
     }
 }
 
@@ -191,6 +303,9 @@ pub struct RunReader<R> {
     eof: bool,
     ops: Vec<AggOp>,
     remaining: u64,
+    /// Only entries with `lo <= key < hi` are returned (a slice's bounds).
+    lo: Option<Vec<u8>>,
+    hi: Option<Vec<u8>>,
     /// Current entry.
     pub key: Vec<u8>,
     pub accs: Vec<Acc>,
@@ -207,6 +322,8 @@ impl<R: Read> RunReader<R> {
             eof: false,
             ops: Vec::new(),
             remaining: 0,
+            lo: None,
+            hi: None,
             key: Vec::new(),
             accs: Vec::new(),
             texts: Vec::new(),
@@ -232,6 +349,14 @@ impl<R: Read> RunReader<R> {
 
     pub fn ops(&self) -> &[AggOp] {
         &self.ops
+    }
+
+    /// Returns only the entries with `lo <= key < hi` from now on (a
+    /// bound of `None` is open). Entries below `lo` are skipped; the first
+    /// one at or above `hi` ends the run.
+    pub fn set_bounds(&mut self, lo: Option<Vec<u8>>, hi: Option<Vec<u8>>) {
+        self.lo = lo;
+        self.hi = hi;
     }
 
     /// Entries not yet read; [`STREAMED`] for a streamed run.
@@ -354,6 +479,21 @@ impl<R: Read> RunReader<R> {
 
     /// Moves to the next entry; `false` at the end of the run.
     pub fn advance(&mut self) -> io::Result<bool> {
+        loop {
+            if !self.advance_any()? {
+                return Ok(false);
+            }
+            if self.hi.as_deref().is_some_and(|hi| self.key.as_slice() >= hi) {
+                self.remaining = 0;
+                return Ok(false);
+            }
+            if self.lo.as_deref().is_none_or(|lo| self.key.as_slice() >= lo) {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn advance_any(&mut self) -> io::Result<bool> {
         if self.remaining == 0 {
             return Ok(false);
         }

@@ -23,6 +23,7 @@ use crate::agg::{GroupTable, Input, ScanBuffers};
 use crate::key::push_field;
 use crate::number::{Decimal, NumberError};
 use crate::partial::RunWriter;
+use crate::sketch::Sketch;
 use crate::spec::{AggOp, Compiled, FilterOp, OnBadRow, Transform};
 
 /// How many bad-row samples a chunk (and a job) keeps.
@@ -93,6 +94,14 @@ pub struct ChunkReport {
     pub groups: u64,
     /// Index of an aggregate whose sum overflowed the 128-bit range.
     pub overflow: Option<usize>,
+    /// The partial's length and where its key index starts.
+    #[serde(default)]
+    pub run_bytes: u64,
+    #[serde(default)]
+    pub index_at: u64,
+    /// The chunk's group keys, for sizing the job's key ranges.
+    #[serde(default)]
+    pub sketch: Sketch,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -670,11 +679,18 @@ impl<'c> ChunkScanner<'c> {
         let mut w = RunWriter::with_buffer(&ops, std::mem::take(&mut self.buffers.run));
         // An overflow is not a row problem: the job fails with the same
         // message whether it happens here or when partials are merged.
+        let mut sketch = Sketch::default();
         let overflow = if self.error.is_none() {
-            self.work.table.finish(&mut self.buffers, |k, accs, texts| w.push(k, accs, texts))
+            self.work.table.finish(&mut self.buffers, |k, accs, texts| {
+                sketch.add(k);
+                w.push(k, accs, texts)
+            })
         } else {
             None
         };
+        let groups = w.groups();
+        let run = w.finish();
+        let index_at = crate::partial::index_at(&run).expect("a run just written has its footer");
         let report = ChunkReport {
             index: self.range.index,
             start: self.range.start,
@@ -687,10 +703,13 @@ impl<'c> ChunkScanner<'c> {
             bad_rows: self.bad,
             samples: self.samples,
             error: self.error,
-            groups: w.groups(),
+            groups,
             overflow,
+            run_bytes: run.len() as u64,
+            index_at,
+            sketch,
         };
-        (report, w.finish(), self.buffers)
+        (report, run, self.buffers)
     }
 }
 

@@ -13,14 +13,17 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use fanfold_engine::Head;
-use fanfold_pipeline::{ChunkRecord, Created, Job, JobError, JobPage, JobStore, Outputs, Status, StoreError};
+use fanfold_engine::{Head, StartState};
+use fanfold_pipeline::{
+    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Outputs, RangeRecord, Status, StoreError,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::MemoryJobStore;
+use crate::memory::{Entry, MemoryJobStore};
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const CHUNKS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("chunks");
+const RANGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("ranges");
 
 pub struct DbJobStore {
     mem: MemoryJobStore,
@@ -37,6 +40,14 @@ fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
     StoreError::Other { message: format!("job database: malformed {what}: {e}"), retryable: false }
 }
 
+/// Which record besides the job a change wrote.
+#[derive(Clone, Copy)]
+enum Touched {
+    Job,
+    Chunk(u32),
+    Range(u32),
+}
+
 impl DbJobStore {
     /// Opens (or creates) the database file and loads its jobs.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -46,33 +57,40 @@ impl DbJobStore {
             let w = db.begin_write().map_err(db_err)?;
             w.open_table(JOBS).map_err(db_err)?;
             w.open_table(CHUNKS).map_err(db_err)?;
+            w.open_table(RANGES).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let r = db.begin_read().map_err(db_err)?;
         let jobs = r.open_table(JOBS).map_err(db_err)?;
         let chunks = r.open_table(CHUNKS).map_err(db_err)?;
+        let ranges = r.open_table(RANGES).map_err(db_err)?;
         for entry in jobs.iter().map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
             let job: Job = serde_json::from_slice(v.value()).map_err(|e| corrupt("job", e))?;
             let id = k.value();
-            let mut records = Vec::new();
+            let mut e = Entry { job: Some(job), ..Entry::default() };
             for c in chunks.range((id, 0)..=(id, u32::MAX)).map_err(db_err)? {
-                let (_, v) = c.map_err(db_err)?;
-                records.push(serde_json::from_slice(v.value()).map_err(|e| corrupt("chunk record", e))?);
+                let (k, v) = c.map_err(db_err)?;
+                let rec: ChunkRecord = serde_json::from_slice(v.value()).map_err(|e| corrupt("chunk record", e))?;
+                e.chunks.insert(k.value().1, rec);
             }
-            mem.restore(job, records);
+            for c in ranges.range((id, 0)..=(id, u32::MAX)).map_err(db_err)? {
+                let (k, v) = c.map_err(db_err)?;
+                let rec: RangeRecord = serde_json::from_slice(v.value()).map_err(|e| corrupt("range record", e))?;
+                e.ranges.insert(k.value().1, rec);
+            }
+            mem.restore(e);
         }
         Ok(DbJobStore { mem, db, write: Mutex::new(()) })
     }
 
-    /// Runs a change on the in-memory store and writes the job (and, when
-    /// given, a chunk record) through to the file.
-    /// `changed` tells from the answer whether anything changed (a lost
-    /// condition writes nothing).
+    /// Runs a change on the in-memory store and writes the job (and the
+    /// record it touched) through to the file. `changed` tells from the
+    /// answer whether anything changed (a lost condition writes nothing).
     fn change<T>(
         &self,
         id: &str,
-        chunk: Option<&ChunkRecord>,
+        touched: Touched,
         f: impl FnOnce(&MemoryJobStore) -> Result<T, StoreError>,
         changed: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
@@ -88,16 +106,31 @@ impl DbJobStore {
             let bytes = serde_json::to_vec(&job).expect("jobs serialize");
             jobs.insert(id, bytes.as_slice()).map_err(db_err)?;
             let mut chunks = w.open_table(CHUNKS).map_err(db_err)?;
+            let mut ranges = w.open_table(RANGES).map_err(db_err)?;
             if job.status.is_final() {
                 chunks.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(db_err)?;
-            } else if let Some(c) = chunk {
-                let bytes = serde_json::to_vec(c).expect("chunk records serialize");
-                chunks.insert((id, c.report.index), bytes.as_slice()).map_err(db_err)?;
+                ranges.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(db_err)?;
+            } else {
+                match touched {
+                    Touched::Job => {}
+                    Touched::Chunk(i) => {
+                        if let Some(c) = self.mem.chunk(id, i) {
+                            let bytes = serde_json::to_vec(&c).expect("chunk records serialize");
+                            chunks.insert((id, i), bytes.as_slice()).map_err(db_err)?;
+                        }
+                    }
+                    Touched::Range(i) => {
+                        if let Some(r) = self.mem.range(id, i) {
+                            let bytes = serde_json::to_vec(&r).expect("range records serialize");
+                            ranges.insert((id, i), bytes.as_slice()).map_err(db_err)?;
+                        }
+                    }
+                }
             }
         }
         w.commit().map_err(db_err)?;
         if job.status.is_final() {
-            self.mem.drop_chunks(id);
+            self.mem.drop_records(id);
         }
         Ok(out)
     }
@@ -105,37 +138,60 @@ impl DbJobStore {
 
 impl JobStore for DbJobStore {
     fn create_job(&self, job: &Job) -> Result<Created, StoreError> {
-        self.change(&job.id, None, |m| m.create_job(job), |c| matches!(c, Created::New))
+        self.change(&job.id, Touched::Job, |m| m.create_job(job), |c| matches!(c, Created::New))
     }
     fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         self.mem.get_job(id)
     }
     fn start_running(&self, id: &str, head: &Head, size: u64, count: u32, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.start_running(id, head, size, count, now), |b| *b)
+        self.change(id, Touched::Job, |m| m.start_running(id, head, size, count, now), |b| *b)
     }
-    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError> {
-        self.change(id, Some(record), |m| m.put_chunk(id, record), |_| true)
+    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<bool, StoreError> {
+        self.change(id, Touched::Chunk(record.report.index), |m| m.put_chunk(id, record), |b| *b)
     }
-    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now: u64) -> Result<Option<usize>, StoreError> {
-        self.change(id, None, |m| m.mark_done(id, chunk, rows, bytes, now), Option::is_some)
+    fn mark_done(
+        &self,
+        id: &str,
+        chunk: u32,
+        state: StartState,
+        rows: u64,
+        bytes: u64,
+        now: u64,
+    ) -> Result<Option<u32>, StoreError> {
+        self.change(id, Touched::Chunk(chunk), |m| m.mark_done(id, chunk, state, rows, bytes, now), Option::is_some)
     }
-    fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError> {
-        self.mem.chunks(id)
+    fn chunk_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<ChunkRecord>, StoreError> {
+        self.mem.chunk_page(id, after, limit)
     }
     fn take_lease(&self, id: &str, owner: &str, now: u64, until: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.take_lease(id, owner, now, until), |b| *b)
+        self.change(id, Touched::Job, |m| m.take_lease(id, owner, now, until), |b| *b)
     }
-    fn reopen_chunks(&self, id: &str, owner: &str, chunks: &[u32]) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.reopen_chunks(id, owner, chunks), |b| *b)
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError> {
+        self.change(id, Touched::Chunk(chunk), |m| m.reopen_chunk(id, owner, chunk, state), |b| *b)
+    }
+    fn release_lease(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        self.change(id, Touched::Job, |m| m.release_lease(id, owner), |b| *b)
+    }
+    fn start_merging(&self, id: &str, owner: &str, ranges: u32, now: u64) -> Result<bool, StoreError> {
+        self.change(id, Touched::Job, |m| m.start_merging(id, owner, ranges, now), |b| *b)
+    }
+    fn take_range(&self, id: &str, range: u32, owner: &str, now: u64, until: u64) -> Result<bool, StoreError> {
+        self.change(id, Touched::Range(range), |m| m.take_range(id, range, owner, now, until), |b| *b)
+    }
+    fn range_done(&self, id: &str, range: u32, owner: &str, now: u64) -> Result<Option<u32>, StoreError> {
+        self.change(id, Touched::Range(range), |m| m.range_done(id, range, owner, now), Option::is_some)
+    }
+    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError> {
+        self.mem.range_page(id, after, limit)
     }
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.complete(id, owner, outputs, now), |b| *b)
+        self.change(id, Touched::Job, |m| m.complete(id, owner, outputs, now), |b| *b)
     }
     fn fail(&self, id: &str, error: &JobError, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.fail(id, error, now), |b| *b)
+        self.change(id, Touched::Job, |m| m.fail(id, error, now), |b| *b)
     }
     fn cancel(&self, id: &str, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.cancel(id, now), |b| *b)
+        self.change(id, Touched::Job, |m| m.cancel(id, now), |b| *b)
     }
     fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
         self.mem.status(id)
@@ -147,7 +203,7 @@ impl JobStore for DbJobStore {
         self.mem.active_jobs()
     }
     fn record_sweep(&self, id: &str, sweeps: u32, now: u64) -> Result<bool, StoreError> {
-        self.change(id, None, |m| m.record_sweep(id, sweeps, now), |b| *b)
+        self.change(id, Touched::Job, |m| m.record_sweep(id, sweeps, now), |b| *b)
     }
 }
 
@@ -164,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn jobs_and_chunks_survive_reopening() {
+    fn jobs_chunks_and_ranges_survive_reopening_without_their_leases() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.redb");
         let source = Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100 };
@@ -174,21 +230,34 @@ mod tests {
             s.create_job(&Job::new("j1".into(), source.clone(), "{}".into(), 5)).unwrap();
             s.start_running("j1", &head, 50, 2, 6).unwrap();
             let rec = fanfold_pipeline::contract::record(1, PartialRef::Inline(vec![1, 2, 3]));
-            s.put_chunk("j1", &rec).unwrap();
-            assert_eq!(s.mark_done("j1", 1, 3, 50, 7).unwrap(), Some(1));
-            s.create_job(&Job::new("j2".into(), source, "{}".into(), 8)).unwrap();
+            assert!(s.put_chunk("j1", &rec).unwrap());
+            assert_eq!(s.mark_done("j1", 1, StartState::Guess, 3, 50, 7).unwrap(), Some(1));
+            s.create_job(&Job::new("j2".into(), source.clone(), "{}".into(), 8)).unwrap();
             s.cancel("j2", 9).unwrap();
+            s.create_job(&Job::new("j3".into(), source, "{}".into(), 10)).unwrap();
+            s.start_running("j3", &head, 50, 0, 11).unwrap();
+            assert!(s.take_lease("j3", "p", 12, 1_000_000).unwrap());
+            assert!(s.start_merging("j3", "p", 2, 13).unwrap());
+            assert!(s.take_range("j3", 0, "r0", 14, 1_000_000).unwrap());
+            assert!(s.take_range("j3", 1, "r1", 14, 1_000_000).unwrap());
+            assert_eq!(s.range_done("j3", 0, "r0", 15).unwrap(), Some(1));
         }
         let s = DbJobStore::open(&path).unwrap();
         let j = s.get_job("j1").unwrap().unwrap();
-        assert_eq!((j.status, j.done.clone(), j.rows, j.chunk_count), (Status::Running, vec![1], 3, 2));
+        assert_eq!((j.status, j.chunks_done, j.rows, j.chunk_count), (Status::Running, 1, 3, 2));
         assert_eq!(j.head, Some(head));
-        let recs = s.chunks("j1").unwrap();
+        let recs = s.chunk_page("j1", None, 10).unwrap();
         assert_eq!(recs.len(), 1);
+        assert!(recs[0].done);
         assert_eq!(recs[0].partial, PartialRef::Inline(vec![1, 2, 3]));
-        assert_eq!(s.mark_done("j1", 1, 3, 50, 10).unwrap(), None, "the done set survived");
+        assert_eq!(s.mark_done("j1", 1, StartState::Guess, 3, 50, 10).unwrap(), None, "the done flag survived");
         assert_eq!(s.status("j2").unwrap(), Some(Status::Cancelled));
         let ids: Vec<String> = s.list_jobs(10, None).unwrap().jobs.into_iter().map(|j| j.id).collect();
-        assert_eq!(ids, ["j2", "j1"]);
+        assert_eq!(ids, ["j3", "j2", "j1"]);
+        // The holders of range 1's lease died with the process: another reducer can take it.
+        let ranges = s.range_page("j3", None, 10).unwrap();
+        assert_eq!(ranges.iter().map(|r| (r.index, r.done, r.lease.is_some())).collect::<Vec<_>>(), [(0, true, false), (1, false, false)]);
+        assert!(s.take_range("j3", 1, "r9", 16, 1_000_000).unwrap());
+        assert_eq!(s.get_job("j3").unwrap().unwrap().ranges_done, 1);
     }
 }

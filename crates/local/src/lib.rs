@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// Default: `./fanfold-out/<job-id>/`.
     pub out_dir: Option<PathBuf>,
+    /// Estimated result bytes per key range (see `Config::range_bytes`).
+    pub range_bytes: u64,
 }
 
 impl Default for RunOptions {
@@ -45,6 +47,7 @@ impl Default for RunOptions {
             even_waves: true,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             out_dir: None,
+            range_bytes: Config::default().range_bytes,
         }
     }
 }
@@ -122,7 +125,12 @@ pub fn run_file(
         jobs: jobs.clone(),
         dispatcher: Arc::new(dispatcher.clone()),
         layout: Layout { results: String::new(), partials: "_fanfold/partials/{job}/".into() },
-        config: Config { chunk_size: chunk_size(meta.len(), opts), bucket, ..Config::default() },
+        config: Config {
+            chunk_size: chunk_size(meta.len(), opts),
+            bucket,
+            range_bytes: opts.range_bytes.max(1),
+            ..Config::default()
+        },
         faults: None,
     });
     let pool = dispatcher.start(&pipeline, opts.workers);
@@ -154,7 +162,13 @@ mod chunk_tests {
 
     #[test]
     fn even_waves_give_every_worker_the_same_number_of_chunks() {
-        let opts = |chunk_size, workers, even_waves| RunOptions { chunk_size, workers, even_waves, out_dir: None };
+        let opts = |chunk_size, workers, even_waves| RunOptions {
+            chunk_size,
+            workers,
+            even_waves,
+            out_dir: None,
+            range_bytes: 1 << 20,
+        };
         for (size, workers, want) in [(1_000_000_000u64, 2usize, 16u64), (1_000_000_000, 3, 15), (1_000_000_000, 4, 16)]
         {
             let c = chunk_size(size, &opts(64 << 20, workers, true));

@@ -1,16 +1,18 @@
 //! An in-memory job store with the same conditions as the DynamoDB one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use fanfold_engine::Head;
-use fanfold_pipeline::{ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, Status, StoreError};
+use fanfold_engine::{Head, StartState};
+use fanfold_pipeline::{
+    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, RangeRecord, Status, StoreError,
+};
 
-#[derive(Default)]
-struct Entry {
-    job: Option<Job>,
-    done: BTreeSet<u32>,
-    chunks: BTreeMap<u32, ChunkRecord>,
+#[derive(Clone, Default)]
+pub(crate) struct Entry {
+    pub(crate) job: Option<Job>,
+    pub(crate) chunks: BTreeMap<u32, ChunkRecord>,
+    pub(crate) ranges: BTreeMap<u32, RangeRecord>,
 }
 
 #[derive(Default)]
@@ -18,49 +20,59 @@ pub struct MemoryJobStore {
     jobs: Mutex<HashMap<String, Entry>>,
 }
 
+fn lease_ok(job: &Job, owner: &str) -> bool {
+    job.lease.as_ref().is_some_and(|l| l.owner == owner)
+}
+
+fn lease_free(lease: &Option<Lease>, owner: &str, now_ms: u64) -> bool {
+    lease.as_ref().is_none_or(|l| l.until_ms <= now_ms || l.owner == owner)
+}
+
 impl MemoryJobStore {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Puts back a job and its chunk records as they were saved (a
-    /// durable store reloading after a restart).
-    pub(crate) fn restore(&self, job: Job, chunks: Vec<ChunkRecord>) {
+    /// Puts back a job with its records as they were saved (a durable
+    /// store reloading after a restart). The process that held its leases
+    /// is gone, so they are dropped.
+    pub(crate) fn restore(&self, mut entry: Entry) {
         let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let done = job.done.iter().copied().collect();
-        let chunks = chunks.into_iter().map(|c| (c.report.index, c)).collect();
-        g.insert(job.id.clone(), Entry { job: Some(job), done, chunks });
+        let Some(job) = entry.job.as_mut() else { return };
+        job.lease = None;
+        for r in entry.ranges.values_mut() {
+            r.lease = None;
+        }
+        g.insert(job.id.clone(), entry);
     }
 
-    /// Forgets the chunk records of a job (kept until it is final).
-    pub(crate) fn drop_chunks(&self, id: &str) {
+    /// One chunk record (for a durable store to write through).
+    pub(crate) fn chunk(&self, id: &str, index: u32) -> Option<ChunkRecord> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id)?.chunks.get(&index).cloned()
+    }
+
+    /// One range record (for a durable store to write through).
+    pub(crate) fn range(&self, id: &str, index: u32) -> Option<RangeRecord> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id)?.ranges.get(&index).cloned()
+    }
+
+    /// Forgets the chunk and range records of a job (kept until it is final).
+    pub(crate) fn drop_records(&self, id: &str) {
         let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = g.get_mut(id) {
             e.chunks.clear();
+            e.ranges.clear();
         }
     }
 
-    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Job, &mut Entry2) -> T) -> Result<T, StoreError> {
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Job, &mut Entry) -> T) -> Result<T, StoreError> {
         let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let e = g.get_mut(id).ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
         let mut job = e.job.take().expect("entries always hold a job");
-        let mut rest = Entry2 { done: std::mem::take(&mut e.done), chunks: std::mem::take(&mut e.chunks) };
-        let out = f(&mut job, &mut rest);
-        job.done = rest.done.iter().copied().collect();
+        let out = f(&mut job, e);
         e.job = Some(job);
-        e.done = rest.done;
-        e.chunks = rest.chunks;
         Ok(out)
     }
-}
-
-struct Entry2 {
-    done: BTreeSet<u32>,
-    chunks: BTreeMap<u32, ChunkRecord>,
-}
-
-fn lease_ok(job: &Job, owner: &str) -> bool {
-    job.lease.as_ref().is_some_and(|l| l.owner == owner)
 }
 
 impl JobStore for MemoryJobStore {
@@ -100,34 +112,58 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError> {
+    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<bool, StoreError> {
         self.with(id, |_, e| {
-            e.chunks.insert(record.report.index, record.clone());
+            let i = record.report.index;
+            let rerun = match e.chunks.get(&i) {
+                Some(old) if !old.accepts(record.state) => return false,
+                Some(old) => old.rerun,
+                None => None,
+            };
+            let mut r = record.clone();
+            r.done = false;
+            r.rerun = rerun;
+            e.chunks.insert(i, r);
+            true
         })
     }
 
-    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now_ms: u64) -> Result<Option<usize>, StoreError> {
+    fn mark_done(
+        &self,
+        id: &str,
+        chunk: u32,
+        state: StartState,
+        rows: u64,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Result<Option<u32>, StoreError> {
         self.with(id, |job, e| {
-            if !e.done.insert(chunk) {
+            let r = e.chunks.get_mut(&chunk)?;
+            if r.done || r.state != state {
                 return None;
             }
+            r.done = true;
+            job.chunks_done += 1;
             job.updated_ms = now_ms;
             job.rows += rows;
             job.bytes_done += bytes;
-            Some(e.done.len())
+            Some(job.chunks_done)
         })
     }
 
-    fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError> {
-        self.with(id, |_, e| e.chunks.values().cloned().collect())
+    fn chunk_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<ChunkRecord>, StoreError> {
+        self.with(id, |_, e| {
+            let from = after.map_or(0, |a| a as u64 + 1);
+            if from > u32::MAX as u64 {
+                return Vec::new();
+            }
+            e.chunks.range(from as u32..).take(limit).map(|(_, r)| r.clone()).collect()
+        })
     }
 
     fn take_lease(&self, id: &str, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
         self.with(id, |job, _| {
-            if !matches!(job.status, Status::Running | Status::Merging) {
-                return false;
-            }
-            if job.lease.as_ref().is_some_and(|l| l.until_ms > now_ms && l.owner != owner) {
+            if !matches!(job.status, Status::Running | Status::Merging) || !lease_free(&job.lease, owner, now_ms) {
                 return false;
             }
             job.lease = Some(Lease { owner: owner.to_string(), until_ms });
@@ -137,24 +173,89 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    fn reopen_chunks(&self, id: &str, owner: &str, chunks: &[u32]) -> Result<bool, StoreError> {
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError> {
         self.with(id, |job, e| {
             if job.status != Status::Merging || !lease_ok(job, owner) {
                 return false;
             }
-            for c in chunks {
-                if e.done.remove(c) {
-                    // Undo what mark_done added for this chunk.
-                    if let Some(r) = e.chunks.get(c) {
-                        job.bytes_done = job.bytes_done.saturating_sub(r.report.end - r.report.start);
-                        job.rows = job.rows.saturating_sub(r.report.rows);
-                    }
-                }
-            }
-            job.chunks_rerun += chunks.len() as u32;
-            job.lease = None;
-            job.status = Status::Running;
+            let Some(r) = e.chunks.get_mut(&chunk).filter(|r| r.done) else { return false };
+            r.done = false;
+            r.rerun = Some(state);
+            job.chunks_done -= 1;
+            job.rows = job.rows.saturating_sub(r.report.rows);
+            job.bytes_done = job.bytes_done.saturating_sub(r.report.end - r.report.start);
+            job.chunks_rerun += 1;
             true
+        })
+    }
+
+    fn release_lease(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        self.with(id, |job, _| {
+            if job.status != Status::Merging || !lease_ok(job, owner) {
+                return false;
+            }
+            job.lease = None;
+            if job.range_count == 0 {
+                job.status = Status::Running;
+            }
+            true
+        })
+    }
+
+    fn start_merging(&self, id: &str, owner: &str, ranges: u32, now_ms: u64) -> Result<bool, StoreError> {
+        self.with(id, |job, e| {
+            if job.status != Status::Merging || !lease_ok(job, owner) || job.range_count != 0 {
+                return false;
+            }
+            job.range_count = ranges;
+            job.ranges_done = 0;
+            job.lease = None;
+            job.merging_ms = Some(now_ms);
+            job.updated_ms = now_ms;
+            e.ranges.clear();
+            true
+        })
+    }
+
+    fn take_range(&self, id: &str, range: u32, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
+        self.with(id, |job, e| {
+            if job.status != Status::Merging || range >= job.range_count {
+                return false;
+            }
+            let r = e.ranges.entry(range).or_insert(RangeRecord { index: range, done: false, lease: None });
+            if r.done || !lease_free(&r.lease, owner, now_ms) {
+                return false;
+            }
+            r.lease = Some(Lease { owner: owner.to_string(), until_ms });
+            job.updated_ms = now_ms;
+            true
+        })
+    }
+
+    fn range_done(&self, id: &str, range: u32, owner: &str, now_ms: u64) -> Result<Option<u32>, StoreError> {
+        self.with(id, |job, e| {
+            if job.status != Status::Merging {
+                return None;
+            }
+            let r = e.ranges.get_mut(&range)?;
+            if r.done || r.lease.as_ref().is_none_or(|l| l.owner != owner) {
+                return None;
+            }
+            r.done = true;
+            r.lease = None;
+            job.ranges_done += 1;
+            job.updated_ms = now_ms;
+            Some(job.ranges_done)
+        })
+    }
+
+    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError> {
+        self.with(id, |_, e| {
+            let from = after.map_or(0, |a| a as u64 + 1);
+            if from > u32::MAX as u64 {
+                return Vec::new();
+            }
+            e.ranges.range(from as u32..).take(limit).map(|(_, r)| r.clone()).collect()
         })
     }
 

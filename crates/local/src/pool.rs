@@ -89,9 +89,7 @@ fn worker(n: usize, shared: &Shared, pipeline: &Weak<Pipeline>) {
         };
         let Some(p) = pipeline.upgrade() else { return };
         if let Err(e) = p.run_task(&task, &owner) {
-            let job = match &task {
-                Task::Chunk { job, .. } | Task::Finalize { job } => job.clone(),
-            };
+            let job = task.job().to_string();
             if e.retryable() && attempt < ATTEMPTS {
                 tracing::warn!(job, attempt, error = %e, "task failed; retrying");
                 let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 
-use fanfold_engine::{ChunkRange, ChunkReport, Head};
+use fanfold_engine::{ChunkRange, ChunkReport, Head, StartState};
 
 use crate::job::{ChunkRecord, Job, JobError, Outputs, PartialRef, Source, Status};
 use crate::ports::{Created, Dispatcher, JobStore, ObjectStore, StoreError, Task};
@@ -97,10 +97,10 @@ fn job(id: &str) -> Job {
     )
 }
 
-/// A chunk record for tests.
+/// A chunk record for tests (a scan that guessed the start state).
 pub fn record(index: u32, partial: PartialRef) -> ChunkRecord {
-    ChunkRecord {
-        report: ChunkReport {
+    ChunkRecord::new(
+        ChunkReport {
             index,
             start: 10 * index as u64,
             end: 10 * index as u64 + 10,
@@ -114,14 +114,37 @@ pub fn record(index: u32, partial: PartialRef) -> ChunkRecord {
             error: None,
             groups: 2,
             overflow: None,
+            run_bytes: 0,
+            index_at: 0,
+            sketch: Default::default(),
         },
         partial,
-        attempt: 1,
-    }
+        StartState::Guess,
+    )
 }
 
-/// `id` must be unused in the store.
+fn head() -> Head {
+    Head { data_start: 5, newlines_before_data: 1, header: Some(vec!["a".into()]), width: 1 }
+}
+
+/// A job created and RUNNING with `chunks` chunks of 40 bytes.
+fn running(store: &dyn JobStore, id: &str, chunks: u32) {
+    assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
+    assert!(store.start_running(id, &head(), 40, chunks, 2).unwrap());
+}
+
+/// Every job-store case; `id` must be unused in the store (the cases use ids that start with it).
 pub fn job_store(store: &dyn JobStore, id: &str) {
+    create_is_conditional(store, &format!("{id}-c"));
+    chunks_are_counted_once(store, &format!("{id}-d"));
+    reopened_chunks_take_only_the_known_state(store, &format!("{id}-r"));
+    leases_and_completion(store, &format!("{id}-l"));
+    ranges_are_leased_and_counted_once(store, &format!("{id}-g"));
+    final_states_stay_final(store, &format!("{id}-f"));
+    listing_is_newest_first_in_pages(store, &format!("{id}-p"));
+}
+
+pub fn create_is_conditional(store: &dyn JobStore, id: &str) {
     assert!(store.get_job(id).unwrap().is_none());
     // conditional create: the second one loses and sees the first
     assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
@@ -131,77 +154,146 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     }
     assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Splitting);
     // SPLITTING → RUNNING once
-    let head = Head { data_start: 5, newlines_before_data: 1, header: Some(vec!["a".into()]), width: 1 };
-    assert!(store.start_running(id, &head, 40, 3, 2).unwrap());
-    assert!(!store.start_running(id, &head, 40, 3, 3).unwrap(), "start_running is conditional on SPLITTING");
+    assert!(store.start_running(id, &head(), 40, 3, 2).unwrap());
+    assert!(!store.start_running(id, &head(), 40, 3, 3).unwrap(), "start_running is conditional on SPLITTING");
     let j = store.get_job(id).unwrap().unwrap();
-    assert_eq!((j.status, j.chunk_count, j.head.as_ref()), (Status::Running, 3, Some(&head)));
-    assert_eq!(j.range(2), Some(ChunkRange { index: 2, start: 85, end: 100 }));
-    assert_eq!(j.ranges().len(), 3);
+    assert_eq!((j.status, j.chunk_count, j.head.as_ref()), (Status::Running, 3, Some(&head())));
+    assert_eq!(j.chunk(2), Some(ChunkRange { index: 2, start: 85, end: 100 }));
+    assert_eq!(j.chunk(3), None);
     assert!(store.active_jobs().unwrap().iter().any(|j| j.id == id));
-    // chunk records, inline and spilled; the inline limit holds big items
-    let big = vec![0xAB; 290_000];
-    store.put_chunk(id, &record(0, PartialRef::Inline(big.clone()))).unwrap();
-    store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/000001".into()))).unwrap();
-    store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/000001".into()))).unwrap();
-    // the done set counts a chunk once
-    assert_eq!(store.mark_done(id, 0, 3, 10, 3).unwrap(), Some(1));
-    assert_eq!(store.mark_done(id, 0, 3, 10, 3).unwrap(), None, "a duplicate delivery adds nothing");
-    assert_eq!(store.mark_done(id, 1, 3, 10, 4).unwrap(), Some(2));
+}
+
+pub fn chunks_are_counted_once(store: &dyn JobStore, id: &str) {
+    running(store, id, 3);
+    // chunk records, inline and spilled; an inline partial at the limit survives
+    let big = vec![0xAB; 8 * 1024];
+    assert!(store.put_chunk(id, &record(0, PartialRef::Inline(big.clone()))).unwrap());
+    assert!(store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/0000001-g".into()))).unwrap());
+    assert!(store.put_chunk(id, &record(1, PartialRef::Object("_fanfold/partials/x/0000001-g".into()))).unwrap());
+    // marking done counts a chunk once
+    assert_eq!(store.mark_done(id, 0, StartState::Guess, 3, 10, 3).unwrap(), Some(1));
+    assert_eq!(store.mark_done(id, 0, StartState::Guess, 3, 10, 3).unwrap(), None, "a duplicate adds nothing");
+    assert_eq!(store.mark_done(id, 2, StartState::Guess, 3, 10, 3).unwrap(), None, "no record, nothing to mark");
+    assert_eq!(store.mark_done(id, 1, StartState::Known(true), 3, 10, 3).unwrap(), None, "the record is of a guess");
+    assert_eq!(store.mark_done(id, 1, StartState::Guess, 3, 10, 4).unwrap(), Some(2));
+    assert!(!store.put_chunk(id, &record(1, PartialRef::Inline(vec![1]))).unwrap(), "a done chunk is not replaced");
     let j = store.get_job(id).unwrap().unwrap();
-    assert_eq!((j.rows, j.bytes_done), (6, 20), "counters count each chunk once");
+    assert_eq!((j.chunks_done, j.rows, j.bytes_done), (2, 6, 20), "counters count each chunk once");
     assert_eq!(j.updated_ms, 4, "marking a chunk done touches the job");
+    // pages in index order, with the done flags
+    let recs = store.chunk_page(id, None, 10).unwrap();
+    assert_eq!(recs.iter().map(|r| (r.report.index, r.done)).collect::<Vec<_>>(), [(0, true), (1, true)]);
+    assert_eq!(recs[0].partial, PartialRef::Inline(big), "an inline partial survives intact");
+    assert_eq!(recs[1].partial, PartialRef::Object("_fanfold/partials/x/0000001-g".into()));
+    assert_eq!(store.chunk_page(id, Some(0), 10).unwrap().len(), 1);
+    assert_eq!(store.chunk_page(id, None, 1).unwrap().len(), 1);
+    assert!(store.chunk_page(id, Some(1), 10).unwrap().is_empty());
     // a sweep is counted once per observed value
     assert!(store.record_sweep(id, 0, 6).unwrap());
     assert!(!store.record_sweep(id, 0, 6).unwrap(), "a second sweeper that saw the same count loses");
     assert_eq!(store.get_job(id).unwrap().unwrap().sweeps, 1);
-    let recs = store.chunks(id).unwrap();
-    assert_eq!(recs.len(), 2);
-    let r0 = recs.iter().find(|r| r.report.index == 0).unwrap();
-    assert_eq!(r0.partial, PartialRef::Inline(big), "a ~300 KB inline partial survives intact");
-    // the finalize lease: one holder at a time, until it expires
+}
+
+pub fn reopened_chunks_take_only_the_known_state(store: &dyn JobStore, id: &str) {
+    running(store, id, 2);
+    for c in 0..2 {
+        assert!(store.put_chunk(id, &record(c, PartialRef::Inline(vec![c as u8]))).unwrap());
+        assert_eq!(store.mark_done(id, c, StartState::Guess, 3, 10, 3).unwrap(), Some(c + 1));
+    }
+    assert!(!store.reopen_chunk(id, "p", 1, true).unwrap(), "reopen needs the lease");
+    assert!(store.take_lease(id, "p", 10, 100).unwrap());
+    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Merging);
+    assert!(!store.reopen_chunk(id, "q", 1, true).unwrap(), "someone else's lease");
+    assert!(store.reopen_chunk(id, "p", 1, true).unwrap());
+    assert!(!store.reopen_chunk(id, "p", 1, true).unwrap(), "a chunk not done is not reopened");
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.chunks_done, j.rows, j.bytes_done, j.chunks_rerun), (1, 3, 10, 1), "its counters are taken back");
+    assert!(store.release_lease(id, "p").unwrap());
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.status, j.lease.clone()), (Status::Running, None));
+    let recs = store.chunk_page(id, Some(0), 10).unwrap();
+    assert_eq!((recs[0].done, recs[0].rerun), (false, Some(true)));
+    // a late scan from the guess is refused; the known state is taken, once
+    assert!(!store.put_chunk(id, &record(1, PartialRef::Inline(vec![9]))).unwrap());
+    let mut known = record(1, PartialRef::Inline(vec![7]));
+    known.state = StartState::Known(true);
+    known.report.assumed_in_quotes = true;
+    assert!(store.put_chunk(id, &known).unwrap());
+    assert_eq!(store.mark_done(id, 1, StartState::Guess, 3, 10, 5).unwrap(), None);
+    assert_eq!(store.mark_done(id, 1, StartState::Known(true), 3, 10, 5).unwrap(), Some(2));
+    let rec = &store.chunk_page(id, Some(0), 10).unwrap()[0];
+    assert_eq!((rec.done, rec.state, &rec.partial), (true, StartState::Known(true), &PartialRef::Inline(vec![7])));
+}
+
+pub fn leases_and_completion(store: &dyn JobStore, id: &str) {
+    running(store, id, 0);
+    // the job's lease: one holder at a time, until it expires
     assert!(store.take_lease(id, "f1", 100, 200).unwrap());
     assert!(!store.take_lease(id, "f2", 150, 250).unwrap(), "a held lease cannot be taken");
-    assert!(store.take_lease(id, "f2", 201, 300).unwrap(), "an expired lease can be taken");
-    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Merging);
-    // reopen needs the lease; it takes chunks out of the done set and goes back to RUNNING
-    assert!(!store.reopen_chunks(id, "f1", &[1]).unwrap(), "reopen without the lease fails");
-    assert!(store.reopen_chunks(id, "f2", &[1]).unwrap());
+    assert!(store.take_lease(id, "f1", 150, 260).unwrap(), "the holder may renew it");
+    assert!(store.take_lease(id, "f2", 261, 300).unwrap(), "an expired lease can be taken");
+    assert!(!store.start_merging(id, "f1", 3, 262).unwrap(), "start_merging needs the lease");
+    assert!(store.start_merging(id, "f2", 3, 262).unwrap());
     let j = store.get_job(id).unwrap().unwrap();
-    assert_eq!((j.status, j.done.clone(), j.chunks_rerun), (Status::Running, vec![0], 1));
-    assert_eq!(store.mark_done(id, 1, 3, 10, 4).unwrap(), Some(2), "a reopened chunk can be done again");
-    assert_eq!(store.mark_done(id, 2, 3, 10, 5).unwrap(), Some(3));
-    // reopening no chunks hands the lease back
-    assert!(store.take_lease(id, "f5", 300, 390).unwrap());
-    assert!(store.reopen_chunks(id, "f5", &[]).unwrap());
-    let j = store.get_job(id).unwrap().unwrap();
-    assert_eq!((j.status, j.lease.clone(), j.done.len()), (Status::Running, None, 3));
+    assert_eq!((j.status, j.range_count, j.ranges_done, j.lease.clone()), (Status::Merging, 3, 0, None));
+    assert_eq!(j.merging_ms, Some(262));
+    assert!(store.take_lease(id, "f3", 263, 400).unwrap());
+    assert!(!store.start_merging(id, "f3", 5, 264).unwrap(), "the range plan is made once");
+    assert!(store.release_lease(id, "f3").unwrap());
+    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Merging, "a planned job stays MERGING");
     // completion is conditional on the lease
-    let outputs = Outputs { parts: vec![], manifest: "m".into(), summary: "s".into() };
+    let outputs = Outputs { parts: vec![], part_count: 0, manifest: "m".into(), summary: "s".into() };
     assert!(!store.complete(id, "f3", &outputs, 400).unwrap(), "complete without a lease fails");
-    assert!(store.take_lease(id, "f3", 400, 500).unwrap());
+    assert!(store.take_lease(id, "f4", 400, 500).unwrap());
     assert!(!store.complete(id, "f2", &outputs, 401).unwrap(), "complete with someone else's lease fails");
-    assert!(store.complete(id, "f3", &outputs, 402).unwrap());
+    assert!(store.complete(id, "f4", &outputs, 402).unwrap());
     let j = store.get_job(id).unwrap().unwrap();
     assert_eq!((j.status, j.outputs.clone()), (Status::Done, Some(outputs)));
-    // a final job stays final
-    assert!(!store.fail(id, &JobError::internal("late"), 500).unwrap());
-    assert!(!store.take_lease(id, "f4", 10_000, 20_000).unwrap());
-    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Done);
+    assert!(!store.take_lease(id, "f5", 10_000, 20_000).unwrap());
     assert!(!store.active_jobs().unwrap().iter().any(|j| j.id == id), "done jobs are not active");
-    assert!(!store.record_sweep(id, 1, 7).unwrap(), "final jobs are not swept");
+    assert!(!store.record_sweep(id, 0, 7).unwrap(), "final jobs are not swept");
+}
+
+pub fn ranges_are_leased_and_counted_once(store: &dyn JobStore, id: &str) {
+    running(store, id, 0);
+    assert!(!store.take_range(id, 0, "r", 1, 100).unwrap(), "no ranges before the plan");
+    assert!(store.take_lease(id, "p", 1, 100).unwrap());
+    assert!(store.start_merging(id, "p", 3, 2).unwrap());
+    assert!(!store.take_range(id, 3, "r", 3, 100).unwrap(), "past the last range");
+    assert!(store.take_range(id, 0, "r0", 3, 100).unwrap());
+    assert!(!store.take_range(id, 0, "r9", 50, 150).unwrap(), "a held range cannot be taken");
+    assert!(store.take_range(id, 2, "r2", 3, 100).unwrap());
+    assert!(store.take_range(id, 2, "r9", 101, 200).unwrap(), "an expired range lease can be taken");
+    assert_eq!(store.range_done(id, 2, "r2", 102).unwrap(), None, "the old holder cannot finish it");
+    assert_eq!(store.range_done(id, 0, "r0", 103).unwrap(), Some(1));
+    assert_eq!(store.range_done(id, 0, "r0", 104).unwrap(), None, "a range is counted once");
+    assert!(!store.take_range(id, 0, "r0", 105, 200).unwrap(), "a done range is not taken again");
+    let recs = store.range_page(id, None, 10).unwrap();
+    let seen: Vec<(u32, bool, Option<String>)> =
+        recs.iter().map(|r| (r.index, r.done, r.lease.as_ref().map(|l| l.owner.clone()))).collect();
+    assert_eq!(seen, [(0, true, None), (2, false, Some("r9".into()))], "range 1 never started");
+    assert_eq!(store.range_page(id, Some(0), 10).unwrap().len(), 1);
+    assert_eq!(store.range_done(id, 2, "r9", 106).unwrap(), Some(2));
+    assert!(store.take_range(id, 1, "r1", 107, 200).unwrap());
+    assert_eq!(store.range_done(id, 1, "r1", 108).unwrap(), Some(3));
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.ranges_done, j.range_count, j.updated_ms), (3, 3, 108));
+    assert!(store.cancel(id, 109).unwrap());
+    assert!(!store.take_range(id, 1, "r1", 110, 200).unwrap(), "a cancelled job's ranges are not taken");
+}
+
+pub fn final_states_stay_final(store: &dyn JobStore, id: &str) {
     // fail works from a running state
-    let id2 = format!("{id}-2");
-    assert!(matches!(store.create_job(&job(&id2)).unwrap(), Created::New));
-    assert!(store.fail(&id2, &JobError::rejected("line 1 (byte 0): bad"), 5).unwrap());
-    let j = store.get_job(&id2).unwrap().unwrap();
+    assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
+    assert!(store.fail(id, &JobError::rejected("line 1 (byte 0): bad"), 5).unwrap());
+    let j = store.get_job(id).unwrap().unwrap();
     assert_eq!(j.status, Status::Failed);
     assert!(j.error.unwrap().rejected);
-    assert!(!store.cancel(&id2, 6).unwrap(), "a failed job cannot be cancelled");
+    assert!(!store.cancel(id, 6).unwrap(), "a failed job cannot be cancelled");
+    assert!(!store.fail(id, &JobError::internal("late"), 500).unwrap());
     // cancel: any active state, once; the cheap status read sees it
     let id3 = format!("{id}-3");
-    assert!(matches!(store.create_job(&job(&id3)).unwrap(), Created::New));
-    assert!(store.start_running(&id3, &head, 40, 3, 2).unwrap());
+    running(store, &id3, 3);
     assert_eq!(store.status(&id3).unwrap(), Some(Status::Running));
     assert!(store.cancel(&id3, 7).unwrap());
     assert!(!store.cancel(&id3, 8).unwrap(), "cancel is once");
@@ -210,7 +302,9 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     assert!(!store.fail(&id3, &JobError::internal("late"), 9).unwrap(), "cancelled is final");
     assert!(!store.active_jobs().unwrap().iter().any(|j| j.id == id3));
     assert_eq!(store.status(&format!("{id}-missing")).unwrap(), None);
-    // listing: newest first, in pages that neither skip nor repeat
+}
+
+pub fn listing_is_newest_first_in_pages(store: &dyn JobStore, id: &str) {
     let base = 9_000_000_000_000u64;
     let ids: Vec<String> = (0..5).map(|i| format!("{id}-l{i}")).collect();
     for (i, lid) in ids.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! Merging many partials on several cores.
 //!
-//! The finalizer's k-way merge is one thread; with a dozen or more
-//! partials it is the longest single step of a job. [`fan_in`] splits the
+//! A reducer's k-way merge is one thread; with a dozen or more partials it
+//! is the longest part of its work. [`fan_in`] splits the
 //! partials into groups, merges each group on its own thread into a
 //! *streamed run* (the partial encoding, handed over in blocks through a
 //! bounded channel) and gives back one source per group for the final
@@ -14,6 +14,8 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use fanfold_engine::partial::RunWriter;
 use fanfold_engine::{Error as EngineError, Merger};
+
+use crate::sources::Bounds;
 
 /// Bytes a group merger buffers before handing them over.
 const PIPE_BLOCK: usize = 256 * 1024;
@@ -59,7 +61,7 @@ impl Read for Pipe {
     }
 }
 
-pub type Source = Box<dyn Read + Send>;
+pub use crate::sources::Source;
 pub type GroupHandle<'scope> = ScopedJoinHandle<'scope, Result<(), EngineError>>;
 
 /// Splits `sources` into up to `ways` groups merged on threads of `scope`.
@@ -70,6 +72,7 @@ pub fn fan_in<'scope>(
     scope: &'scope Scope<'scope, '_>,
     sources: Vec<Source>,
     names: &[String],
+    bounds: &Bounds,
     ways: usize,
 ) -> (Vec<Source>, Vec<GroupHandle<'scope>>) {
     let ways = ways.min(sources.len() / MIN_GROUP);
@@ -89,8 +92,9 @@ pub fn fan_in<'scope>(
     for group in groups {
         let (tx, rx) = sync_channel::<Msg>(2);
         let names = names.to_vec();
+        let bounds = bounds.clone();
         handles.push(scope.spawn(move || {
-            let result = merge_group(group, names, |bytes| tx.send(Msg::Bytes(bytes)).is_ok());
+            let result = merge_group(group, names, &bounds, |bytes| tx.send(Msg::Bytes(bytes)).is_ok());
             let _ = tx.send(if result.is_ok() { Msg::End } else { Msg::Failed });
             result
         }));
@@ -101,12 +105,14 @@ pub fn fan_in<'scope>(
 
 /// Merges `group` into a streamed run handed to `send` in blocks; stops
 /// quietly when `send` reports that the reader is gone.
-fn merge_group(
+pub fn merge_group(
     group: Vec<Source>,
     names: Vec<String>,
+    bounds: &Bounds,
     mut send: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<(), EngineError> {
-    let mut merger = Merger::new(group, names).map_err(EngineError::Partial)?;
+    let mut merger =
+        Merger::bounded(group, names, bounds.lo.as_deref(), bounds.hi.as_deref()).map_err(EngineError::Partial)?;
     let mut writer = RunWriter::streamed(merger.ops());
     while let Some((key, accs, texts)) = merger.next_group()? {
         writer.push(key, accs, texts);
@@ -138,7 +144,7 @@ mod tests {
         std::thread::scope(|scope| {
             let sources: Vec<Source> = runs.iter().map(|r| Box::new(io::Cursor::new(r.clone())) as Source).collect();
             let names = vec!["total".to_string()];
-            let (sources, groups) = fan_in(scope, sources, &names, ways);
+            let (sources, groups) = fan_in(scope, sources, &names, &Bounds::default(), ways);
             assert_eq!(groups.len(), if ways < 2 { 0 } else { ways.min(runs.len() / MIN_GROUP) });
             let out = (|| {
                 let mut m = Merger::new(sources, names.clone()).map_err(EngineError::Partial)?;

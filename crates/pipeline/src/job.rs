@@ -1,6 +1,6 @@
 //! The records the job store keeps.
 
-use fanfold_engine::{plan_chunks, BadRow, ChunkRange, ChunkReport, Head, PartInfo};
+use fanfold_engine::{BadRow, ChunkRange, ChunkReport, Head, PartInfo, StartState, TopGroup};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,10 +64,24 @@ impl JobError {
 /// What a finished job produced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outputs {
-    /// Keys of the parts with their sizes and row counts.
+    /// Keys of the first [`Outputs::MAX_LISTED`] parts with their sizes and
+    /// row counts (the job item stays small; `summary.json` lists them all).
     pub parts: Vec<OutputPart>,
+    /// How many parts there are.
+    #[serde(default)]
+    pub part_count: u64,
     pub manifest: String,
     pub summary: String,
+}
+
+impl Outputs {
+    /// Parts listed in the job record at most.
+    pub const MAX_LISTED: usize = 100;
+
+    /// Whether `parts` lists every part.
+    pub fn complete_list(&self) -> bool {
+        self.parts.len() as u64 >= self.part_count
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,13 +110,20 @@ pub struct Job {
     /// head's data start (kept compact: a 1 TB job has ~15k chunks).
     pub chunk_size: u64,
     pub chunk_count: u32,
-    pub done: Vec<u32>,
+    /// Chunks marked done (an O(1) counter; each chunk's record has its flag).
+    pub chunks_done: u32,
     pub rows: u64,
     pub bytes_done: u64,
     /// Chunks scanned again after a wrong quote-state guess.
     pub chunks_rerun: u32,
     /// Times the sweeper re-dispatched this job's work.
     pub sweeps: u32,
+    /// Key ranges, each merged by one reducer; 0 until the plan is made.
+    pub range_count: u32,
+    /// Ranges whose reducer finished.
+    pub ranges_done: u32,
+    /// When the merge started (the range plan was made).
+    pub merging_ms: Option<u64>,
     pub error: Option<JobError>,
     pub outputs: Option<Outputs>,
     pub lease: Option<Lease>,
@@ -129,16 +150,8 @@ impl Job {
         })
     }
 
-    /// The chunk ranges (empty before the split).
-    pub fn ranges(&self) -> Vec<ChunkRange> {
-        match &self.head {
-            Some(h) if self.chunk_size > 0 => plan_chunks(h.data_start, self.source.size, self.chunk_size),
-            _ => Vec::new(),
-        }
-    }
-
-    /// One chunk's range.
-    pub fn range(&self, index: u32) -> Option<ChunkRange> {
+    /// One chunk's byte range.
+    pub fn chunk(&self, index: u32) -> Option<ChunkRange> {
         let h = self.head.as_ref()?;
         let start = h.data_start.checked_add(index as u64 * self.chunk_size)?;
         (index < self.chunk_count).then(|| ChunkRange {
@@ -165,11 +178,14 @@ impl Job {
             head: None,
             chunk_size: 0,
             chunk_count: 0,
-            done: Vec::new(),
+            chunks_done: 0,
             rows: 0,
             bytes_done: 0,
             chunks_rerun: 0,
             sweeps: 0,
+            range_count: 0,
+            ranges_done: 0,
+            merging_ms: None,
             error: None,
             outputs: None,
             lease: None,
@@ -195,45 +211,62 @@ pub enum PartialRef {
 pub struct ChunkRecord {
     pub report: ChunkReport,
     pub partial: PartialRef,
-    pub attempt: u32,
+    /// The quote state the scan started with (a scan with a known state
+    /// replaces a wrong guess).
+    pub state: StartState,
+    /// Set by the job store when the chunk is marked done.
+    #[serde(default)]
+    pub done: bool,
+    /// Set by the job store when the chunk must be scanned again with this
+    /// known start state (its guess was wrong).
+    #[serde(default)]
+    pub rerun: Option<bool>,
+}
+
+impl ChunkRecord {
+    pub fn new(report: ChunkReport, partial: PartialRef, state: StartState) -> Self {
+        ChunkRecord { report, partial, state, done: false, rerun: None }
+    }
+
+    /// Whether a record of a scan with `state` may replace this one: not
+    /// once the chunk is done, and only with the known state when one is
+    /// required.
+    pub fn accepts(&self, state: StartState) -> bool {
+        !self.done && self.rerun.is_none_or(|s| state == StartState::Known(s))
+    }
+}
+
+/// The state of one key range's reducer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRecord {
+    pub index: u32,
+    pub done: bool,
+    pub lease: Option<Lease>,
+}
+
+/// What a reducer wrote for its key range (stored as an object beside the
+/// partials; the committer reads one per range).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeResult {
+    pub parts: Vec<OutputPart>,
+    pub groups: u64,
+    /// The range's largest groups by the first aggregate.
+    pub top_groups: Vec<TopGroup>,
 }
 
 /// Compact JSON for inline partials (hex would double them; this is base64).
 mod bytes_b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let mut out = String::with_capacity(v.len().div_ceil(3) * 4);
-        for c in v.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                if i <= c.len() {
-                    out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        s.serialize_str(&out)
+        s.serialize_str(&STANDARD.encode(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        let mut out = Vec::with_capacity(s.len() / 4 * 3);
-        let mut acc = 0u32;
-        let mut bits = 0;
-        for b in s.bytes().filter(|&b| b != b'=') {
-            let v = A.iter().position(|&x| x == b).ok_or_else(|| serde::de::Error::custom("bad base64"))? as u32;
-            acc = acc << 6 | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Ok(out)
+        STANDARD.decode(s.as_bytes()).map_err(serde::de::Error::custom)
     }
 }
 

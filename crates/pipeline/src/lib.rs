@@ -1,32 +1,42 @@
 //! fanfold's pipeline: the steps of a job, written once against narrow ports.
 //!
 //! ```text
-//! submit ─▶ split ─▶ Task::Chunk × N ─▶ run_chunk ─(last one)─▶ Task::Finalize ─▶ finalize
-//!                                           ▲                                       │
-//!                                           └──── chunks that guessed the quote ────┘
-//!                                                 state wrong, with the known state
+//! submit ─▶ split ─▶ Task::Chunk × N ─▶ run_chunk ─(last one)─▶ Task::Plan ─▶ plan
+//!                        ▲                                                   │
+//!                        └── chunks that guessed the quote state wrong ──────┤
+//!                                                                            ▼
+//!             commit ◀─(last one)── reduce ◀── Task::Reduce × R (one per key range)
 //! ```
 //!
 //! Every step is idempotent on at-least-once delivery: the job is created
-//! with a condition, a chunk is ADDed to a *set* of done chunks (the caller
-//! that completes the set dispatches finalize), the finalizer works under a
-//! lease and writes deterministic keys, DONE is conditional on the lease.
+//! with a condition; a chunk is marked done once (a flag on its own record
+//! and a counter on the job: O(1) whatever the chunk count), and only the
+//! call that completes the count dispatches the plan; the planner and the
+//! committer hold the job's lease, each reducer its range's; every object
+//! is written under a deterministic key; DONE is conditional on the lease.
 //! Data errors are not step errors: they fail the job with a message that
-//! names line, byte and column, and the step returns `Ok`.
+//! names line, byte and column, and the step returns `Ok`. The design, and
+//! why, is in `docs/architecture.md`.
 //!
 //! Ports: [`ObjectStore`], [`JobStore`], [`Dispatcher`]. Adapters live in
-//! `fanfold-local` (directory, memory, thread pool) and the AWS crates.
+//! `fanfold-local` (directory, memory, thread pool) and `fanfold-aws`.
 
+mod config;
 mod fan_in;
 mod job;
 mod ports;
+mod sources;
 mod steps;
 
 #[cfg(feature = "contract")]
 pub mod contract;
 
-pub use job::{ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, Source, Status};
-pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
-pub use steps::{
-    incoming_skip_reason, now_ms, Config, FaultPoints, Layout, Pipeline, PipelineError, Submitted, Summary, SweepPolicy,
+pub use config::{
+    incoming_skip_reason, now_ms, Config, FaultPoints, Layout, PipelineError, ScanTotals, Submitted, Summary,
+    SweepPolicy, Timings,
 };
+pub use job::{
+    ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeRecord, RangeResult, Source, Status,
+};
+pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
+pub use steps::Pipeline;

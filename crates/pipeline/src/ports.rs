@@ -1,15 +1,16 @@
 //! The narrow ports the steps are written against. They are synchronous:
 //! the engine is CPU-bound and synchronous, and an async adapter (the AWS
 //! SDK) bridges with its runtime handle inside a blocking thread. Every
-//! adapter runs the same contract suite (`fanfold-local`'s `contract`
-//! module and, later, the AWS adapters').
+//! adapter runs the same contract suite ([`crate::contract`]): the local
+//! ones in `fanfold-local`, the AWS ones against S3/DynamoDB-compatible
+//! servers in `fanfold-aws`.
 
 use std::io::{Read, Write};
 
 use fanfold_engine::{ChunkRange, StartState};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{ChunkRecord, Job, JobError, Outputs, Status};
+use crate::job::{ChunkRecord, Job, JobError, Outputs, RangeRecord, Status};
 
 /// A stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +72,10 @@ pub enum Created {
     Exists(Box<Job>),
 }
 
-/// Job and chunk state with the conditions that make every step idempotent.
+/// Job, chunk and range state with the conditions that make every step
+/// idempotent. Every call costs O(1) item size and writes, whatever the
+/// number of chunks: chunk and range records are items of their own, and
+/// the job record holds counters, never sets.
 pub trait JobStore: Send + Sync {
     /// Creates the job unless a job with its id exists.
     fn create_job(&self, job: &Job) -> Result<Created, StoreError>;
@@ -85,18 +89,48 @@ pub trait JobStore: Send + Sync {
         chunk_count: u32,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
-    /// Stores (or replaces) a chunk's result.
-    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError>;
-    /// Adds the chunk to the job's done set. `Some(size)` when this call
-    /// added it, `None` if it was already there (a duplicate delivery).
-    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now_ms: u64) -> Result<Option<usize>, StoreError>;
-    fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError>;
-    /// Takes the finalize lease if nobody holds an unexpired one and the
-    /// job is RUNNING or MERGING. Moves it to MERGING.
+    /// Stores (or replaces) a chunk's result, unless the chunk is done or
+    /// waits for a scan with another start state ([`ChunkRecord::accepts`]).
+    /// `false`: not stored.
+    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<bool, StoreError>;
+    /// Marks the chunk done and adds its rows and bytes to the job's
+    /// counters, if its stored record is of a scan with `state` and it is not
+    /// done yet. `Some(chunks done)` when this call marked it, `None` for a
+    /// duplicate (or a stale scan).
+    fn mark_done(
+        &self,
+        id: &str,
+        chunk: u32,
+        state: StartState,
+        rows: u64,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Result<Option<u32>, StoreError>;
+    /// Up to `limit` chunk records with index > `after`, in index order.
+    fn chunk_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<ChunkRecord>, StoreError>;
+    /// Takes the job's lease (held by the planner and the committer) if
+    /// nobody holds an unexpired one and the job is RUNNING or MERGING.
+    /// Moves it to MERGING.
     fn take_lease(&self, id: &str, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError>;
-    /// Holding the lease: takes chunks out of the done set (to be scanned
-    /// again), releases the lease, back to RUNNING.
-    fn reopen_chunks(&self, id: &str, owner: &str, chunks: &[u32]) -> Result<bool, StoreError>;
+    /// Holding the lease: the chunk must be scanned again with `state`
+    /// (its guess was wrong): it is no longer done, its counters are taken
+    /// back and only a scan with that state is accepted.
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError>;
+    /// Holding the lease: releases it and goes back to RUNNING (chunks are
+    /// to be scanned again).
+    fn release_lease(&self, id: &str, owner: &str) -> Result<bool, StoreError>;
+    /// Holding the lease: records the range plan (`ranges` key ranges, none
+    /// done) and releases the lease; the job stays MERGING.
+    fn start_merging(&self, id: &str, owner: &str, ranges: u32, now_ms: u64) -> Result<bool, StoreError>;
+    /// Takes range `range`'s lease if it is not done and nobody holds an
+    /// unexpired one (the job must be MERGING).
+    fn take_range(&self, id: &str, range: u32, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError>;
+    /// Holding range `range`'s lease: marks it done and counts it.
+    /// `Some(ranges done)` when this call did, `None` otherwise.
+    fn range_done(&self, id: &str, range: u32, owner: &str, now_ms: u64) -> Result<Option<u32>, StoreError>;
+    /// Up to `limit` range records with index > `after`, in index order
+    /// (ranges whose reducer never started have none).
+    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError>;
     /// Holding the lease: MERGING → DONE.
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError>;
     /// Any state but DONE/FAILED/CANCELLED → FAILED. `false` if already final.
@@ -122,12 +156,26 @@ pub struct JobPage {
     pub next: Option<String>,
 }
 
-/// A unit of work for a worker or the finalizer.
+/// A unit of work for a worker (chunks) or the finalizer function (the rest).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
 pub enum Task {
+    /// Scan one chunk into a partial.
     Chunk { job: String, range: ChunkRange, state: StartState },
-    Finalize { job: String },
+    /// Every chunk is done: check them, choose the key ranges, start the reducers.
+    Plan { job: String },
+    /// Merge one key range of every partial into result parts.
+    Reduce { job: String, range: u32 },
+    /// Every range is done: write the manifest and summary, DONE.
+    Commit { job: String },
+}
+
+impl Task {
+    pub fn job(&self) -> &str {
+        match self {
+            Task::Chunk { job, .. } | Task::Plan { job } | Task::Reduce { job, .. } | Task::Commit { job } => job,
+        }
+    }
 }
 
 /// Lambda async invoke, or a local worker pool.

@@ -1,0 +1,245 @@
+//! What the steps are told: where things go, how big things are, when the
+//! sweeper steps in, and the errors and records they share.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fanfold_engine::{BadRow, Error as EngineError, TopGroup};
+use serde::{Deserialize, Serialize};
+
+use crate::job::OutputPart;
+use crate::ports::StoreError;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Why `key` does not start a job when it appears in the bucket, if it
+/// does not: only data files under `incoming/` do.
+pub fn incoming_skip_reason(key: &str) -> Option<&'static str> {
+    if !key.starts_with("incoming/") {
+        Some("outside incoming/")
+    } else if key.ends_with('/') || key.rsplit('/').next() == Some("_spec.json") {
+        Some("not a data file")
+    } else {
+        None
+    }
+}
+
+/// Where results and the job's working objects go. `{job}` is replaced by
+/// the job id. An empty `results` writes results at the store's root (a
+/// local run's output directory).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub results: String,
+    pub partials: String,
+}
+
+impl Default for Layout {
+    /// The bucket layout of `docs/architecture.md`.
+    fn default() -> Self {
+        Layout { results: "results/{job}/".into(), partials: "_fanfold/partials/{job}/".into() }
+    }
+}
+
+impl Layout {
+    pub fn results(&self, job: &str) -> String {
+        self.results.replace("{job}", job)
+    }
+    /// Everything a job keeps while it runs: deleted when it ends.
+    pub fn partials(&self, job: &str) -> String {
+        self.partials.replace("{job}", job)
+    }
+    /// The partial of `chunk` scanned from `state` (a scan with a known
+    /// state never overwrites the validated partial of another).
+    pub fn partial(&self, job: &str, chunk: u32, state: fanfold_engine::StartState) -> String {
+        let s = match state {
+            fanfold_engine::StartState::Guess => "g",
+            fanfold_engine::StartState::Known(false) => "k0",
+            fanfold_engine::StartState::Known(true) => "k1",
+        };
+        format!("{}{chunk:07}-{s}", self.partials(job))
+    }
+    /// The range plan (splitter keys).
+    pub fn ranges(&self, job: &str) -> String {
+        format!("{}plan/ranges", self.partials(job))
+    }
+    /// The totals of the scan, for the summary.
+    pub fn scan_totals(&self, job: &str) -> String {
+        format!("{}plan/totals.json", self.partials(job))
+    }
+    /// What range `r`'s reducer wrote.
+    pub fn range_result(&self, job: &str, r: u32) -> String {
+        format!("{}ranges/{r:05}.json", self.partials(job))
+    }
+    /// Intermediate runs of range `r`'s multi-level merge.
+    pub fn spills(&self, job: &str, r: u32) -> String {
+        format!("{}spill/{r:05}/", self.partials(job))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bytes per chunk task.
+    pub chunk_size: u64,
+    /// Partials up to this size stay in the chunk record; larger ones are
+    /// spilled to the object store. 8 KiB: a DynamoDB write unit is 1 KB at
+    /// $0.625 per million, an S3 PUT $0.005 per thousand, so from 8 KB on
+    /// the PUT is cheaper.
+    pub inline_limit: usize,
+    /// How long the planner's, committer's and a reducer's lease lasts.
+    pub lease_ms: u64,
+    /// Bytes read per request beyond a chunk's end before asking for more.
+    pub read_window: u64,
+    /// Bucket name recorded in the source (and hashed into job ids).
+    pub bucket: String,
+    /// Threads that merge groups of partials before a reducer's final merge
+    /// (see `fan_in`); 1 merges on one thread. Default: the cores available.
+    pub merge_threads: usize,
+    /// Estimated result bytes per key range (see [`Config::range_count`]).
+    pub range_bytes: u64,
+    /// Input bytes per key range at most: big inputs get ranges even when
+    /// their result is small, so no reducer reads too many partial bytes.
+    pub range_input_bytes: u64,
+    /// Key ranges at most.
+    pub max_ranges: u32,
+    /// Partials a reducer merges at once (K); with more chunks the merge has
+    /// more levels. At most 2K streams are open in one reducer.
+    pub merge_fan_in: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            chunk_size: 64 << 20,
+            inline_limit: 8 * 1024,
+            lease_ms: 15 * 60 * 1000,
+            read_window: 8 << 20,
+            bucket: "local".into(),
+            merge_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            range_bytes: 128 << 20,
+            range_input_bytes: 16 << 30,
+            max_ranges: 1000,
+            merge_fan_in: 256,
+        }
+    }
+}
+
+impl Config {
+    /// The number of key ranges for a job whose result is estimated at
+    /// `result_bytes` from an input of `input_bytes`. Both come from the
+    /// object and spec alone, so the ranges (and so the result files) are
+    /// the same for every chunking and worker count.
+    pub fn range_count(&self, result_bytes: f64, input_bytes: u64) -> usize {
+        let by_result = (result_bytes / self.range_bytes.max(1) as f64).ceil();
+        let by_input = (input_bytes as f64 / self.range_input_bytes.max(1) as f64).ceil();
+        by_result.max(by_input).clamp(1.0, self.max_ranges.max(1) as f64) as usize
+    }
+}
+
+/// A step failed for a reason that is not the input's fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("job {0} not found")]
+    UnknownJob(String),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PipelineError {
+    /// Whether running the step again may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            PipelineError::Store(e) => e.retryable(),
+            PipelineError::Engine(EngineError::Partial(_) | EngineError::Output(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// When the sweeper steps in.
+#[derive(Clone, Debug)]
+pub struct SweepPolicy {
+    /// A job with no progress for this long is stuck (make it longer than
+    /// the worker's timeout).
+    pub stale_ms: u64,
+    /// Sweeps of one job before it fails.
+    pub max_sweeps: u32,
+    /// Every active job is orphaned: the process that ran it is gone (a
+    /// local server starting again), so nothing is waited for.
+    pub orphaned: bool,
+}
+
+impl Default for SweepPolicy {
+    fn default() -> Self {
+        SweepPolicy { stale_ms: 20 * 60 * 1000, max_sweeps: 3, orphaned: false }
+    }
+}
+
+/// `submit`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub id: String,
+    /// `false`: the same source and spec were already known.
+    pub new: bool,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    pub job_id: String,
+    pub source: String,
+    pub input_bytes: u64,
+    pub rows_read: u64,
+    pub rows_filtered: u64,
+    pub rows_skipped: u64,
+    pub bad_row_samples: Vec<BadRow>,
+    pub groups: u64,
+    pub chunks: u64,
+    pub chunks_rerun: u32,
+    /// Key ranges, each merged by its own reducer.
+    #[serde(default)]
+    pub ranges: u32,
+    pub output_files: Vec<OutputPart>,
+    /// The largest groups by the first aggregate (when it is numeric).
+    #[serde(default)]
+    pub top_groups: Vec<TopGroup>,
+    pub timings_ms: Timings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Timings {
+    pub split: u64,
+    pub chunks: u64,
+    pub merge: u64,
+    pub total: u64,
+}
+
+/// What the planner learned from the chunk records, kept for the summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScanTotals {
+    pub rows_read: u64,
+    pub rows_filtered: u64,
+    pub rows_skipped: u64,
+    pub bad_row_samples: Vec<BadRow>,
+    pub chunks: u64,
+    /// Bytes of all partials (what the reducers read together).
+    pub partial_bytes: u64,
+    /// The key sketch's estimate of the number of groups.
+    pub groups_estimate: u64,
+}
+
+/// Places where the end-to-end tests inject failures. Production pipelines
+/// have none.
+pub trait FaultPoints: Send + Sync {
+    /// After a chunk's partial is stored and before the chunk is marked done.
+    fn chunk_stored(&self, _job: &str, _chunk: u32) -> Result<(), PipelineError> {
+        Ok(())
+    }
+    /// After a reducer finished writing part `part` of key range `range`.
+    fn part_written(&self, _job: &str, _range: usize, _part: usize) {}
+}

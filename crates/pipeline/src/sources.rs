@@ -1,0 +1,112 @@
+//! A reducer's view of one partial: only the bytes of its key range.
+//!
+//! An inline partial is sliced in memory. A spilled one small enough is
+//! read whole; a larger one costs two ranged reads: its index (the tail of
+//! the object, from `index_at`) and then the slice that the index names.
+//! Opening is lazy (on the first read), so a reducer that lines up many
+//! sources holds no idle connection or file open until it merges them.
+
+use std::io::{self, Chain, Cursor, Read};
+use std::sync::Arc;
+
+use fanfold_engine::partial::{ops_of, slice_header};
+use fanfold_engine::{AggOp, RunIndex};
+
+use crate::job::{ChunkRecord, PartialRef};
+use crate::ports::ObjectStore;
+
+/// Spilled partials up to this size are read whole (one request instead of two).
+const READ_WHOLE: u64 = 256 * 1024;
+
+pub type Source = Box<dyn Read + Send>;
+
+/// The key range `[lo, hi)` of a reducer.
+#[derive(Clone, Debug, Default)]
+pub struct Bounds {
+    pub lo: Option<Vec<u8>>,
+    pub hi: Option<Vec<u8>>,
+}
+
+/// Reads the slice of `record`'s partial that may hold keys in `bounds`,
+/// as a run (a header, then the slice's entries). The merger's bounds drop
+/// the few entries outside the range.
+pub fn slice_source(store: Arc<dyn ObjectStore>, record: &ChunkRecord, ops: Vec<AggOp>, bounds: Bounds) -> Source {
+    let index_at = record.report.index_at;
+    let len = record.report.run_bytes;
+    match &record.partial {
+        PartialRef::Inline(run) => match slice_in_memory(run, index_at, &bounds) {
+            Ok(bytes) => Box::new(Cursor::new(bytes)),
+            Err(e) => Box::new(Failed(Some(e))),
+        },
+        PartialRef::Object(key) => {
+            Box::new(Lazy { open: Some(Box::new(Opener { store, key: key.clone(), index_at, len, ops, bounds })), src: None })
+        }
+    }
+}
+
+fn slice_in_memory(run: &[u8], index_at: u64, b: &Bounds) -> io::Result<Vec<u8>> {
+    let tail = run.get(index_at as usize..).ok_or_else(|| corrupt("index past the end"))?;
+    let idx = RunIndex::parse(tail, index_at)?;
+    let (s, e) = idx.slice_of(b.lo.as_deref(), b.hi.as_deref());
+    let mut out = slice_header(&ops_of(run)?);
+    out.extend_from_slice(run.get(s as usize..e as usize).ok_or_else(|| corrupt("slice past the end"))?);
+    Ok(out)
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt partial: {what}"))
+}
+
+struct Opener {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    index_at: u64,
+    len: u64,
+    ops: Vec<AggOp>,
+    bounds: Bounds,
+}
+
+impl Opener {
+    fn open(self) -> io::Result<Source> {
+        let err = |e: crate::ports::StoreError| io::Error::other(format!("{}: {e}", self.key));
+        if self.len <= READ_WHOLE {
+            let mut run = Vec::with_capacity(self.len as usize);
+            self.store.get_range(&self.key, 0, None).map_err(err)?.read_to_end(&mut run)?;
+            return Ok(Box::new(Cursor::new(slice_in_memory(&run, self.index_at, &self.bounds)?)));
+        }
+        let mut tail = Vec::new();
+        self.store.get_range(&self.key, self.index_at, Some(self.len)).map_err(err)?.read_to_end(&mut tail)?;
+        let idx = RunIndex::parse(&tail, self.index_at)?;
+        let (s, e) = idx.slice_of(self.bounds.lo.as_deref(), self.bounds.hi.as_deref());
+        let header = Cursor::new(slice_header(&self.ops));
+        if s == e {
+            return Ok(Box::new(header));
+        }
+        let body = self.store.get_range(&self.key, s, Some(e)).map_err(err)?;
+        let chained: Chain<Cursor<Vec<u8>>, Source> = header.chain(body);
+        Ok(Box::new(chained))
+    }
+}
+
+struct Lazy {
+    open: Option<Box<Opener>>,
+    src: Option<Source>,
+}
+
+impl Read for Lazy {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.src.is_none() {
+            let o = self.open.take().ok_or_else(|| io::Error::other("a partial that failed to open"))?;
+            self.src = Some(o.open()?);
+        }
+        self.src.as_mut().expect("opened").read(buf)
+    }
+}
+
+struct Failed(Option<io::Error>);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(self.0.take().unwrap_or_else(|| io::Error::other("a partial that failed to open")))
+    }
+}

@@ -1,0 +1,172 @@
+//! The steps of a job, each in its own file:
+//!
+//! - [`submit`](Pipeline::submit) and [`split`](Pipeline::split): record the
+//!   job, read the header, dispatch a chunk task per byte range;
+//! - [`run_chunk`](Pipeline::run_chunk): scan one range into a key-sorted,
+//!   indexed partial; the call that completes the chunk count dispatches the plan;
+//! - [`plan`](Pipeline::plan): check the quote chain and errors, sample the
+//!   keys, choose the key ranges, dispatch one reducer per range;
+//! - [`reduce`](Pipeline::reduce): merge one key range of every partial
+//!   into that range's capped parts; the call that completes the range count commits;
+//! - [`commit`](Pipeline::commit): manifest, summary, DONE;
+//! - [`sweep`](Pipeline::sweep) and [`cancel`](Pipeline::cancel).
+
+mod chunk;
+mod commit;
+mod plan;
+mod reduce;
+mod submit;
+mod sweep;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{now_ms, Config, FaultPoints, Layout, PipelineError};
+use crate::job::{Job, JobError, Status};
+use crate::ports::{Dispatcher, JobStore, ObjectStore, StoreError, Task};
+
+/// Tasks dispatched per call (a job of 100,000 chunks never builds one list of them).
+const DISPATCH_BATCH: usize = 1000;
+/// Records read per page from the job store.
+const PAGE: usize = 1000;
+
+/// The steps, bound to their ports.
+pub struct Pipeline {
+    pub input: Arc<dyn ObjectStore>,
+    pub output: Arc<dyn ObjectStore>,
+    pub jobs: Arc<dyn JobStore>,
+    pub dispatcher: Arc<dyn Dispatcher>,
+    pub layout: Layout,
+    pub config: Config,
+    pub faults: Option<Arc<dyn FaultPoints>>,
+}
+
+impl Pipeline {
+    /// A pipeline without fault points.
+    pub fn new(
+        input: Arc<dyn ObjectStore>,
+        output: Arc<dyn ObjectStore>,
+        jobs: Arc<dyn JobStore>,
+        dispatcher: Arc<dyn Dispatcher>,
+        layout: Layout,
+        config: Config,
+    ) -> Self {
+        Pipeline { input, output, jobs, dispatcher, layout, config, faults: None }
+    }
+
+    fn job(&self, id: &str) -> Result<Job, PipelineError> {
+        self.jobs.get_job(id)?.ok_or_else(|| PipelineError::UnknownJob(id.to_string()))
+    }
+
+    fn fail(&self, id: &str, error: JobError) -> Result<(), PipelineError> {
+        tracing::warn!(job = id, error = %error.message, "job failed");
+        self.jobs.fail(id, &error, now_ms())?;
+        self.cleanup_partials(id);
+        Ok(())
+    }
+
+    /// Dispatches `tasks` in batches.
+    fn dispatch_all(&self, tasks: impl IntoIterator<Item = Task>) -> Result<(), PipelineError> {
+        let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+        for t in tasks {
+            batch.push(t);
+            if batch.len() == DISPATCH_BATCH {
+                self.dispatcher.dispatch(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.dispatcher.dispatch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// The task that scans chunk `index` of `job`, from `state`.
+    fn chunk_task(job: &Job, index: u32, state: fanfold_engine::StartState) -> Option<Task> {
+        Some(Task::Chunk { job: job.id.clone(), range: job.chunk(index)?, state })
+    }
+
+    /// Whether the job was cancelled or failed (long steps check this now
+    /// and then, and stop).
+    fn stopped(&self, id: &str) -> Result<bool, PipelineError> {
+        Ok(matches!(self.jobs.status(id)?, Some(Status::Cancelled | Status::Failed) | None))
+    }
+
+    /// Deletes a job's result files; best effort.
+    fn discard_results(&self, id: &str) {
+        let prefix = self.layout.results(id);
+        if !prefix.is_empty() {
+            // (a local run writes into the user's directory: nothing to discard by prefix)
+            self.delete_prefix(id, &prefix, "result file");
+        }
+    }
+
+    /// Cancels a job that has not finished: its status becomes CANCELLED,
+    /// workers stop at their next check, partial and result files are
+    /// deleted. `false` if the job had already finished.
+    pub fn cancel(&self, id: &str) -> Result<bool, PipelineError> {
+        if !self.jobs.cancel(id, now_ms())? {
+            return Ok(false);
+        }
+        self.cleanup_partials(id);
+        self.discard_results(id);
+        Ok(true)
+    }
+
+    /// Deletes the job's working objects (partials, plan, spills); best
+    /// effort (the sweeper retries).
+    fn cleanup_partials(&self, id: &str) {
+        self.delete_prefix(id, &self.layout.partials(id), "partial");
+    }
+
+    /// Deletes every object under `prefix`; best effort, failures are logged.
+    fn delete_prefix(&self, id: &str, prefix: &str, what: &str) {
+        match self.output.list(prefix) {
+            Ok(objs) => {
+                for o in objs {
+                    if let Err(e) = self.output.delete(&o.key) {
+                        tracing::warn!(key = o.key, error = %e, "could not delete a {what}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(job = id, prefix, error = %e, "could not list objects to delete"),
+        }
+    }
+
+    /// Reads a small object whole.
+    fn read_object(&self, key: &str) -> Result<Vec<u8>, PipelineError> {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut self.output.get_range(key, 0, None)?, &mut v).map_err(StoreError::Io)?;
+        Ok(v)
+    }
+
+    /// Runs one task (what a worker or the finalizer function does).
+    pub fn run_task(&self, task: &Task, owner: &str) -> Result<(), PipelineError> {
+        match task {
+            Task::Chunk { job, range, state } => self.run_chunk(job, *range, *state),
+            Task::Plan { job } => self.plan(job, owner),
+            Task::Reduce { job, range } => self.reduce(job, *range, owner),
+            Task::Commit { job } => self.commit(job, owner),
+        }
+    }
+}
+
+/// Rate-limits a long step's checks for cancellation (a job-store read).
+struct CancelCheck {
+    last: Instant,
+}
+
+impl CancelCheck {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> Self {
+        CancelCheck { last: Instant::now() }
+    }
+
+    fn due(&mut self) -> bool {
+        let due = self.last.elapsed() >= Self::EVERY;
+        if due {
+            self.last = Instant::now();
+        }
+        due
+    }
+}

@@ -1,0 +1,157 @@
+//! The plan: once every chunk is done, check the chunks, choose the key
+//! ranges, and start one reducer per range.
+//!
+//! One pass over the chunk records, a page at a time, in chunk order (so
+//! nothing held grows with the chunk count): the quote-state chain (a
+//! chunk that guessed wrong is reopened and scanned again with the known
+//! state), the first bad row in file order (line numbers from the running
+//! newline count), the totals, and the union of the chunks' key sketches.
+//! Then the key sample (fixed windows of the object) and the sketch's
+//! estimate give the range plan: `R` from the estimated result size, the
+//! splitter keys at quantiles of the sample. Both depend on the object and
+//! spec alone, so the result files are the same for every chunking.
+
+use std::io::Read;
+
+use fanfold_engine::sample::{merge_sample, read_window, sample_windows, window_keys};
+use fanfold_engine::{BadRow, Error as EngineError, RangePlan, Sketch, StartState, MAX_SAMPLES};
+
+use super::{Pipeline, DISPATCH_BATCH, PAGE};
+use crate::config::{now_ms, PipelineError, ScanTotals};
+use crate::job::{Job, JobError, Status};
+use crate::ports::{StoreError, Task};
+
+impl Pipeline {
+    /// Checks the chunks and starts the reducers (see the module docs).
+    pub fn plan(&self, id: &str, owner: &str) -> Result<(), PipelineError> {
+        let job = self.job(id)?;
+        let ready = match job.status {
+            Status::Running => job.chunks_done == job.chunk_count,
+            Status::Merging => job.range_count == 0, // a planner that died
+            _ => false,
+        };
+        if !ready {
+            return Ok(());
+        }
+        let now = now_ms();
+        if !self.jobs.take_lease(id, owner, now, now + self.config.lease_ms)? {
+            return Ok(());
+        }
+        let head = job.head.clone().ok_or_else(|| PipelineError::Invalid("planning a job without a head".into()))?;
+        let compiled = head.compile(&Self::spec_of(&job)?)?;
+
+        let mut totals = ScanTotals::default();
+        let mut sketch = Sketch::default();
+        let mut in_quotes = false; // the true state at the next chunk's start
+        let mut newlines = head.newlines_before_data;
+        let mut expected = 0u32;
+        let mut again: Vec<Task> = Vec::new(); // chunks to scan (again)
+        let mut rescans = 0u64;
+        let mut overflow: Option<usize> = None;
+        let mut after = None;
+        loop {
+            let page = self.jobs.chunk_page(id, after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.report.index);
+            for rec in page {
+                let r = &rec.report;
+                // Never stored (or lost): scan it.
+                while expected < r.index {
+                    again.extend(Self::chunk_task(&job, expected, StartState::Guess));
+                    expected += 1;
+                }
+                expected = r.index + 1;
+                if !rec.done {
+                    again.extend(Self::chunk_task(&job, r.index, rec.rerun.map_or(StartState::Guess, StartState::Known)));
+                } else if r.assumed_in_quotes != in_quotes {
+                    if self.jobs.reopen_chunk(id, owner, r.index, in_quotes)? {
+                        again.extend(Self::chunk_task(&job, r.index, StartState::Known(in_quotes)));
+                    }
+                } else if again.is_empty() && rescans == 0 {
+                    // Every chunk before this one is right: its error is real, and the first.
+                    if let Some(e) = &r.error {
+                        let mut e: BadRow = e.clone();
+                        e.line += 1 + newlines;
+                        return self.finish_plan_failed(id, owner, JobError::from_bad_row(&e));
+                    }
+                    overflow = overflow.or(r.overflow);
+                    for s in &r.samples {
+                        if totals.bad_row_samples.len() < MAX_SAMPLES {
+                            let mut s = s.clone();
+                            s.line += 1 + newlines;
+                            totals.bad_row_samples.push(s);
+                        }
+                    }
+                    totals.rows_read += r.rows;
+                    totals.rows_filtered += r.filtered;
+                    totals.rows_skipped += r.bad_rows;
+                    totals.partial_bytes += r.run_bytes;
+                    sketch.merge(&r.sketch);
+                }
+                in_quotes ^= r.quote_parity;
+                newlines += r.newlines;
+                if again.len() >= DISPATCH_BATCH {
+                    rescans += again.len() as u64;
+                    self.dispatch_all(again.drain(..))?;
+                }
+            }
+        }
+        while expected < job.chunk_count {
+            again.extend(Self::chunk_task(&job, expected, StartState::Guess));
+            expected += 1;
+        }
+        if rescans > 0 || !again.is_empty() {
+            tracing::info!(job = id, chunks = rescans + again.len() as u64, "chunks to scan again before the merge");
+            self.jobs.release_lease(id, owner)?;
+            return self.dispatch_all(again);
+        }
+        if let Some(a) = overflow {
+            let e = EngineError::SumOverflow { aggregate: compiled.aggs[a].name.clone() };
+            return self.finish_plan_failed(id, owner, JobError::rejected(e.to_string()));
+        }
+        totals.chunks = job.chunk_count as u64;
+        totals.groups_estimate = sketch.estimate().round() as u64;
+
+        // The key sample and the ranges.
+        let size = job.source.size;
+        let mut runs = Vec::new();
+        let mut key_bytes = 0u64;
+        for w in sample_windows(head.data_start, size) {
+            let (from, to) = read_window(w, head.data_start, size);
+            let mut bytes = Vec::with_capacity((to - from) as usize);
+            self.input.get_range(&job.source.key, from, Some(to))?.read_to_end(&mut bytes).map_err(StoreError::Io)?;
+            runs.push(window_keys(&compiled, w, head.data_start, size, &bytes));
+        }
+        let keys = merge_sample(&runs).map_err(|e| PipelineError::Invalid(format!("the key sample: {e}")))?;
+        drop(runs);
+        key_bytes += keys.iter().map(|k| k.len() as u64).sum::<u64>();
+        let row_bytes = if keys.is_empty() { 0.0 } else { key_bytes as f64 / keys.len() as f64 }
+            + 12.0 * compiled.aggs.len() as f64;
+        let want = self.config.range_count(totals.groups_estimate as f64 * row_bytes, size);
+        let plan = RangePlan::choose(&keys, want);
+        tracing::info!(
+            job = id,
+            groups_estimate = totals.groups_estimate,
+            sampled_keys = keys.len(),
+            ranges = plan.ranges(),
+            "range plan"
+        );
+        self.output.put(&self.layout.ranges(id), &plan.encode())?;
+        self.output.put(&self.layout.scan_totals(id), &serde_json::to_vec(&totals).expect("totals serialize"))?;
+        let ranges = plan.ranges() as u32;
+        if !self.jobs.start_merging(id, owner, ranges, now_ms())? {
+            return Ok(()); // lost the lease (or the job ended) meanwhile
+        }
+        self.dispatch_all((0..ranges).map(|range| Task::Reduce { job: id.to_string(), range }))
+    }
+
+    fn finish_plan_failed(&self, id: &str, _owner: &str, error: JobError) -> Result<(), PipelineError> {
+        self.fail(id, error)
+    }
+
+    /// The range plan of a job that is merging.
+    pub(super) fn range_plan(&self, job: &Job) -> Result<RangePlan, PipelineError> {
+        let bytes = self.read_object(&self.layout.ranges(&job.id))?;
+        RangePlan::decode(&bytes).map_err(|e| PipelineError::Invalid(e.to_string()))
+    }
+}

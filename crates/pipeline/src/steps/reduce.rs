@@ -1,0 +1,309 @@
+//! A reducer: one key range of every partial, merged into that range's parts.
+//!
+//! It reads its slice of each chunk's partial ([`crate::sources`]), a page
+//! of chunk records at a time. With at most K = `merge_fan_in` chunks it
+//! merges them at once; with more, every K sources are merged into an
+//! intermediate run (a *spill*, written under the job's working prefix),
+//! K spills of one level into one of the next, and the final merge reads
+//! what is left (at most K). So at most 2K streams are open and the memory
+//! is O(K) whatever the chunk count. The final merge runs on several
+//! threads (`fan_in`) and formats rows while this thread cuts and writes
+//! the capped parts `part-RRRRR-SSSSS.csv`. Names are deterministic, so a
+//! reducer run again (it died, or its task came twice) writes the same
+//! parts over the same keys.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use fanfold_engine::{Error as EngineError, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroups};
+
+use super::{CancelCheck, Pipeline, PAGE};
+use crate::config::{now_ms, FaultPoints, PipelineError};
+use crate::fan_in::{fan_in, merge_group};
+use crate::job::{JobError, OutputPart, RangeResult, Status};
+use crate::ports::{ObjectStore, ObjectWriter, StoreError};
+use crate::sources::{slice_source, Bounds, Source};
+
+/// Groups kept for the summary's `top_groups`.
+pub(super) const TOP_GROUPS: usize = 10;
+/// Bytes of formatted rows handed from the merging thread to the writer at a time.
+const ROW_BLOCK: usize = 1 << 20;
+
+/// Formatted result rows in merge order: `ends[i]` is where row `i` ends.
+#[derive(Default)]
+struct RowBlock {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Pipeline {
+    /// Merges key range `range` (see the module docs). The call that
+    /// completes the job's last range commits it.
+    pub fn reduce(&self, id: &str, range: u32, owner: &str) -> Result<(), PipelineError> {
+        let job = self.job(id)?;
+        if job.status != Status::Merging || range >= job.range_count {
+            return Ok(());
+        }
+        let now = now_ms();
+        if !self.jobs.take_range(id, range, owner, now, now + self.config.lease_ms)? {
+            return Ok(()); // done, or another reducer holds it
+        }
+        let head = job.head.clone().ok_or_else(|| PipelineError::Invalid("merging a job without a head".into()))?;
+        let compiled = head.compile(&Self::spec_of(&job)?)?;
+        let names: Vec<String> = compiled.aggs.iter().map(|a| a.name.clone()).collect();
+        let ops: Vec<_> = compiled.aggs.iter().map(|a| a.op).collect();
+        let plan = self.range_plan(&job)?;
+        let (lo, hi) = plan.bounds(range as usize);
+        let bounds = Bounds { lo: lo.map(<[u8]>::to_vec), hi: hi.map(<[u8]>::to_vec) };
+
+        // The sources, merged K at a time when there are more than K.
+        let k = self.config.merge_fan_in.max(2);
+        let mut spills = Spills { levels: Vec::new(), made: 0, prefix: self.layout.spills(id, range) };
+        let mut pending: Vec<Source> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.jobs.chunk_page(id, after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.report.index);
+            for rec in &page {
+                pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone()));
+                if pending.len() == k && job.chunk_count as usize > k {
+                    let group = std::mem::take(&mut pending);
+                    self.spill(&mut spills, 0, group, &names, &bounds, k)?;
+                }
+            }
+        }
+        let sources: Vec<Source> = if spills.made == 0 {
+            pending
+        } else {
+            if !pending.is_empty() {
+                self.spill(&mut spills, 0, pending, &names, &bounds, k)?;
+            }
+            let mut keys: Vec<String> = spills.levels.iter().flatten().cloned().collect();
+            while keys.len() > k {
+                let group: Vec<Source> = keys.drain(..k).map(|key| self.whole(&key)).collect();
+                let key = spills.next_key(usize::MAX);
+                self.write_spill(&key, group, &names, &bounds)?;
+                keys.push(key);
+            }
+            keys.iter().map(|key| self.whole(key)).collect()
+        };
+
+        let written = self.write_range(id, range as usize, sources, &names, &bounds, &compiled);
+        self.delete_prefix(id, &spills.prefix, "spill");
+        let result = match written {
+            Ok(r) => r,
+            Err(_) if self.stopped(id)? => {
+                self.discard_results(id);
+                return Ok(());
+            }
+            Err(e @ (EngineError::SumOverflow { .. } | EngineError::RowTooLarge { .. })) => {
+                return self.fail(id, JobError::rejected(e.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let bytes = serde_json::to_vec(&result).expect("range results serialize");
+        self.output.put(&self.layout.range_result(id, range), &bytes)?;
+        match self.jobs.range_done(id, range, owner, now_ms())? {
+            Some(n) if n == job.range_count => self.commit(id, owner),
+            Some(_) => Ok(()),
+            None if self.stopped(id)? => {
+                self.discard_results(id);
+                Ok(())
+            }
+            None => Ok(()), // another reducer took the range over (our lease ran out); it writes the same parts
+        }
+    }
+
+    /// Merges `group` into a spill of `level + 1`, cascading up when a level fills.
+    fn spill(
+        &self,
+        spills: &mut Spills,
+        level: usize,
+        group: Vec<Source>,
+        names: &[String],
+        bounds: &Bounds,
+        k: usize,
+    ) -> Result<(), PipelineError> {
+        let key = spills.next_key(level);
+        self.write_spill(&key, group, names, bounds)?;
+        if spills.levels.len() <= level {
+            spills.levels.resize(level + 1, Vec::new());
+        }
+        spills.levels[level].push(key);
+        if spills.levels[level].len() == k {
+            let keys = std::mem::take(&mut spills.levels[level]);
+            let group: Vec<Source> = keys.iter().map(|key| self.whole(key)).collect();
+            self.spill(spills, level + 1, group, names, bounds, k)?;
+            for key in keys {
+                self.output.delete(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_spill(&self, key: &str, group: Vec<Source>, names: &[String], bounds: &Bounds) -> Result<(), PipelineError> {
+        let mut w = self.output.put_stream(key)?;
+        let mut io_error = None;
+        merge_group(group, names.to_vec(), bounds, |bytes| match w.write_all(&bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                io_error = Some(e);
+                false
+            }
+        })?;
+        if let Some(e) = io_error {
+            return Err(StoreError::Io(e).into());
+        }
+        w.finish()?;
+        Ok(())
+    }
+
+    /// A whole object as a source, opened on its first read.
+    fn whole(&self, key: &str) -> Source {
+        Box::new(LazyWhole { store: self.output.clone(), key: key.to_string(), src: None })
+    }
+
+    /// The final merge of a range into its parts.
+    fn write_range(
+        &self,
+        id: &str,
+        range: usize,
+        sources: Vec<Source>,
+        names: &[String],
+        bounds: &Bounds,
+        compiled: &fanfold_engine::Compiled,
+    ) -> Result<RangeResult, EngineError> {
+        let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
+        let prefix = self.layout.results(id);
+        let sink =
+            StoreSink { store: self.output.as_ref(), prefix: &prefix, current: None, job: id, range, faults: self.faults.as_deref() };
+        let mut writer =
+            PartWriter::for_range(sink, compiled.max_file_bytes, fmt.header(&compiled.output_header), range)?;
+        let mut groups = 0u64;
+        let mut cancel = CancelCheck::new();
+        let top = std::thread::scope(|scope| {
+            // Groups of sources merge on their own threads (when there are
+            // enough); a third thread does the final merge and formats rows
+            // into blocks; this one cuts parts and writes them.
+            let (sources, group_mergers) = fan_in(scope, sources, names, bounds, self.config.merge_threads);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RowBlock, EngineError>>(4);
+            let names = names.to_vec();
+            let merging = scope.spawn(move || {
+                let mut top = TopGroups::new(TOP_GROUPS);
+                let mut merger = match Merger::bounded(sources, names, bounds.lo.as_deref(), bounds.hi.as_deref()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = tx.send(Err(EngineError::Partial(e)));
+                        return top;
+                    }
+                };
+                let mut block = RowBlock::default();
+                loop {
+                    match merger.next_group() {
+                        Ok(Some((key, accs, texts))) => {
+                            top.offer(key, accs, texts);
+                            fmt.row(key, accs, texts, &mut block.bytes);
+                            block.ends.push(block.bytes.len());
+                            if block.bytes.len() >= ROW_BLOCK && tx.send(Ok(std::mem::take(&mut block))).is_err() {
+                                return top; // the writer stopped
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return top;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(block));
+                top
+            });
+            let written = (|| {
+                for msg in rx {
+                    let block = msg?;
+                    if cancel.due() && self.stopped(id).unwrap_or(false) {
+                        return Err(EngineError::Output(std::io::Error::other("the job was cancelled")));
+                    }
+                    let mut start = 0;
+                    for &end in &block.ends {
+                        writer.push_row(&block.bytes[start..end])?;
+                        start = end;
+                    }
+                    groups += block.ends.len() as u64;
+                }
+                Ok(())
+            })();
+            // Once the final merge is done (or gone), the group mergers end too.
+            let top = merging.join().expect("the merging thread does not panic");
+            for g in group_mergers {
+                // A group merger's own error says more than the final merge's "failed".
+                g.join().expect("a group merger does not panic")?;
+            }
+            written.map(|()| top.finish())
+        })?;
+        let (parts, _) = writer.finish_parts()?;
+        let parts = parts.iter().map(|p: &PartInfo| OutputPart::new(format!("{prefix}{}", p.name), p)).collect();
+        Ok(RangeResult { parts, groups, top_groups: top })
+    }
+}
+
+/// A reducer's spills, by level.
+struct Spills {
+    levels: Vec<Vec<String>>,
+    made: usize,
+    prefix: String,
+}
+
+impl Spills {
+    fn next_key(&mut self, level: usize) -> String {
+        self.made += 1;
+        let level = if level == usize::MAX { "f".to_string() } else { level.to_string() };
+        format!("{}{level}-{:07}", self.prefix, self.made)
+    }
+}
+
+/// A spill, read whole, opened on its first read.
+struct LazyWhole {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    src: Option<Source>,
+}
+
+impl std::io::Read for LazyWhole {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.src.is_none() {
+            let r = self.store.get_range(&self.key, 0, None).map_err(|e| std::io::Error::other(format!("{}: {e}", self.key)))?;
+            self.src = Some(r);
+        }
+        self.src.as_mut().expect("opened").read(buf)
+    }
+}
+
+/// Streams parts into the object store.
+pub(super) struct StoreSink<'a> {
+    pub(super) store: &'a dyn ObjectStore,
+    pub(super) prefix: &'a str,
+    pub(super) current: Option<Box<dyn ObjectWriter>>,
+    pub(super) job: &'a str,
+    pub(super) range: usize,
+    pub(super) faults: Option<&'a dyn FaultPoints>,
+}
+
+impl PartSink for StoreSink<'_> {
+    fn begin(&mut self, index: usize) -> std::io::Result<()> {
+        let key = format!("{}{}", self.prefix, fanfold_engine::part_name(self.range, index));
+        self.current = Some(self.store.put_stream(&key).map_err(std::io::Error::other)?);
+        Ok(())
+    }
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.current.as_mut().expect("begun").write_all(bytes)
+    }
+    fn end(&mut self, info: &PartInfo) -> std::io::Result<()> {
+        self.current.take().expect("begun").finish().map_err(std::io::Error::other)?;
+        if let Some(f) = self.faults {
+            f.part_written(self.job, self.range, info.index);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Submit a job for an object and split it into chunk tasks.
+
+use std::io::Read;
+
+use fanfold_engine::{job_id, plan_chunks, read_head, Error as EngineError, Spec, StartState};
+
+use super::Pipeline;
+use crate::config::{now_ms, PipelineError, Submitted};
+use crate::job::{Job, JobError, Source, Status};
+use crate::ports::{Created, StoreError, Task};
+
+impl Pipeline {
+    /// Records a job for `key` with `spec` and splits it. The same object
+    /// (same ETag) with the same spec finds the existing job instead.
+    pub fn submit(&self, key: &str, spec: &Spec) -> Result<Submitted, PipelineError> {
+        self.create(key, &spec.canonical_json(), |etag| job_id(&self.config.bucket, key, etag, spec), |id| self.split(id))
+    }
+
+    /// Records a job for `key` that is rejected before it starts (its spec
+    /// does not parse), so that it can be looked up with the reason.
+    pub fn submit_rejected(&self, key: &str, spec_text: &str, error: JobError) -> Result<Submitted, PipelineError> {
+        self.create(
+            key,
+            spec_text,
+            |etag| fanfold_engine::job_id_for_text(&self.config.bucket, key, etag, spec_text),
+            |id| Ok(self.jobs.fail(id, &error, now_ms()).map(|_| ())?),
+        )
+    }
+
+    fn create(
+        &self,
+        key: &str,
+        spec_text: &str,
+        id_of: impl FnOnce(&str) -> String,
+        then: impl FnOnce(&str) -> Result<(), PipelineError>,
+    ) -> Result<Submitted, PipelineError> {
+        let meta = self.input.head(key)?;
+        let id = id_of(&meta.etag);
+        let source =
+            Source { bucket: self.config.bucket.clone(), key: key.to_string(), etag: meta.etag, size: meta.size };
+        let job = Job::new(id.clone(), source, spec_text.to_string(), now_ms());
+        match self.jobs.create_job(&job)? {
+            Created::Exists(_) => Ok(Submitted { id, new: false }),
+            Created::New => {
+                then(&id)?;
+                Ok(Submitted { id, new: true })
+            }
+        }
+    }
+
+    /// Submits an object dropped under `incoming/` (the S3 trigger, the
+    /// local watcher, and `POST /jobs` without a spec): the spec is the
+    /// `_spec.json` beside the object, or `default` when there is none; a
+    /// `_spec.json` that does not parse gives a job rejected with the reason.
+    pub fn submit_object(&self, key: &str, default: &Spec) -> Result<Submitted, PipelineError> {
+        let spec_key = format!("{}/_spec.json", key.rsplit_once('/').map(|(d, _)| d).unwrap_or("incoming"));
+        let spec_text = match self.input.get_range(&spec_key, 0, None) {
+            Ok(mut r) => {
+                let mut t = String::new();
+                r.read_to_string(&mut t).map_err(StoreError::Io)?;
+                Some(t)
+            }
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        match spec_text {
+            None => self.submit(key, default),
+            Some(t) => match Spec::from_json(&t) {
+                Ok(spec) => self.submit(key, &spec),
+                Err(e) => self.submit_rejected(key, &t, JobError::rejected(format!("{spec_key}: {e}"))),
+            },
+        }
+    }
+
+    /// The job's spec, parsed (it was valid when the job was created).
+    pub(super) fn spec_of(job: &Job) -> Result<Spec, PipelineError> {
+        Spec::from_json(&job.spec).map_err(|e| PipelineError::Invalid(e.to_string()))
+    }
+
+    /// SPLITTING → RUNNING: reads the header, plans chunks, dispatches them.
+    pub fn split(&self, id: &str) -> Result<(), PipelineError> {
+        let job = self.job(id)?;
+        if job.status != Status::Splitting {
+            return Ok(());
+        }
+        let spec = Self::spec_of(&job)?;
+        let size = job.source.size;
+        let mut want = 64 * 1024u64;
+        let head = loop {
+            let n = want.min(size);
+            let mut buf = Vec::with_capacity(n as usize);
+            self.input.get_range(&job.source.key, 0, Some(n))?.read_to_end(&mut buf).map_err(StoreError::Io)?;
+            match read_head(&buf, size, &spec.csv) {
+                Ok(Some(h)) => break h,
+                Ok(None) if n < size => want *= 4,
+                Ok(None) => return Err(PipelineError::Invalid("the object is shorter than its size".into())),
+                Err(EngineError::Rejected(b)) => return self.fail(id, JobError::from_bad_row(&b)),
+                Err(e) => return self.fail(id, JobError::rejected(e.to_string())),
+            }
+        };
+        if let Err(e) = head.compile(&spec) {
+            return self.fail(id, JobError::rejected(e.to_string()));
+        }
+        let chunks = plan_chunks(head.data_start, size, self.config.chunk_size);
+        if !self.jobs.start_running(id, &head, self.config.chunk_size, chunks.len() as u32, now_ms())? {
+            return Ok(());
+        }
+        if chunks.is_empty() {
+            return Ok(self.dispatcher.dispatch(vec![Task::Plan { job: id.to_string() }])?);
+        }
+        self.dispatch_all(
+            chunks.into_iter().map(|r| Task::Chunk { job: id.to_string(), range: r, state: StartState::Guess }),
+        )
+    }
+}
