@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
-use fanfold_engine::{ChunkReport, Head};
+use fanfold_engine::{ChunkReport, Head, StartState};
 use fanfold_pipeline::{
-    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, PartialRef, Source, Status, StoreError,
+    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, PartialRef, RangeRecord, Source, Status,
+    StoreError,
 };
 use tokio::runtime::Handle;
 
@@ -70,6 +71,10 @@ fn parse<T: serde::de::DeserializeOwned>(item: &Item, k: &str) -> Result<Option<
     }
 }
 
+fn now_s() -> u64 {
+    fanfold_pipeline::now_ms() / 1000
+}
+
 fn job_key(id: &str) -> (AttributeValue, AttributeValue) {
     (s(format!("job#{id}")), s("job"))
 }
@@ -81,11 +86,6 @@ fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &
 fn job_from(item: &Item) -> Result<Job, StoreError> {
     let id = get_s(item, "id").ok_or_else(|| corrupt("id"))?.to_string();
     let source: Source = parse(item, "source")?.ok_or_else(|| corrupt("source"))?;
-    let mut done: Vec<u32> = match item.get("done") {
-        Some(AttributeValue::Ns(v)) => v.iter().filter_map(|x| x.parse().ok()).collect(),
-        _ => Vec::new(),
-    };
-    done.sort_unstable();
     let lease = match (get_s(item, "lease_owner"), get_n(item, "lease_until")) {
         (Some(o), Some(u)) => Some(Lease { owner: o.to_string(), until_ms: u }),
         _ => None,
@@ -98,11 +98,14 @@ fn job_from(item: &Item) -> Result<Job, StoreError> {
         head: parse::<Head>(item, "head")?,
         chunk_size: get_n(item, "chunk_size").unwrap_or(0),
         chunk_count: get_n(item, "chunk_count").unwrap_or(0) as u32,
-        done,
+        chunks_done: get_n(item, "chunks_done").unwrap_or(0) as u32,
         rows: get_n(item, "rows").unwrap_or(0),
         bytes_done: get_n(item, "bytes_done").unwrap_or(0),
         chunks_rerun: get_n(item, "chunks_rerun").unwrap_or(0) as u32,
         sweeps: get_n(item, "sweeps").unwrap_or(0) as u32,
+        range_count: get_n(item, "range_count").unwrap_or(0) as u32,
+        ranges_done: get_n(item, "ranges_done").unwrap_or(0) as u32,
+        merging_ms: get_n(item, "merging_ms"),
         error: parse::<JobError>(item, "error")?,
         outputs: parse::<Outputs>(item, "outputs")?,
         lease,
@@ -110,6 +113,64 @@ fn job_from(item: &Item) -> Result<Job, StoreError> {
         running_ms: get_n(item, "running_ms"),
         updated_ms: get_n(item, "updated_ms").unwrap_or(0),
     })
+}
+
+fn chunk_sk(i: u32) -> String {
+    format!("chunk#{i:07}")
+}
+fn range_sk(i: u32) -> String {
+    format!("range#{i:05}")
+}
+fn state_name(s: StartState) -> &'static str {
+    match s {
+        StartState::Guess => "g",
+        StartState::Known(false) => "k0",
+        StartState::Known(true) => "k1",
+    }
+}
+fn state_of(name: &str) -> Option<StartState> {
+    match name {
+        "g" => Some(StartState::Guess),
+        "k0" => Some(StartState::Known(false)),
+        "k1" => Some(StartState::Known(true)),
+        _ => None,
+    }
+}
+fn get_bool(item: &Item, k: &str) -> Option<bool> {
+    item.get(k).and_then(|v| v.as_bool().ok()).copied()
+}
+
+fn chunk_from(item: &Item) -> Result<ChunkRecord, StoreError> {
+    let report: ChunkReport = parse(item, "report")?.ok_or_else(|| corrupt("report"))?;
+    let partial = match (item.get("partial"), get_s(item, "partial_key")) {
+        (Some(AttributeValue::B(b)), _) => PartialRef::Inline(b.clone().into_inner()),
+        (_, Some(k)) => PartialRef::Object(k.to_string()),
+        _ => return Err(corrupt("chunk without a partial")),
+    };
+    let state = get_s(item, "state").and_then(state_of).ok_or_else(|| corrupt("chunk state"))?;
+    let mut r = ChunkRecord::new(report, partial, state);
+    r.done = get_bool(item, "done").unwrap_or(false);
+    r.rerun = get_bool(item, "rerun");
+    Ok(r)
+}
+
+fn range_from(item: &Item) -> Result<RangeRecord, StoreError> {
+    let sk = get_s(item, "sk").ok_or_else(|| corrupt("range key"))?;
+    let index = sk.strip_prefix("range#").and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("range key"))?;
+    let lease = match (get_s(item, "lease_owner"), get_n(item, "lease_until")) {
+        (Some(o), Some(u)) => Some(Lease { owner: o.to_string(), until_ms: u }),
+        _ => None,
+    };
+    Ok(RangeRecord { index, done: get_bool(item, "done").unwrap_or(false), lease })
+}
+
+/// One update of a transaction.
+struct Change<'a> {
+    sk: String,
+    update: &'a str,
+    condition: &'a str,
+    names: &'a [(&'a str, &'a str)],
+    values: Vec<(&'a str, AttributeValue)>,
 }
 
 impl DynamoJobStore {
@@ -150,6 +211,89 @@ impl DynamoJobStore {
             Err(e) if is_condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_error("DynamoDB UpdateItem", e)),
         }
+    }
+
+    /// Conditional updates of items of one job, all or none: `Ok(false)` if a condition failed.
+    fn transact(&self, id: &str, changes: Vec<Change<'_>>) -> Result<bool, StoreError> {
+        let mut req = self.client.transact_write_items();
+        for c in changes {
+            let mut u = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("job#{id}")))
+                .key("sk", s(c.sk))
+                .update_expression(c.update)
+                .condition_expression(c.condition);
+            for (k, v) in c.names {
+                u = u.expression_attribute_names(*k, *v);
+            }
+            for (k, v) in c.values {
+                u = u.expression_attribute_values(k, v);
+            }
+            let u = u.build().map_err(|e| corrupt(&e.to_string()))?;
+            req = req.transact_items(TransactWriteItem::builder().update(u).build());
+        }
+        match self.rt.block_on(req.send()) {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if se.err().is_transaction_canceled_exception() => {
+                let conflict = match se.err() {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                        t.cancellation_reasons().iter().any(|r| r.code() == Some("TransactionConflict"))
+                    }
+                    _ => false,
+                };
+                if conflict {
+                    Err(StoreError::Other {
+                        message: "DynamoDB TransactWriteItems: transaction conflict".into(),
+                        retryable: true,
+                    })
+                } else {
+                    Ok(false)
+                }
+            }
+            Err(e) => Err(sdk_error("DynamoDB TransactWriteItems", e)),
+        }
+    }
+
+    /// A counter of the job item (consistent read).
+    fn counter(&self, id: &str, name: &str) -> Result<u32, StoreError> {
+        let (pk, sk) = job_key(id);
+        let req = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .projection_expression("#c")
+            .expression_attribute_names("#c", name)
+            .consistent_read(true);
+        let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB GetItem", e))?;
+        Ok(out.item().and_then(|i| get_n(i, name)).unwrap_or(0) as u32)
+    }
+
+    /// Items of the job whose sort keys lie in `[from, to]`, at most `limit`.
+    fn query_range(&self, id: &str, from: String, to: String, limit: usize) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        while out.len() < limit {
+            let req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+                .expression_attribute_values(":pk", s(format!("job#{id}")))
+                .expression_attribute_values(":a", s(&from))
+                .expression_attribute_values(":b", s(&to))
+                .limit((limit - out.len()).min(1000) as i32)
+                .set_exclusive_start_key(start.take());
+            let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB Query", e))?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -238,80 +382,95 @@ impl JobStore for DynamoJobStore {
         )
     }
 
-    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<(), StoreError> {
+    fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<bool, StoreError> {
         let mut req = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(format!("job#{id}")))
-            .item("sk", s(format!("chunk#{:06}", record.report.index)))
+            .item("sk", s(chunk_sk(record.report.index)))
             .item("report", s(json(&record.report)))
-            .item("attempt", n(record.attempt));
+            .item("state", s(state_name(record.state)))
+            .item("done", AttributeValue::Bool(false))
+            .item("ttl", n(now_s() + TTL_DAYS * 86_400))
+            // A record is replaced only while the chunk is not done, and once
+            // it must be scanned again, only by a scan from that state.
+            .condition_expression(
+                "attribute_not_exists(sk) OR (#done = :false AND (attribute_not_exists(rerun) OR rerun = :k))",
+            )
+            .expression_attribute_names("#done", "done")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(
+                ":k",
+                match record.state {
+                    StartState::Known(k) => AttributeValue::Bool(k),
+                    StartState::Guess => s("no rerun state"),
+                },
+            );
+        if let StartState::Known(k) = record.state {
+            req = req.item("rerun", AttributeValue::Bool(k));
+        }
         req = match &record.partial {
             PartialRef::Inline(b) => req.item("partial", AttributeValue::B(Blob::new(b.clone()))),
             PartialRef::Object(k) => req.item("partial_key", s(k)),
         };
-        self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB PutItem", e))?;
-        Ok(())
-    }
-
-    fn mark_done(&self, id: &str, chunk: u32, rows: u64, bytes: u64, now_ms: u64) -> Result<Option<usize>, StoreError> {
-        let (pk, sk) = job_key(id);
-        let req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
-            .update_expression("ADD #done :set, #rows :rows, bytes_done :bytes SET updated_ms = :now")
-            .condition_expression("attribute_exists(pk) AND NOT contains(#done, :c)")
-            .expression_attribute_names("#done", "done")
-            .expression_attribute_names("#rows", "rows")
-            .expression_attribute_values(":set", AttributeValue::Ns(vec![chunk.to_string()]))
-            .expression_attribute_values(":c", n(chunk))
-            .expression_attribute_values(":rows", n(rows))
-            .expression_attribute_values(":bytes", n(bytes))
-            .expression_attribute_values(":now", n(now_ms))
-            .return_values(ReturnValue::UpdatedNew);
         match self.rt.block_on(req.send()) {
-            Ok(out) => Ok(Some(match out.attributes().and_then(|a| a.get("done")) {
-                Some(AttributeValue::Ns(v)) => v.len(),
-                _ => return Err(corrupt("done set missing after ADD")),
-            })),
-            Err(e) if is_condition_failed(&e) => Ok(None),
-            Err(e) => Err(sdk_error("DynamoDB UpdateItem", e)),
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error("DynamoDB PutItem", e)),
         }
     }
 
-    fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let req = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :c)")
-                .expression_attribute_values(":pk", s(format!("job#{id}")))
-                .expression_attribute_values(":c", s("chunk#"))
-                .set_exclusive_start_key(start.take());
-            let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB Query", e))?;
-            for item in page.items() {
-                let report: ChunkReport = parse(item, "report")?.ok_or_else(|| corrupt("report"))?;
-                let partial = match (item.get("partial"), get_s(item, "partial_key")) {
-                    (Some(AttributeValue::B(b)), _) => PartialRef::Inline(b.clone().into_inner()),
-                    (_, Some(k)) => PartialRef::Object(k.to_string()),
-                    _ => return Err(corrupt("chunk without a partial")),
-                };
-                out.push(ChunkRecord { report, partial, attempt: get_n(item, "attempt").unwrap_or(1) as u32 });
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
+    fn mark_done(
+        &self,
+        id: &str,
+        chunk: u32,
+        state: StartState,
+        rows: u64,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Result<Option<u32>, StoreError> {
+        // The chunk's flag and the job's counters, in one transaction: a
+        // duplicate fails the first condition and adds nothing. O(1) item
+        // size and write units whatever the chunk count.
+        let marked = self.transact(
+            id,
+            vec![
+                Change {
+                    sk: chunk_sk(chunk),
+                    update: "SET #done = :true",
+                    condition: "#done = :false AND #state = :state",
+                    names: &[("#done", "done"), ("#state", "state")],
+                    values: vec![
+                        (":true", AttributeValue::Bool(true)),
+                        (":false", AttributeValue::Bool(false)),
+                        (":state", s(state_name(state))),
+                    ],
+                },
+                Change {
+                    sk: "job".into(),
+                    update: "ADD chunks_done :one, #rows :rows, bytes_done :bytes SET updated_ms = :now",
+                    condition: "attribute_exists(pk)",
+                    names: &[("#rows", "rows")],
+                    values: vec![(":one", n(1)), (":rows", n(rows)), (":bytes", n(bytes)), (":now", n(now_ms))],
+                },
+            ],
+        )?;
+        if !marked {
+            return Ok(None);
         }
-        Ok(out)
+        // Two workers that finish together may both read the full count:
+        // the plan they both dispatch runs once (it takes the job's lease).
+        Ok(Some(self.counter(id, "chunks_done")?))
+    }
+
+    fn chunk_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<ChunkRecord>, StoreError> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        if after == Some(u32::MAX) {
+            return Ok(Vec::new());
+        }
+        let items = self.query_range(id, chunk_sk(from), "chunk#9999999999".into(), limit)?;
+        items.iter().map(chunk_from).collect()
     }
 
     fn take_lease(&self, id: &str, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
@@ -330,40 +489,140 @@ impl JobStore for DynamoJobStore {
         )
     }
 
-    fn reopen_chunks(&self, id: &str, owner: &str, chunks: &[u32]) -> Result<bool, StoreError> {
-        // Undo what mark_done added for these chunks.
-        let records = self.chunks(id)?;
-        let (mut rows, mut bytes) = (0u64, 0u64);
-        for r in records.iter().filter(|r| chunks.contains(&r.report.index)) {
-            rows += r.report.rows;
-            bytes += r.report.end - r.report.start;
-        }
-        let set: Vec<String> = chunks.iter().map(u32::to_string).collect();
-        if set.is_empty() {
-            // Only hand the lease back.
-            return self.update(
-                id,
-                "SET #st = :running REMOVE lease_owner, lease_until",
-                "#st = :merging AND lease_owner = :o",
-                &[("#st", "status")],
-                vec![(":running", s("RUNNING")), (":merging", s("MERGING")), (":o", s(owner))],
-            );
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError> {
+        // Undo what mark_done added for this chunk.
+        let Some(rec) = self.chunk_page(id, chunk.checked_sub(1), 1)?.into_iter().find(|r| r.report.index == chunk)
+        else {
+            return Ok(false);
+        };
+        let (rows, bytes) = (rec.report.rows, rec.report.end - rec.report.start);
+        self.transact(
+            id,
+            vec![
+                Change {
+                    sk: chunk_sk(chunk),
+                    update: "SET #done = :false, rerun = :k",
+                    condition: "#done = :true",
+                    names: &[("#done", "done")],
+                    values: vec![
+                        (":true", AttributeValue::Bool(true)),
+                        (":false", AttributeValue::Bool(false)),
+                        (":k", AttributeValue::Bool(state)),
+                    ],
+                },
+                Change {
+                    sk: "job".into(),
+                    update: "ADD chunks_done :minus, #rows :rows, bytes_done :bytes, chunks_rerun :one",
+                    condition: "#st = :merging AND lease_owner = :o",
+                    names: &[("#st", "status"), ("#rows", "rows")],
+                    values: vec![
+                        (":minus", n(-1)),
+                        (":rows", n(-(rows as i64))),
+                        (":bytes", n(-(bytes as i64))),
+                        (":one", n(1)),
+                        (":merging", s("MERGING")),
+                        (":o", s(owner)),
+                    ],
+                },
+            ],
+        )
+    }
+
+    fn release_lease(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        // Back to RUNNING unless the range plan is made.
+        if self.update(
+            id,
+            "SET #st = :running REMOVE lease_owner, lease_until",
+            "#st = :merging AND lease_owner = :o AND (attribute_not_exists(range_count) OR range_count = :zero)",
+            &[("#st", "status")],
+            vec![(":running", s("RUNNING")), (":merging", s("MERGING")), (":o", s(owner)), (":zero", n(0))],
+        )? {
+            return Ok(true);
         }
         self.update(
             id,
-            "DELETE #done :set ADD #rows :rows, bytes_done :bytes, chunks_rerun :n SET #st = :running REMOVE lease_owner, lease_until",
+            "REMOVE lease_owner, lease_until",
             "#st = :merging AND lease_owner = :o",
-            &[("#st", "status"), ("#done", "done"), ("#rows", "rows")],
+            &[("#st", "status")],
+            vec![(":merging", s("MERGING")), (":o", s(owner))],
+        )
+    }
+
+    fn start_merging(&self, id: &str, owner: &str, ranges: u32, now_ms: u64) -> Result<bool, StoreError> {
+        self.update(
+            id,
+            "SET range_count = :r, ranges_done = :zero, merging_ms = :now, updated_ms = :now REMOVE lease_owner, lease_until",
+            "#st = :merging AND lease_owner = :o AND (attribute_not_exists(range_count) OR range_count = :zero)",
+            &[("#st", "status")],
+            vec![(":r", n(ranges)), (":zero", n(0)), (":now", n(now_ms)), (":merging", s("MERGING")), (":o", s(owner))],
+        )
+    }
+
+    fn take_range(&self, id: &str, range: u32, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
+        self.transact(
+            id,
             vec![
-                (":set", AttributeValue::Ns(set)),
-                (":rows", n(-(rows as i64))),
-                (":bytes", n(-(bytes as i64))),
-                (":n", n(chunks.len())),
-                (":running", s("RUNNING")),
-                (":merging", s("MERGING")),
-                (":o", s(owner)),
+                Change {
+                    sk: range_sk(range),
+                    update: "SET lease_owner = :o, lease_until = :u, #done = if_not_exists(#done, :false), #ttl = :ttl",
+                    condition: "(attribute_not_exists(sk) OR #done = :false) AND (attribute_not_exists(lease_until) OR lease_until <= :now OR lease_owner = :o)",
+                    names: &[("#done", "done"), ("#ttl", "ttl")],
+                    values: vec![
+                        (":o", s(owner)),
+                        (":u", n(until_ms)),
+                        (":now", n(now_ms)),
+                        (":false", AttributeValue::Bool(false)),
+                        (":ttl", n(now_ms / 1000 + TTL_DAYS * 86_400)),
+                    ],
+                },
+                Change {
+                    sk: "job".into(),
+                    update: "SET updated_ms = :now",
+                    condition: "#st = :merging AND range_count > :r",
+                    names: &[("#st", "status")],
+                    values: vec![(":now", n(now_ms)), (":merging", s("MERGING")), (":r", n(range))],
+                },
             ],
         )
+    }
+
+    fn range_done(&self, id: &str, range: u32, owner: &str, now_ms: u64) -> Result<Option<u32>, StoreError> {
+        let marked = self.transact(
+            id,
+            vec![
+                Change {
+                    sk: range_sk(range),
+                    update: "SET #done = :true REMOVE lease_owner, lease_until",
+                    condition: "#done = :false AND lease_owner = :o",
+                    names: &[("#done", "done")],
+                    values: vec![
+                        (":true", AttributeValue::Bool(true)),
+                        (":false", AttributeValue::Bool(false)),
+                        (":o", s(owner)),
+                    ],
+                },
+                Change {
+                    sk: "job".into(),
+                    update: "ADD ranges_done :one SET updated_ms = :now",
+                    condition: "#st = :merging",
+                    names: &[("#st", "status")],
+                    values: vec![(":one", n(1)), (":now", n(now_ms)), (":merging", s("MERGING"))],
+                },
+            ],
+        )?;
+        if !marked {
+            return Ok(None);
+        }
+        Ok(Some(self.counter(id, "ranges_done")?))
+    }
+
+    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError> {
+        if after == Some(u32::MAX) {
+            return Ok(Vec::new());
+        }
+        let from = after.map_or(0, |a| a + 1);
+        let items = self.query_range(id, range_sk(from), "range#9999999999".into(), limit)?;
+        items.iter().map(range_from).collect()
     }
 
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError> {

@@ -49,6 +49,11 @@ enum Command {
         /// Worker threads (default: number of cores).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
         workers: Option<u64>,
+        /// Estimated result bytes per key range: each range is merged by its
+        /// own reducer into its own parts. The same value gives the same
+        /// result files for every chunk size and worker count.
+        #[arg(long, value_parser = parse_size, default_value = "128MiB")]
+        range_bytes: u64,
     },
     /// Estimate chunks, wall time and dollar cost of a job of SIZE on AWS Lambda.
     Plan {
@@ -108,7 +113,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, spec, out, chunk_size, workers } => run(file, spec, out, chunk_size, workers),
+        Command::Run { file, spec, out, chunk_size, workers, range_bytes } => {
+            run(file, spec, out, chunk_size, workers, range_bytes)
+        }
         Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
         Command::Serve { data, addr, token, spec, chunk_size, workers } => read_spec(spec).and_then(|spec| {
             serve::serve(serve::ServeOptions {
@@ -176,9 +183,10 @@ fn run(
     out: Option<PathBuf>,
     chunk_size: Option<u64>,
     workers: Option<u64>,
+    range_bytes: u64,
 ) -> Result<ExitCode> {
     let spec = read_spec(spec)?;
-    let mut opts = RunOptions { out_dir: out, even_waves: chunk_size.is_none(), ..RunOptions::default() };
+    let mut opts = RunOptions { out_dir: out, even_waves: chunk_size.is_none(), range_bytes, ..RunOptions::default() };
     if let Some(c) = chunk_size {
         opts.chunk_size = c;
     }

@@ -47,14 +47,14 @@ mod spec;
 use sha2::{Digest, Sha256};
 
 pub use agg::{Acc, ScanBuffers};
+pub use index::RunIndex;
 pub use output::{
     part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroup, TopGroups,
 };
-pub use index::RunIndex;
-pub use sample::RangePlan;
-pub use sketch::Sketch;
 pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
+pub use sample::RangePlan;
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
+pub use sketch::Sketch;
 pub use spec::{
     AggOp, Aggregate, ColumnRef, Compiled, Dialect, Filter, FilterOp, GroupColumn, OnBadRow, Spec, SpecError,
     Transform, DEFAULT_MAX_FILE_BYTES,

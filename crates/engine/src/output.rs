@@ -358,7 +358,8 @@ impl<S: PartSink> PartWriter<S> {
         let index = self.parts.len();
         self.sink.begin(index)?;
         self.buf.extend_from_slice(&self.header);
-        self.current = Some(PartInfo { index, name: part_name(self.range, index), bytes: self.header.len() as u64, rows: 0 });
+        self.current =
+            Some(PartInfo { index, name: part_name(self.range, index), bytes: self.header.len() as u64, rows: 0 });
         Ok(())
     }
 

@@ -6,9 +6,9 @@
 //!
 //! - `worker-fail@S`: a worker fails after storing its partial and before
 //!   marking the chunk done, once per chunk (Lambda's retry then succeeds);
-//! - `finalizer-crash@S`: the finalizer process dies after writing the first
-//!   result part, once per job (the lease keeps retries out; the sweeper
-//!   finishes the job once the lease expires);
+//! - `finalizer-crash@S`: a reducer's process dies after writing the first
+//!   result part of its key range, once per job (the range's lease keeps
+//!   retries out; the sweeper finishes the job once the lease expires);
 //! - `slow-chunks@S`: every worker takes a second longer (it sleeps after
 //!   storing its partial), so a test can watch a job while it runs;
 //! - `duplicate-tasks`: every task is dispatched twice.
@@ -88,9 +88,9 @@ impl FaultPoints for Faults {
         Ok(())
     }
 
-    fn part_written(&self, job: &str, part: usize) {
+    fn part_written(&self, job: &str, range: usize, part: usize) {
         if part == 0 && self.first_time(&self.finalizer_crash, job, "finalizer") {
-            tracing::warn!(job, "injected fault: the finalizer dies after writing part 0");
+            tracing::warn!(job, range, "injected fault: a reducer dies after writing its first part");
             std::process::exit(137);
         }
     }

@@ -130,12 +130,13 @@ pub fn worker(task: Task, deps: &Deps, _request: &str) -> Result<Value, HandlerE
     }
 }
 
-/// `finalizer`: merge a job's partials. The request id owns the lease.
+/// `finalizer`: the plan, one key range's reduce, or the commit of a job.
+/// The request id owns the leases it takes.
 pub fn finalizer(task: Task, deps: &Deps, request: &str) -> Result<Value, HandlerError> {
-    match task {
-        Task::Finalize { job } => {
-            let r = deps.pipeline.finalize(&job, request);
-            step(deps, &job, r)
+    match &task {
+        Task::Plan { .. } | Task::Reduce { .. } | Task::Commit { .. } => {
+            let r = deps.pipeline.run_task(&task, request);
+            step(deps, task.job(), r)
         }
         other => Err(bad_event(format!("the finalizer got {other:?}"))),
     }

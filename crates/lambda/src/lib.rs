@@ -10,7 +10,7 @@
 //! by retrying fails the job with the reason and the invocation succeeds.
 //!
 //! Configuration (environment): `BUCKET`, `TABLE`, `WORKER_FUNCTION`,
-//! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `LEASE_SECONDS`,
+//! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `RANGE_BYTES`, `LEASE_SECONDS`,
 //! `STALE_SECONDS`, `MAX_SWEEPS`, `DEFAULT_SPEC` (JSON; default: the BMAT
 //! job) and, for tests only, `FANFOLD_FAULTS` (see [`faults`]).
 
@@ -79,6 +79,7 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
         config: Config {
             chunk_size: env_or("CHUNK_SIZE", Config::default().chunk_size).max(1),
             inline_limit: env_or("INLINE_LIMIT", Config::default().inline_limit),
+            range_bytes: env_or("RANGE_BYTES", Config::default().range_bytes).max(1),
             lease_ms: env_or("LEASE_SECONDS", 900u64) * 1000,
             bucket,
             ..Config::default()

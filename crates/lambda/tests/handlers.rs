@@ -23,15 +23,14 @@ fn event(name: &str) -> Value {
 fn deps(dir: &Path) -> (Deps, Arc<Queue>, Arc<DirStore>) {
     let store = Arc::new(DirStore::new(dir).unwrap());
     let queue = Arc::new(Queue::default());
-    let pipeline = Pipeline {
-        input: store.clone(),
-        output: store.clone(),
-        jobs: Arc::new(MemoryJobStore::new()),
-        dispatcher: queue.clone(),
-        layout: Layout::default(),
-        config: Config { chunk_size: 64, bucket: BUCKET.into(), ..Config::default() },
-        faults: None,
-    };
+    let pipeline = Pipeline::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(MemoryJobStore::new()),
+        queue.clone(),
+        Layout::default(),
+        Config { chunk_size: 64, bucket: BUCKET.into(), ..Config::default() },
+    );
     let deps =
         Deps { pipeline, default_spec: Spec::default(), sweep: SweepPolicy::default(), faults: Faults::default() };
     (deps, queue, store)
@@ -47,7 +46,7 @@ fn drain(deps: &Deps, q: &Queue) {
         let v = serde_json::to_value(&t).unwrap();
         let out = match t {
             Task::Chunk { .. } => worker(serde_json::from_value(v).unwrap(), deps, "req-w"),
-            Task::Finalize { .. } => finalizer(serde_json::from_value(v).unwrap(), deps, "req-f"),
+            _ => finalizer(serde_json::from_value(v).unwrap(), deps, "req-f"),
         };
         assert_eq!(out.unwrap()["ok"], true);
     }
@@ -68,7 +67,7 @@ fn an_s3_event_delivered_three_times_makes_one_job() {
     drain(&deps, &q);
     let job = deps.pipeline.jobs.get_job(&ids[0]).unwrap().unwrap();
     assert_eq!(job.status, Status::Done);
-    let part = std::fs::read_to_string(dir.path().join(format!("results/{}/part-00000.csv", ids[0]))).unwrap();
+    let part = std::fs::read_to_string(dir.path().join(format!("results/{}/part-00000-00000.csv", ids[0]))).unwrap();
     assert!(part.starts_with("Song,Date,Total Number of Plays for Date\nIn The End,2020-01-01,1500\n"));
 }
 
@@ -96,7 +95,7 @@ fn the_directory_spec_is_used_and_a_bad_one_is_reported() {
         .unwrap();
     let id = splitter(event("s3-put-incoming.json"), &deps, "r").unwrap()[0]["job"].as_str().unwrap().to_string();
     drain(&deps, &q);
-    let part = std::fs::read_to_string(dir.path().join(format!("results/{id}/part-00000.csv"))).unwrap();
+    let part = std::fs::read_to_string(dir.path().join(format!("results/{id}/part-00000-00000.csv"))).unwrap();
     assert_eq!(part, "Song,n\nIn The End,3\nUmbrella,4\n");
 
     store
@@ -117,10 +116,13 @@ fn worker_finalizer_and_sweeper_events_parse_and_run() {
     // Unknown jobs: the worker's step fails for good, so the invocation reports it and does not ask for a retry.
     let w = worker(serde_json::from_value(event("worker-chunk.json")).unwrap(), &deps, "r");
     assert!(w.is_err_and(|e| !e.retryable), "an unknown job cannot be fixed by retrying");
-    let f = finalizer(serde_json::from_value(event("finalizer-finalize.json")).unwrap(), &deps, "r");
-    assert!(f.is_err_and(|e| !e.retryable));
+    for e in ["finalizer-plan.json", "finalizer-reduce.json", "finalizer-commit.json"] {
+        let f = finalizer(serde_json::from_value(event(e)).unwrap(), &deps, "r");
+        assert!(f.is_err_and(|e| !e.retryable), "{e}");
+    }
     let s = sweeper(event("sweeper-schedule.json"), &deps, "r").unwrap();
     assert_eq!(s["swept"], serde_json::json!([]));
     // A task sent to the wrong function is refused.
-    assert!(worker(serde_json::from_value(event("finalizer-finalize.json")).unwrap(), &deps, "r").is_err());
+    assert!(worker(serde_json::from_value(event("finalizer-plan.json")).unwrap(), &deps, "r").is_err());
+    assert!(finalizer(serde_json::from_value(event("worker-chunk.json")).unwrap(), &deps, "r").is_err());
 }

@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(ids, ["j3", "j2", "j1"]);
         // The holders of range 1's lease died with the process: another reducer can take it.
         let ranges = s.range_page("j3", None, 10).unwrap();
-        assert_eq!(ranges.iter().map(|r| (r.index, r.done, r.lease.is_some())).collect::<Vec<_>>(), [(0, true, false), (1, false, false)]);
+        assert_eq!(
+            ranges.iter().map(|r| (r.index, r.done, r.lease.is_some())).collect::<Vec<_>>(),
+            [(0, true, false), (1, false, false)]
+        );
         assert!(s.take_range("j3", 1, "r9", 16, 1_000_000).unwrap());
         assert_eq!(s.get_job("j3").unwrap().unwrap().ranges_done, 1);
     }

@@ -38,9 +38,10 @@ pub fn slice_source(store: Arc<dyn ObjectStore>, record: &ChunkRecord, ops: Vec<
             Ok(bytes) => Box::new(Cursor::new(bytes)),
             Err(e) => Box::new(Failed(Some(e))),
         },
-        PartialRef::Object(key) => {
-            Box::new(Lazy { open: Some(Box::new(Opener { store, key: key.clone(), index_at, len, ops, bounds })), src: None })
-        }
+        PartialRef::Object(key) => Box::new(Lazy {
+            open: Some(Box::new(Opener { store, key: key.clone(), index_at, len, ops, bounds })),
+            src: None,
+        }),
     }
 }
 

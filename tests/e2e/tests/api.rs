@@ -20,7 +20,7 @@ fn reference(file: &Path, work: &Path) -> String {
     let out_dir = work.join(format!("ref-{}", file.file_name().unwrap().to_str().unwrap()));
     let out = fanfold(&["run", file.to_str().unwrap(), "--out", out_dir.to_str().unwrap()], work);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    read(out_dir.join("part-00000.csv"))
+    read(out_dir.join("part-00000-00000.csv"))
 }
 
 /// Records every (method, documented path, status) the test saw.
@@ -137,7 +137,7 @@ fn every_route_and_status_of_the_openapi_document() {
     let file = &v["output_files"][0];
     assert_eq!(
         (file["rows"].as_u64(), file["key"].as_str()),
-        (Some(4), Some(&*format!("results/{id}/part-00000.csv")))
+        (Some(4), Some(&*format!("results/{id}/part-00000-00000.csv")))
     );
     let (host, path) = split_url(file["url"].as_str().unwrap());
     let r = request(&host, "GET", &path, None, None);
@@ -178,7 +178,7 @@ fn every_route_and_status_of_the_openapi_document() {
     assert_eq!(r.status, 400);
     let e = seen.note("post", "/jobs", &r);
     assert_eq!(e["error"]["field"], "aggregates[0].op", "{e}");
-    for bad in [json!({"src": "x"}), json!({"source": "results/x/part-00000.csv"}), json!([1])] {
+    for bad in [json!({"src": "x"}), json!({"source": "results/x/part-00000-00000.csv"}), json!([1])] {
         let r = s.call("POST", "/jobs", Some(&bad));
         assert_eq!(r.status, 400, "{bad}");
         seen.note("post", "/jobs", &r);

@@ -16,21 +16,21 @@ fn the_bmat_example_gives_the_expected_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("bmat-example.csv");
     let stdout = run_ok(&["run", input.to_str().unwrap(), "--out", "out"], dir.path());
-    assert_eq!(read(dir.path().join("out/part-00000.csv")), read(fixture("bmat-example.expected.csv")));
+    assert_eq!(read(dir.path().join("out/part-00000-00000.csv")), read(fixture("bmat-example.expected.csv")));
     assert!(stdout.contains("DONE"), "{stdout}");
-    assert!(stdout.contains("part-00000.csv"), "{stdout}");
+    assert!(stdout.contains("part-00000-00000.csv"), "{stdout}");
     // Nothing but the results is left in the output directory.
     let mut names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["manifest.json", "part-00000.csv", "summary.json"]);
+    assert_eq!(names, ["manifest.json", "part-00000-00000.csv", "summary.json"]);
 
     let manifest: Value = serde_json::from_str(&read(dir.path().join("out/manifest.json"))).unwrap();
     let uris = manifest["fileLocations"][0]["URIs"].as_array().unwrap();
     assert_eq!(uris.len(), 1);
-    assert!(uris[0].as_str().unwrap().ends_with("/out/part-00000.csv"));
+    assert!(uris[0].as_str().unwrap().ends_with("/out/part-00000-00000.csv"));
     assert_eq!(manifest["globalUploadSettings"]["format"], "CSV");
     assert_eq!(manifest["globalUploadSettings"]["delimiter"], ",");
     assert_eq!(manifest["globalUploadSettings"]["containsHeader"], "true");
@@ -53,7 +53,7 @@ fn default_output_dir_is_named_after_the_job() {
     let jobs: Vec<_> = std::fs::read_dir(dir.path().join("fanfold-out")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].file_name().unwrap().len(), 32);
-    assert_eq!(read(jobs[0].join("part-00000.csv")), read(fixture("bmat-example.expected.csv")));
+    assert_eq!(read(jobs[0].join("part-00000-00000.csv")), read(fixture("bmat-example.expected.csv")));
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn every_chunk_size_and_worker_count_gives_the_same_bytes() {
             ],
             dir.path(),
         );
-        assert_eq!(read(dir.path().join(&out).join("part-00000.csv")), want, "chunk {chunk} workers {workers}");
+        assert_eq!(read(dir.path().join(&out).join("part-00000-00000.csv")), want, "chunk {chunk} workers {workers}");
     }
 }
 
@@ -101,7 +101,7 @@ fn parts_are_capped_including_their_header() {
     let header = "Song,Date,Total Number of Plays for Date\n";
     let mut joined = String::from(header);
     for (i, f) in files.iter().enumerate() {
-        let name = format!("part-{i:05}.csv");
+        let name = format!("part-00000-{i:05}.csv");
         assert_eq!(f["key"], name.as_str());
         let text = read(dir.path().join("capped").join(&name));
         assert!(text.len() <= 4096, "{name} has {} bytes", text.len());
@@ -109,7 +109,7 @@ fn parts_are_capped_including_their_header() {
         assert!(text.starts_with(header));
         joined += &text[header.len()..];
     }
-    assert_eq!(joined, read(dir.path().join("whole/part-00000.csv")));
+    assert_eq!(joined, read(dir.path().join("whole/part-00000-00000.csv")));
     let manifest: Value = serde_json::from_str(&read(dir.path().join("capped/manifest.json"))).unwrap();
     assert_eq!(manifest["fileLocations"][0]["URIs"].as_array().unwrap().len(), files.len());
 }
@@ -206,7 +206,7 @@ fn skip_mode_counts_and_samples_bad_rows() {
         assert_eq!(samples[0]["reason"], "is not a number");
         assert_eq!(samples[9]["line"], 21);
         assert_eq!(
-            read(dir.path().join("o/part-00000.csv")),
+            read(dir.path().join("o/part-00000-00000.csv")),
             "Song,Date,Total Number of Plays for Date\ns0,2020-01-01,5\ns1,2020-01-01,5\ns2,2020-01-01,5\n"
         );
     }

@@ -53,17 +53,6 @@ fn local_parts(file: &Path, spec: Option<&Path>, dir: &Path) -> Vec<(String, Str
     parts(&dir.join("local"))
 }
 
-fn parts(dir: &Path) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), read(&p)))
-        .collect();
-    v.sort();
-    v
-}
-
 fn assert_done_like_local(run: &CloudRun, cloud_out: &Path, want: &[(String, String)]) {
     assert!(run.ok, "cloud-local failed:\n{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains(" DONE"), "{}", run.stdout);

@@ -41,3 +41,20 @@ pub fn gen_bmat(dir: &Path, name: &str, size: &str, seed: u64) -> PathBuf {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     p
 }
+
+/// The part files of a result directory, in name order: (name, content).
+pub fn parts(dir: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), read(&p)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The result rows of `parts`, in order, without the header of each part.
+pub fn rows_of(parts: &[(String, String)]) -> String {
+    parts.iter().map(|(_, c)| c.split_once('\n').map_or("", |(_, rows)| rows)).collect()
+}

@@ -154,20 +154,28 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn run_file_is_identical_for_any_chunk_size_and_worker_count(csv in csv_strategy(), chunk in 1u64..40, workers in 1usize..5) {
+    fn run_file_is_identical_for_any_chunk_size_worker_count_and_range_count(
+        csv in csv_strategy(), chunk in 1u64..40, workers in 1usize..5, range_bytes in 1u64..300,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.csv");
         std::fs::write(&input, &csv).unwrap();
         let spec = Spec::from_json(
             r#"{"group_by":["k"],"aggregates":[{"op":"sum","column":"v","as":"s"},{"op":"last","column":"t","as":"l"},{"op":"min","column":"t","as":"m"}]}"#,
         ).unwrap();
-        let run = |chunk: u64, workers: usize, out: &str| {
-            let o = run_file(&input, &spec, &RunOptions { chunk_size: chunk, workers, even_waves: false, out_dir: Some(dir.path().join(out)) }, |_| {}).unwrap();
+        let run = |chunk: u64, workers: usize, range_bytes: u64, out: &str| {
+            let opts = RunOptions { chunk_size: chunk, workers, even_waves: false, out_dir: Some(dir.path().join(out)), range_bytes };
+            let o = run_file(&input, &spec, &opts, |_| {}).unwrap();
             assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
-            common::read(o.out_dir.join("part-00000.csv"))
+            common::parts(&o.out_dir)
         };
-        let whole = run(1 << 30, 1, "whole");
-        prop_assert_eq!(run(chunk, workers, "chunked"), whole);
+        // The same ranges: the same files, byte for byte, for any chunking.
+        let whole = run(1 << 30, 1, range_bytes, "whole");
+        prop_assert_eq!(run(chunk, workers, range_bytes, "chunked"), whole.clone());
+        // Any number of ranges: the same rows in the same order as one range.
+        let one = run(chunk, workers, 1 << 40, "one");
+        prop_assert_eq!(one.len(), 1);
+        prop_assert_eq!(common::rows_of(&whole), common::rows_of(&one));
     }
 }
 
@@ -202,30 +210,38 @@ fn the_sweeper_redispatches_lost_chunks_and_finishes_the_job() {
     let job = p.jobs.get_job(&id).unwrap().unwrap();
     assert_eq!(job.status, Status::Done);
     assert_eq!(
-        common::read(dir.path().join(format!("results/{id}/part-00000.csv"))),
+        common::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
         common::read(common::fixture("bmat-example.expected.csv"))
     );
 }
 
 #[test]
-fn a_finalizer_that_died_after_writing_some_outputs_is_replaced() {
+fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
     let dir = tempfile::tempdir().unwrap();
     let (p, q, store) = manual_pipeline(dir.path(), 50);
     let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
     drain(&p, &q, |t| matches!(t, Task::Chunk { .. }));
-    // The finalizer took the lease, wrote a bogus part and died.
+    // The planner took the lease and died.
     let now = fanfold_pipeline::now_ms();
     assert!(p.jobs.take_lease(&id, "dead", now, now + 50).unwrap());
-    store.put(&format!("results/{id}/part-00000.csv"), b"half a file").unwrap();
-    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3, orphaned: false };
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 5, orphaned: false };
     assert!(p.sweep(now, &policy).unwrap().is_empty(), "the lease still holds");
     let did = p.sweep(now + 100, &policy).unwrap();
-    assert!(did[0].contains("the merge did not finish"), "{did:?}");
-    std::thread::sleep(std::time::Duration::from_millis(60)); // the new finalizer runs on the real clock
+    assert!(did[0].contains("the plan did not finish"), "{did:?}");
+    std::thread::sleep(std::time::Duration::from_millis(60)); // the new planner runs on the real clock
+    drain(&p, &q, |t| matches!(t, Task::Plan { .. }));
+    // A reducer took its range, wrote a bogus part and died; the other reduce tasks were lost.
+    let now = fanfold_pipeline::now_ms();
+    assert!(p.jobs.take_range(&id, 0, "dead", now, now + 50).unwrap());
+    store.put(&format!("results/{id}/part-00000-00000.csv"), b"half a file").unwrap();
+    assert!(p.sweep(now, &policy).unwrap().is_empty(), "the range lease still holds");
+    let did = p.sweep(now + 100, &policy).unwrap();
+    assert!(did[0].contains("key ranges 0 of 1 did not finish"), "{did:?}");
+    std::thread::sleep(std::time::Duration::from_millis(60));
     drain(&p, &q, |_| true);
     assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
     assert_eq!(
-        common::read(dir.path().join(format!("results/{id}/part-00000.csv"))),
+        common::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
         common::read(common::fixture("bmat-example.expected.csv"))
     );
     assert!(store.list("_fanfold/").unwrap().is_empty(), "partials cleaned up");

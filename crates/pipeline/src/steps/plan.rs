@@ -62,7 +62,11 @@ impl Pipeline {
                 }
                 expected = r.index + 1;
                 if !rec.done {
-                    again.extend(Self::chunk_task(&job, r.index, rec.rerun.map_or(StartState::Guess, StartState::Known)));
+                    again.extend(Self::chunk_task(
+                        &job,
+                        r.index,
+                        rec.rerun.map_or(StartState::Guess, StartState::Known),
+                    ));
                 } else if r.assumed_in_quotes != in_quotes {
                     if self.jobs.reopen_chunk(id, owner, r.index, in_quotes)? {
                         again.extend(Self::chunk_task(&job, r.index, StartState::Known(in_quotes)));

@@ -142,7 +142,13 @@ impl Pipeline {
         Ok(())
     }
 
-    fn write_spill(&self, key: &str, group: Vec<Source>, names: &[String], bounds: &Bounds) -> Result<(), PipelineError> {
+    fn write_spill(
+        &self,
+        key: &str,
+        group: Vec<Source>,
+        names: &[String],
+        bounds: &Bounds,
+    ) -> Result<(), PipelineError> {
         let mut w = self.output.put_stream(key)?;
         let mut io_error = None;
         merge_group(group, names.to_vec(), bounds, |bytes| match w.write_all(&bytes) {
@@ -176,8 +182,14 @@ impl Pipeline {
     ) -> Result<RangeResult, EngineError> {
         let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
         let prefix = self.layout.results(id);
-        let sink =
-            StoreSink { store: self.output.as_ref(), prefix: &prefix, current: None, job: id, range, faults: self.faults.as_deref() };
+        let sink = StoreSink {
+            store: self.output.as_ref(),
+            prefix: &prefix,
+            current: None,
+            job: id,
+            range,
+            faults: self.faults.as_deref(),
+        };
         let mut writer =
             PartWriter::for_range(sink, compiled.max_file_bytes, fmt.header(&compiled.output_header), range)?;
         let mut groups = 0u64;
@@ -273,7 +285,10 @@ struct LazyWhole {
 impl std::io::Read for LazyWhole {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.src.is_none() {
-            let r = self.store.get_range(&self.key, 0, None).map_err(|e| std::io::Error::other(format!("{}: {e}", self.key)))?;
+            let r = self
+                .store
+                .get_range(&self.key, 0, None)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", self.key)))?;
             self.src = Some(r);
         }
         self.src.as_mut().expect("opened").read(buf)

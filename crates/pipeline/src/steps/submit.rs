@@ -13,7 +13,12 @@ impl Pipeline {
     /// Records a job for `key` with `spec` and splits it. The same object
     /// (same ETag) with the same spec finds the existing job instead.
     pub fn submit(&self, key: &str, spec: &Spec) -> Result<Submitted, PipelineError> {
-        self.create(key, &spec.canonical_json(), |etag| job_id(&self.config.bucket, key, etag, spec), |id| self.split(id))
+        self.create(
+            key,
+            &spec.canonical_json(),
+            |etag| job_id(&self.config.bucket, key, etag, spec),
+            |id| self.split(id),
+        )
     }
 
     /// Records a job for `key` that is rejected before it starts (its spec
@@ -108,8 +113,10 @@ impl Pipeline {
         if chunks.is_empty() {
             return Ok(self.dispatcher.dispatch(vec![Task::Plan { job: id.to_string() }])?);
         }
-        self.dispatch_all(
-            chunks.into_iter().map(|r| Task::Chunk { job: id.to_string(), range: r, state: StartState::Guess }),
-        )
+        self.dispatch_all(chunks.into_iter().map(|r| Task::Chunk {
+            job: id.to_string(),
+            range: r,
+            state: StartState::Guess,
+        }))
     }
 }

@@ -45,10 +45,19 @@ impl Pipeline {
                     if tasks.is_empty() {
                         continue;
                     }
-                    let shown: Vec<String> =
-                        tasks.iter().take(10).filter_map(|t| match t { Task::Reduce { range, .. } => Some(range.to_string()), _ => None }).collect();
+                    let shown: Vec<String> = tasks
+                        .iter()
+                        .take(10)
+                        .filter_map(|t| match t {
+                            Task::Reduce { range, .. } => Some(range.to_string()),
+                            _ => None,
+                        })
+                        .collect();
                     let more = if tasks.len() > 10 { ", …" } else { "" };
-                    (format!("key ranges {}{more} of {} did not finish", shown.join(", "), job.range_count), Some(tasks))
+                    (
+                        format!("key ranges {}{more} of {} did not finish", shown.join(", "), job.range_count),
+                        Some(tasks),
+                    )
                 }
                 _ => continue,
             };
@@ -86,7 +95,11 @@ impl Pipeline {
                 }
                 expected = rec.report.index + 1;
                 if !rec.done {
-                    tasks.extend(Self::chunk_task(job, rec.report.index, rec.rerun.map_or(StartState::Guess, StartState::Known)));
+                    tasks.extend(Self::chunk_task(
+                        job,
+                        rec.report.index,
+                        rec.rerun.map_or(StartState::Guess, StartState::Known),
+                    ));
                 }
             }
         }
