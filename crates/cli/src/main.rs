@@ -1,7 +1,7 @@
 //! `fanfold`: exact CSV aggregation, on one machine or fanned out on AWS.
 
+mod cost_model;
 mod gen;
-mod plan;
 mod serve;
 mod size;
 
@@ -55,23 +55,32 @@ enum Command {
         #[arg(long, value_parser = parse_size, default_value = "128MiB")]
         range_bytes: u64,
     },
-    /// Estimate chunks, wall time and dollar cost of a job of SIZE on AWS Lambda.
+    /// Simulate a job of SIZE on AWS Lambda: chunks, waves, key ranges, requests, wall time, dollars.
     Plan {
         /// Input size, e.g. 1TB.
         #[arg(value_parser = parse_size)]
         size: u64,
-        #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+        #[arg(long, value_parser = parse_size, default_value = "1GiB")]
         chunk_size: u64,
-        /// Concurrent worker Lambdas (the account's concurrency limit).
+        /// Concurrent functions (the account's concurrency limit).
         #[arg(long, default_value_t = 1000)]
         concurrency: u64,
-        /// Lambda memory in MB (1769 MB = one vCPU).
+        /// Worker memory in MB (1769 MB = one vCPU).
         #[arg(long, default_value_t = 1769)]
         memory: u64,
-        /// Bytes of partial aggregate per input byte: 1.0 when almost every
-        /// row is its own group, 0.01 for a few million groups.
-        #[arg(long, default_value_t = 0.01)]
-        partial_ratio: f64,
+        /// Reducer (finalizer function) memory in MB.
+        #[arg(long, default_value_t = 3538)]
+        reducer_memory: u64,
+        /// Estimated result bytes per key range (the template's RangeBytes).
+        #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+        range_bytes: u64,
+        /// The data's shape: bmat (every row its own group) or zipf (1.9 M groups).
+        #[arg(long, value_enum, default_value = "zipf")]
+        profile: gen::Profile,
+        /// Instead of a profile: partial (and result) bytes per input byte,
+        /// 1.0 when almost every row is its own group.
+        #[arg(long)]
+        partial_ratio: Option<f64>,
     },
     /// Serve the jobs API and page, and run jobs for files dropped into DIR/incoming/.
     Serve {
@@ -127,13 +136,50 @@ fn main() -> ExitCode {
                 spec,
             })
         }),
-        Command::Plan { size, chunk_size, concurrency, memory, partial_ratio } => {
-            let p = plan::plan(&plan::PlanInput { size, chunk_size, concurrency, memory_mb: memory, partial_ratio });
+        Command::Plan {
+            size,
+            chunk_size,
+            concurrency,
+            memory,
+            reducer_memory,
+            range_bytes,
+            profile,
+            partial_ratio,
+        } => {
+            let shape = match (partial_ratio, profile) {
+                (Some(ratio), _) => cost_model::Shape::Unique { ratio },
+                (None, gen::Profile::Bmat) => cost_model::Shape::bmat(),
+                (None, gen::Profile::Zipf) => cost_model::Shape::zipf(),
+            };
+            let p = cost_model::plan(&cost_model::PlanInput {
+                size,
+                chunk_size,
+                concurrency,
+                memory_mb: memory,
+                reducer_memory_mb: reducer_memory,
+                range_bytes,
+                shape,
+            });
             for l in &p.lines {
                 println!("{l}");
             }
-            println!("assumptions: scan {:.0} MB/s per vCPU and merge {:.0} MB/s (from bench/run.sh), S3 {:.0} MB/s per Lambda, 50 ms per chunk for invoke and state writes, us-east-1 prices", plan::SCAN_PER_CORE / 1e6, plan::MERGE_PER_CORE / 1e6, plan::S3_PER_LAMBDA / 1e6);
-            Ok(ExitCode::SUCCESS)
+            println!("{}", p.summary());
+            println!(
+                "assumptions: scan {:.0} MB/s per vCPU and merge {:.0} MB/s per vCPU (bench/run.sh), {:.0} MB/s of network per function and 1000 new functions per 10 s (published), {:.0} ms to a GET's first byte, {:.0} invokes/s from one function, {:.0} slice opens in flight per reducer, us-east-1 on-demand prices",
+                cost_model::SCAN_PER_CORE / 1e6,
+                cost_model::MERGE_PER_CORE / 1e6,
+                cost_model::S3_PER_LAMBDA / 1e6,
+                cost_model::GET_LATENCY * 1e3,
+                cost_model::INVOKES_PER_S,
+                cost_model::OPENS_IN_FLIGHT
+            );
+            match p.refused {
+                None => Ok(ExitCode::SUCCESS),
+                Some(why) => {
+                    eprintln!("error: this job cannot run on Lambda as configured: {why}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
     };
     match result {

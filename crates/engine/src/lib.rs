@@ -54,7 +54,7 @@ pub use output::{
 pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use sample::RangePlan;
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
-pub use sketch::Sketch;
+pub use sketch::{Sketch, SketchBytes};
 pub use spec::{
     AggOp, Aggregate, ColumnRef, Compiled, Dialect, Filter, FilterOp, GroupColumn, OnBadRow, Spec, SpecError,
     Transform, DEFAULT_MAX_FILE_BYTES,

@@ -23,7 +23,7 @@ use crate::agg::{GroupTable, Input, ScanBuffers};
 use crate::key::push_field;
 use crate::number::{Decimal, NumberError};
 use crate::partial::RunWriter;
-use crate::sketch::Sketch;
+use crate::sketch::{Sketch, SketchBytes};
 use crate::spec::{AggOp, Compiled, FilterOp, OnBadRow, Transform};
 
 /// How many bad-row samples a chunk (and a job) keeps.
@@ -101,7 +101,7 @@ pub struct ChunkReport {
     pub index_at: u64,
     /// The chunk's group keys, for sizing the job's key ranges.
     #[serde(default)]
-    pub sketch: Sketch,
+    pub sketch: SketchBytes,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -707,7 +707,7 @@ impl<'c> ChunkScanner<'c> {
             overflow,
             run_bytes: run.len() as u64,
             index_at,
-            sketch,
+            sketch: SketchBytes::of(&sketch),
         };
         (report, run, self.buffers)
     }

@@ -109,20 +109,40 @@ impl Sketch {
     }
 }
 
-impl Serialize for Sketch {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use base64::Engine;
-        s.serialize_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.to_bytes()))
+/// A sketch in its compact encoding, as a chunk report keeps it (a few
+/// bytes for a chunk with few groups, at most 1 KiB).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SketchBytes(Vec<u8>);
+
+impl SketchBytes {
+    pub fn of(s: &Sketch) -> Self {
+        SketchBytes(s.to_bytes())
+    }
+
+    /// The sketch (an empty one for a report written without a sketch).
+    pub fn sketch(&self) -> Option<Sketch> {
+        if self.0.is_empty() {
+            return Some(Sketch::default());
+        }
+        Sketch::from_bytes(&self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for Sketch {
+impl Serialize for SketchBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SketchBytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use base64::Engine;
         let t = String::deserialize(d)?;
         let b =
             base64::engine::general_purpose::STANDARD_NO_PAD.decode(t.as_bytes()).map_err(serde::de::Error::custom)?;
-        Sketch::from_bytes(&b).ok_or_else(|| serde::de::Error::custom("malformed key sketch"))
+        Sketch::from_bytes(&b).ok_or_else(|| serde::de::Error::custom("malformed key sketch"))?;
+        Ok(SketchBytes(b))
     }
 }
 
@@ -151,8 +171,10 @@ mod tests {
             assert!((e - n as f64).abs() <= tol, "{n}: {e}");
             a.merge(&b);
             assert_eq!(a, s, "merge is the union");
-            let back: Sketch = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
-            assert_eq!(back, s);
+            let b = SketchBytes::of(&s);
+            let back: SketchBytes = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+            assert_eq!(back.sketch(), Some(s.clone()));
+            assert!(b.0.len() <= 1025 && (n > 100 || b.0.len() <= 1 + 3 * n as usize));
         }
     }
 }

@@ -98,7 +98,7 @@ fn repeated_events_duplicate_tasks_failing_workers_and_spilled_partials() {
 }
 
 #[test]
-fn a_finalizer_killed_after_writing_a_part_is_finished_by_the_sweeper() {
+fn a_reducer_killed_after_writing_a_part_is_finished_by_the_sweeper() {
     let dir = tempfile::tempdir().unwrap();
     let file = gen_bmat(dir.path(), "plays.csv", "60kB", 9);
     let spec = dir.path().join("spec.json");
@@ -114,7 +114,7 @@ fn a_finalizer_killed_after_writing_a_part_is_finished_by_the_sweeper() {
     );
     assert_done_like_local(&run, &out, &want);
     assert!(
-        run.stderr.contains("the merge did not finish; dispatched again"),
+        run.stderr.contains("key ranges 0 of 1 did not finish; dispatched again"),
         "the sweeper stepped in: {}",
         run.stderr
     );

@@ -265,3 +265,90 @@ fn a_job_that_never_progresses_fails_with_the_reason() {
     assert!(!e.rejected);
     assert!(e.message.contains("chunks 0, 1, 2, 3, 4 of 5 did not finish after 3 attempts"), "{}", e.message);
 }
+
+/// `run_file` on `csv` with `spec`: the result's part files.
+fn run_csv(
+    dir: &std::path::Path,
+    csv: &str,
+    spec: &Spec,
+    chunk: u64,
+    range_bytes: u64,
+    out: &str,
+) -> Vec<(String, String)> {
+    let input = dir.join("skew.csv");
+    std::fs::write(&input, csv).unwrap();
+    let opts =
+        RunOptions { chunk_size: chunk, workers: 2, even_waves: false, out_dir: Some(dir.join(out)), range_bytes };
+    let o = run_file(&input, spec, &opts, |_| {}).unwrap();
+    assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
+    common::parts(&o.out_dir)
+}
+
+/// Rows per key range (from the part names `part-RRRRR-SSSSS.csv`).
+fn rows_per_range(parts: &[(String, String)]) -> Vec<usize> {
+    let mut v: Vec<usize> = Vec::new();
+    for (name, text) in parts {
+        let r: usize = name[5..10].parse().unwrap();
+        if v.len() <= r {
+            v.resize(r + 1, 0);
+        }
+        v[r] += text.lines().count() - 1;
+    }
+    v
+}
+
+fn plays_spec() -> Spec {
+    Spec::from_json(r#"{"group_by":["k"],"aggregates":[{"op":"sum","column":"v","as":"s"},{"op":"count","as":"n"}]}"#)
+        .unwrap()
+}
+
+#[test]
+fn skew_a_hot_key_a_sorted_file_one_group_and_an_empty_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = plays_spec();
+    // 90% of the rows on one key.
+    let mut hot = String::from("k,v\n");
+    for i in 0..30_000u64 {
+        if i % 10 == 0 {
+            hot += &format!("key{:07},{}\n", (i * 7919) % 1_000_003, i % 7);
+        } else {
+            hot += &format!("hot,{}\n", i % 5);
+        }
+    }
+    // Sorted by the group key: every chunk's keys lie in one range.
+    let mut sorted = String::from("k,v\n");
+    for i in 0..30_000u64 {
+        sorted += &format!("k{i:06},{}\n", i % 3);
+    }
+    for (name, csv) in [("hot", &hot), ("sorted", &sorted)] {
+        let one = run_csv(dir.path(), csv, &spec, 1 << 30, 1 << 40, &format!("{name}-one"));
+        assert_eq!(one.len(), 1);
+        let want = common::rows_of(&one);
+        for chunk in [997u64, 20_000] {
+            let parts = run_csv(dir.path(), csv, &spec, chunk, 4096, &format!("{name}-{chunk}"));
+            assert_eq!(common::rows_of(&parts), want, "{name}, chunk {chunk}");
+            let per = rows_per_range(&parts);
+            assert!(per.len() >= 8, "{name}: {} ranges", per.len());
+            let groups: usize = per.iter().sum();
+            let mean = groups / per.len();
+            assert!(per.iter().all(|&n| n > 0 && n < 4 * mean), "{name}: every range gets a share: {per:?}");
+        }
+    }
+    // One group in the whole file: one range, one row.
+    let mut one_group = String::from("k,v\n");
+    for i in 0..5000 {
+        one_group += &format!("only,{}\n", i % 3);
+    }
+    let parts = run_csv(dir.path(), &one_group, &spec, 333, 16, "one-group");
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].1, "k,s,n\nonly,4999,5000\n");
+    // An empty result (every row filtered out) is one header-only part; so is a file with a header only.
+    let filtered = Spec::from_json(
+        r#"{"group_by":["k"],"aggregates":[{"op":"count","as":"n"}],"where":[{"column":"k","op":"=","value":"none"}]}"#,
+    )
+    .unwrap();
+    let parts = run_csv(dir.path(), &sorted, &filtered, 1000, 16, "empty");
+    assert_eq!(parts, [("part-00000-00000.csv".to_string(), "k,n\n".to_string())]);
+    let parts = run_csv(dir.path(), "k,v\n", &spec, 1, 16, "header-only");
+    assert_eq!(parts, [("part-00000-00000.csv".to_string(), "k,s,n\n".to_string())]);
+}

@@ -90,7 +90,11 @@ impl Pipeline {
                     totals.rows_filtered += r.filtered;
                     totals.rows_skipped += r.bad_rows;
                     totals.partial_bytes += r.run_bytes;
-                    sketch.merge(&r.sketch);
+                    let chunk_sketch = r
+                        .sketch
+                        .sketch()
+                        .ok_or_else(|| PipelineError::Invalid(format!("chunk {}: malformed key sketch", r.index)))?;
+                    sketch.merge(&chunk_sketch);
                 }
                 in_quotes ^= r.quote_parity;
                 newlines += r.newlines;

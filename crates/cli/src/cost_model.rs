@@ -1,0 +1,364 @@
+//! `fanfold plan`: a simulation of a job on AWS Lambda — chunks, waves,
+//! the key ranges and their reducers, the requests, the wall time and the
+//! dollars — that refuses a configuration a function cannot run.
+//!
+//! A model, not a measurement: every rate it uses is a constant below with
+//! where it comes from, and the output prints them. It simulates:
+//!
+//! 1. the split: the header read, then one async invoke per chunk task at
+//!    [`INVOKES_PER_S`];
+//! 2. the chunk tasks on a pool of concurrent functions that Lambda grows by
+//!    1,000 environments per 10 s ([`RAMP`]) up to the concurrency limit;
+//!    a chunk takes the longer of its ranged read at [`S3_PER_LAMBDA`] and its
+//!    scan at [`SCAN_PER_CORE`] (one thread), plus the PUT of its partial;
+//! 3. the plan: paging the chunk records and reading the 64 sample windows;
+//! 4. R reducers (R from the result size, as the pipeline chooses it), each
+//!    opening a slice of every partial (an index GET and a slice GET, or one
+//!    GET for a partial under 256 KiB, [`OPENS_IN_FLIGHT`] at a time), then
+//!    reading its share of the partials and writing its share of the result
+//!    through one network interface, merging at [`MERGE_PER_CORE`]; with
+//!    more than K chunks, each extra merge level writes and reads the share
+//!    once more;
+//! 5. the commit: one GET per range, the manifest and summary.
+//!
+//! It refuses a chunk or a reducer that would pass 900 s, or a worker whose
+//! partial cannot fit its memory, and says which and why.
+
+use crate::size::human;
+
+/// Prices (us-east-1): Lambda arm64 per GB-second and per request, S3
+/// standard GET/PUT, DynamoDB on demand per million write and read units.
+const LAMBDA_GB_S: f64 = 0.000_013_333_4;
+const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+const S3_GET: f64 = 0.0004 / 1000.0;
+const S3_PUT: f64 = 0.005 / 1000.0;
+const DDB_WRU: f64 = 0.625 / 1e6;
+const DDB_RRU: f64 = 0.125 / 1e6;
+
+/// Bytes per second one vCPU scans (`bench/run.sh`, `bmat`, the slower profile).
+pub const SCAN_PER_CORE: f64 = 115e6;
+/// Partial bytes per second one vCPU merges (`bench/run.sh`, `bmat` merge phase).
+pub const MERGE_PER_CORE: f64 = 130e6;
+/// Bytes per second of network one function gets, whatever its memory (published).
+pub const S3_PER_LAMBDA: f64 = 75e6;
+/// Seconds to the first byte of a GET (assumption).
+pub const GET_LATENCY: f64 = 0.02;
+/// Async invokes per second from one function (assumption: ~50 ms each, 32 in flight).
+pub const INVOKES_PER_S: f64 = 640.0;
+/// A reducer opens this many partial slices at once.
+pub const OPENS_IN_FLIGHT: f64 = 16.0;
+/// Lambda adds at most 1,000 execution environments per 10 s per function (published).
+pub const RAMP: (f64, f64) = (1000.0, 10.0);
+/// Lambda gives one full vCPU at 1769 MB.
+const MB_PER_VCPU: f64 = 1769.0;
+/// Lambda's limit on one invocation.
+const MAX_SECONDS: f64 = 900.0;
+/// Partials a reducer merges at once (`Config::merge_fan_in`).
+const FAN_IN: f64 = 256.0;
+/// Inline partials stay in DynamoDB up to this size (`Config::inline_limit`).
+const INLINE_LIMIT: f64 = 8192.0;
+/// Bytes of a chunk record besides an inline partial (report, key sketch).
+const RECORD_BYTES: f64 = 1500.0;
+/// Multipart upload part size of the S3 adapter.
+const UPLOAD_PART: f64 = 8.0 * 1048576.0;
+
+/// What the data looks like.
+#[derive(Clone, Copy, Debug)]
+pub enum Shape {
+    /// Almost every row its own group: partials and result as big as the input × `ratio`.
+    Unique { ratio: f64 },
+    /// A bounded key space: `groups` groups of `row_bytes` each, `rows_per_byte`.
+    Bounded { groups: f64, row_bytes: f64, rows_per_byte: f64 },
+}
+
+impl Shape {
+    /// Measured on `fanfold gen` 1 GB files (`bench/run.sh`): bmat's result
+    /// and partials are 0.95 of the input; zipf has 1.9 M groups of ~24 bytes
+    /// (result 45 MB) in 46 M rows per GB.
+    pub fn bmat() -> Shape {
+        Shape::Unique { ratio: 0.95 }
+    }
+    pub fn zipf() -> Shape {
+        Shape::Bounded { groups: 1.9e6, row_bytes: 24.0, rows_per_byte: 0.046 }
+    }
+
+    fn partial_of_chunk(&self, chunk: f64) -> f64 {
+        match *self {
+            Shape::Unique { ratio } => chunk * ratio,
+            // The groups a chunk holds: each of G groups appears with
+            // probability 1 - e^(-rows/G) under an even spread (a Zipf file
+            // has fewer: an upper bound).
+            Shape::Bounded { groups, row_bytes, rows_per_byte } => {
+                let rows = chunk * rows_per_byte;
+                groups * (1.0 - (-rows / groups).exp()) * row_bytes
+            }
+        }
+    }
+
+    fn result_of(&self, size: f64) -> f64 {
+        self.partial_of_chunk(size)
+    }
+}
+
+pub struct PlanInput {
+    pub size: u64,
+    pub chunk_size: u64,
+    pub concurrency: u64,
+    pub memory_mb: u64,
+    pub reducer_memory_mb: u64,
+    pub range_bytes: u64,
+    pub shape: Shape,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub chunks: u64,
+    pub ranges: u64,
+    pub wall_secs: f64,
+    pub dollars: f64,
+    pub lines: Vec<String>,
+    /// Why this cannot run, if it cannot.
+    pub refused: Option<String>,
+}
+
+/// Functions available at time `t` (s) under Lambda's scaling rate.
+fn capacity(t: f64, limit: u64) -> usize {
+    let ramp = RAMP.0 * (1.0 + (t / RAMP.1).floor());
+    ramp.min(limit as f64).max(1.0) as usize
+}
+
+/// Runs `n` tasks of `secs` each, released at `release(i)`, on a pool that
+/// grows with [`capacity`]. Returns when the last one ends.
+fn simulate(n: u64, secs: f64, limit: u64, release: impl Fn(u64) -> f64) -> f64 {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // Finish times in milliseconds (a heap of integers).
+    let mut running: BinaryHeap<Reverse<u64>> = BinaryHeap::new();
+    let mut end = 0u64;
+    for i in 0..n {
+        let mut t = (release(i) * 1000.0) as u64;
+        loop {
+            while running.peek().is_some_and(|Reverse(f)| *f <= t) {
+                running.pop();
+            }
+            if running.len() < capacity(t as f64 / 1000.0, limit) {
+                break;
+            }
+            // Wait for a function to finish, or for Lambda to add more.
+            let next_step = ((t as f64 / 1000.0 / RAMP.1).floor() + 1.0) * RAMP.1 * 1000.0;
+            let Reverse(f) = *running.peek().expect("full, so non-empty");
+            t = f.min(next_step as u64);
+        }
+        let f = t + (secs * 1000.0) as u64;
+        end = end.max(f);
+        running.push(Reverse(f));
+    }
+    end as f64 / 1000.0
+}
+
+pub fn plan(p: &PlanInput) -> Plan {
+    let size = p.size as f64;
+    let chunk = p.chunk_size.min(p.size).max(1) as f64;
+    let chunks = p.size.div_ceil(p.chunk_size.max(1)).max(1);
+    let cpu = (p.memory_mb as f64 / MB_PER_VCPU).min(1.0); // a chunk is scanned on one thread
+    let rcpu = (p.reducer_memory_mb as f64 / MB_PER_VCPU).min(6.0);
+    let partial_chunk = p.shape.partial_of_chunk(chunk);
+    let partials = partial_chunk * chunks as f64;
+    let result = p.shape.result_of(size);
+    let mut refused = None;
+
+    // 1–2. Split and scan.
+    let split_secs = 0.3;
+    let read = chunk / S3_PER_LAMBDA;
+    let scan = chunk / (SCAN_PER_CORE * cpu);
+    let spilled = partial_chunk > INLINE_LIMIT;
+    let chunk_secs = read.max(scan) + if spilled { GET_LATENCY + partial_chunk / S3_PER_LAMBDA } else { 0.0 } + 0.05;
+    let dispatch_secs = chunks as f64 / INVOKES_PER_S;
+    let scan_end = simulate(chunks, chunk_secs, p.concurrency, |i| split_secs + i as f64 / INVOKES_PER_S);
+    let worker_mem = 200e6 + 3.0 * partial_chunk;
+    if chunk_secs > MAX_SECONDS {
+        refused = Some(format!("a chunk takes {chunk_secs:.0} s, more than Lambda's 900 s: use smaller chunks"));
+    } else if worker_mem > p.memory_mb as f64 * 1e6 {
+        refused = Some(format!(
+            "a worker holds about {} for a chunk's groups, more than its {} MB: use smaller chunks or more memory",
+            human(worker_mem as u64),
+            p.memory_mb
+        ));
+    }
+
+    // 3. Plan.
+    let plan_secs = chunks as f64 * RECORD_BYTES / 1e6 * 0.03 + 64.0 * GET_LATENCY + 0.5;
+
+    // 4. Reducers: R as the pipeline chooses it.
+    let ranges = ((result / p.range_bytes.max(1) as f64).ceil().max((size / (16u64 << 30) as f64).ceil()))
+        .clamp(1.0, 1000.0) as u64;
+    let r = ranges as f64;
+    let gets_per_slice = if partial_chunk > 256.0 * 1024.0 {
+        2.0
+    } else if spilled {
+        1.0
+    } else {
+        0.0
+    };
+    let open_secs = chunks as f64 * gets_per_slice * GET_LATENCY / OPENS_IN_FLIGHT;
+    let levels = if chunks as f64 > FAN_IN { (chunks as f64).log(FAN_IN).ceil() - 1.0 } else { 0.0 };
+    let index_bytes = if gets_per_slice == 2.0 { chunks as f64 * 40e3 } else { 0.0 };
+    let share_in = partials / r + index_bytes;
+    let share_out = result / r;
+    let net = (share_in + share_out + 2.0 * levels * share_in) / S3_PER_LAMBDA;
+    let merge_cpu = share_in * (1.0 + levels) / (MERGE_PER_CORE * rcpu.max(1.0).min(2.0).max(rcpu.min(1.0)));
+    let reduce_secs = open_secs + net.max(merge_cpu) + 0.2;
+    let reduce_end = simulate(ranges, reduce_secs, p.concurrency, |_| 0.0);
+    let commit_secs = r * GET_LATENCY + 0.3;
+    if refused.is_none() && reduce_secs > MAX_SECONDS {
+        refused = Some(format!(
+            "a reducer takes {reduce_secs:.0} s, more than Lambda's 900 s (its share: {} in, {} out): lower RangeBytes",
+            human(share_in as u64),
+            human(share_out as u64)
+        ));
+    }
+    let wall_secs = scan_end + plan_secs + reduce_end + commit_secs;
+
+    // Requests.
+    let worker_gets = chunks as f64 * (1.0 + (chunk / (chunk + 8.0 * 1048576.0)).floor());
+    let slice_gets = r * chunks as f64 * gets_per_slice;
+    // Each extra level writes the share once more, as ceil(chunks / K) multipart uploads, and reads them back.
+    let spills = levels * (chunks as f64 / FAN_IN).ceil();
+    let spill_gets = r * spills;
+    let spill_puts = r * (levels * (share_in / UPLOAD_PART).ceil() + 2.0 * spills);
+    let s3_gets = 1.0 + worker_gets + 64.0 + slice_gets + spill_gets + r;
+    let part_puts = |bytes: f64| (bytes / UPLOAD_PART).ceil().max(1.0) + 2.0;
+    let s3_puts = if spilled { chunks as f64 } else { 0.0 } + r * part_puts(share_out) + spill_puts + r + 4.0;
+    let record_kb = ((RECORD_BYTES + if spilled { 0.0 } else { partial_chunk }) / 1024.0).ceil();
+    // put_chunk + mark_done (two items in a transaction, 2 units each); per range: take + done transactions.
+    let ddb_writes = chunks as f64 * (record_kb + 4.0) + r * 8.0 + 12.0;
+    // mark_done's count read; the plan's and every reducer's pages of chunk records.
+    let ddb_reads = chunks as f64 * (1.0 + chunk_secs) + (1.0 + r) * chunks as f64 * record_kb * 1024.0 / 4096.0;
+
+    let gb = p.memory_mb as f64 / 1024.0;
+    let rgb = p.reducer_memory_mb as f64 / 1024.0;
+    let lambda_gbs = gb * chunks as f64 * chunk_secs
+        + rgb * (r * reduce_secs + plan_secs + commit_secs)
+        + 0.5 * (split_secs + dispatch_secs);
+    let lambda = lambda_gbs * LAMBDA_GB_S + (chunks + ranges + 3) as f64 * LAMBDA_REQUEST;
+    let s3 = s3_gets * S3_GET + s3_puts * S3_PUT;
+    let ddb = ddb_writes * DDB_WRU + ddb_reads * DDB_RRU;
+    let dollars = lambda + s3 + ddb;
+    let phases =
+        [("the scan", scan_end), ("the plan", plan_secs), ("the reducers", reduce_end), ("the commit", commit_secs)];
+    let (slowest, secs) = phases.iter().copied().fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let why = match slowest {
+        "the scan" if read > scan => "S3 reads at 75 MB/s per function",
+        "the scan" => "the scan on one vCPU",
+        "the reducers" if open_secs > net.max(merge_cpu) => "opening a slice of every partial",
+        "the reducers" if net > merge_cpu => "a reducer's 75 MB/s of network",
+        "the reducers" => "the merge's CPU",
+        _ => "its requests",
+    };
+
+    let lines = vec![
+        format!("input           {} in {} chunks of {}", human(p.size), chunks, human(chunk as u64)),
+        format!(
+            "workers         up to {} concurrent at {} MB ({:.2} vCPU for the scan), growing {} per {} s",
+            p.concurrency, p.memory_mb, cpu, RAMP.0, RAMP.1
+        ),
+        format!(
+            "per chunk       {:.2} s (read {:.2} s at {:.0} MB/s, scan {:.2} s at {:.0} MB/s), partial {}",
+            chunk_secs,
+            read,
+            S3_PER_LAMBDA / 1e6,
+            scan,
+            SCAN_PER_CORE * cpu / 1e6,
+            human(partial_chunk as u64)
+        ),
+        format!("split           {split_secs:.1} s, then {dispatch_secs:.1} s of dispatching at {INVOKES_PER_S:.0} invokes/s"),
+        format!("scan ends       at {scan_end:.1} s"),
+        format!("plan            {plan_secs:.1} s (chunk records and 64 sample windows)"),
+        format!(
+            "reducers        {} key ranges at {} MB: {:.1} s each (open {:.1} s, {} in, {} out, {} extra merge level(s))",
+            ranges,
+            p.reducer_memory_mb,
+            reduce_secs,
+            open_secs,
+            human(share_in as u64),
+            human(share_out as u64),
+            levels
+        ),
+        format!("commit          {commit_secs:.1} s"),
+        format!(
+            "wall time       {:.1} s (scan {:.1} + plan {:.1} + reduce {:.1} + commit {:.1})",
+            wall_secs, scan_end, plan_secs, reduce_end, commit_secs
+        ),
+        format!("requests        S3 {:.0} GETs, {:.0} PUTs; DynamoDB {:.0} write units, {:.0} read units", s3_gets, s3_puts, ddb_writes, ddb_reads),
+        format!("Lambda          ${:.4} ({:.0} GB-s, {} invocations)", lambda, lambda_gbs, chunks + ranges + 3),
+        format!("S3              ${s3:.4}"),
+        format!("DynamoDB        ${ddb:.4}"),
+        format!("total           ${dollars:.4}"),
+        format!("limited by      {slowest} ({secs:.1} s): {why}"),
+    ];
+    Plan { chunks, ranges, wall_secs, dollars, lines, refused }
+}
+
+impl Plan {
+    /// One line: the figures a table of runs needs.
+    pub fn summary(&self) -> String {
+        format!(
+            "summary         {} chunks, {} key ranges, {:.1} s, ${:.4}{}",
+            self.chunks,
+            self.ranges,
+            self.wall_secs,
+            self.dollars,
+            if self.refused.is_some() { " (refused)" } else { "" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tb(shape: Shape) -> PlanInput {
+        PlanInput {
+            size: 1_000_000_000_000,
+            chunk_size: 1 << 30,
+            concurrency: 1000,
+            memory_mb: 1769,
+            reducer_memory_mb: 3538,
+            range_bytes: 1 << 30,
+            shape,
+        }
+    }
+
+    #[test]
+    fn more_concurrency_is_faster_and_costs_about_the_same() {
+        let a = plan(&PlanInput { concurrency: 100, chunk_size: 64 << 20, ..tb(Shape::zipf()) });
+        let b = plan(&PlanInput { concurrency: 1000, chunk_size: 64 << 20, ..tb(Shape::zipf()) });
+        assert_eq!(a.chunks, 14_902);
+        assert!(b.wall_secs < a.wall_secs / 3.0, "{} vs {}", b.wall_secs, a.wall_secs);
+        assert!((a.dollars - b.dollars).abs() < a.dollars * 0.1);
+    }
+
+    #[test]
+    fn ranges_follow_the_result_and_refusals_say_why() {
+        let z = plan(&tb(Shape::zipf()));
+        let b = plan(&tb(Shape::bmat()));
+        assert!(z.ranges < b.ranges, "{} {}", z.ranges, b.ranges);
+        assert_eq!(b.ranges, 885, "0.95 TB of result at 1 GiB per range");
+        assert!(z.refused.is_none() && b.refused.is_none(), "{:?} {:?}", z.refused, b.refused);
+        // A single reducer for a terabyte of result cannot finish in 900 s.
+        let one = plan(&PlanInput { range_bytes: u64::MAX, ..tb(Shape::bmat()) });
+        assert!(one.refused.as_deref().unwrap().contains("a reducer takes"), "{:?}", one.refused);
+        // A 10 GB chunk takes more than 900 s to read.
+        let big = plan(&PlanInput { chunk_size: 100 << 30, ..tb(Shape::zipf()) });
+        assert!(big.refused.as_deref().unwrap().contains("a chunk takes"), "{:?}", big.refused);
+    }
+
+    #[test]
+    fn the_pool_grows_at_lambdas_scaling_rate() {
+        // 3000 tasks of 30 s released at once: 1000 start at 0 s, 1000 more at 10 s, the rest at 20 s.
+        assert_eq!(simulate(3000, 30.0, 10_000, |_| 0.0), 50.0);
+        // Short tasks reuse the first 1000 functions.
+        assert_eq!(simulate(3000, 1.0, 10_000, |_| 0.0), 3.0);
+        assert_eq!(simulate(10, 2.0, 1, |_| 0.0), 20.0);
+    }
+}
