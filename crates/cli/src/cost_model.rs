@@ -201,7 +201,16 @@ pub fn plan(p: &PlanInput) -> Plan {
         0.0
     };
     let open_secs = chunks as f64 * gets_per_slice * GET_LATENCY / OPENS_IN_FLIGHT;
-    let levels = if chunks as f64 > FAN_IN { (chunks as f64).log(FAN_IN).ceil() - 1.0 } else { 0.0 };
+    // Up to K² chunks, only the groups that leave K sources for the final
+    // merge are merged ahead (a fraction of one extra level); beyond, every level.
+    let n = chunks as f64;
+    let levels = if n <= FAN_IN {
+        0.0
+    } else if n <= FAN_IN * FAN_IN {
+        (((n - FAN_IN) / (FAN_IN - 1.0)).ceil() * FAN_IN).min(n) / n
+    } else {
+        n.log(FAN_IN).ceil() - 1.0
+    };
     let index_bytes = if gets_per_slice == 2.0 { chunks as f64 * 40e3 } else { 0.0 };
     let share_in = partials / r + index_bytes;
     let share_out = result / r;
@@ -275,7 +284,7 @@ pub fn plan(p: &PlanInput) -> Plan {
         format!("scan ends       at {scan_end:.1} s"),
         format!("plan            {plan_secs:.1} s (chunk records and 64 sample windows)"),
         format!(
-            "reducers        {} key ranges at {} MB: {:.1} s each (open {:.1} s, {} in, {} out, {} extra merge level(s))",
+            "reducers        {} key ranges at {} MB: {:.1} s each (open {:.1} s, {} in, {} out, {:.2} extra merge levels)",
             ranges,
             p.reducer_memory_mb,
             reduce_secs,

@@ -3,7 +3,8 @@
 //! An inline partial is sliced in memory. A spilled one small enough is
 //! read whole; a larger one costs two ranged reads: its index (the tail of
 //! the object, from `index_at`) and then the slice that the index names.
-//! Opening is lazy (on the first read), so a reducer that lines up many
+//! Opening is lazy (on the first read, or in [`open_all`], which opens a
+//! batch with several requests in flight), so a reducer that lines up many
 //! sources holds no idle connection or file open until it merges them.
 
 use std::io::{self, Chain, Cursor, Read};
@@ -30,19 +31,31 @@ pub struct Bounds {
 /// Reads the slice of `record`'s partial that may hold keys in `bounds`,
 /// as a run (a header, then the slice's entries). The merger's bounds drop
 /// the few entries outside the range.
-pub fn slice_source(store: Arc<dyn ObjectStore>, record: &ChunkRecord, ops: Vec<AggOp>, bounds: Bounds) -> Source {
+pub fn slice_source(store: Arc<dyn ObjectStore>, record: &ChunkRecord, ops: Vec<AggOp>, bounds: Bounds) -> Slice {
     let index_at = record.report.index_at;
     let len = record.report.run_bytes;
     match &record.partial {
         PartialRef::Inline(run) => match slice_in_memory(run, index_at, &bounds) {
-            Ok(bytes) => Box::new(Cursor::new(bytes)),
-            Err(e) => Box::new(Failed(Some(e))),
+            Ok(bytes) => Slice { open: None, src: Some(Box::new(Cursor::new(bytes))) },
+            Err(e) => Slice { open: None, src: Some(Box::new(Failed(Some(e)))) },
         },
-        PartialRef::Object(key) => Box::new(Lazy {
-            open: Some(Box::new(Opener { store, key: key.clone(), index_at, len, ops, bounds })),
-            src: None,
-        }),
+        PartialRef::Object(key) => {
+            let opener = Opener { store, key: key.clone(), index_at, len, ops, bounds };
+            Slice { open: Some(Box::new(opener)), src: None }
+        }
     }
+}
+
+/// Opens `slices` with up to `in_flight` requests at a time (on Lambda each
+/// open is one or two GETs of tens of milliseconds). An open that fails
+/// fails the slice's first read.
+pub fn open_all(slices: &mut [Slice], in_flight: usize) {
+    let per = slices.len().div_ceil(in_flight.max(1)).max(1);
+    std::thread::scope(|s| {
+        for group in slices.chunks_mut(per) {
+            s.spawn(move || group.iter_mut().for_each(Slice::open));
+        }
+    });
 }
 
 fn slice_in_memory(run: &[u8], index_at: u64, b: &Bounds) -> io::Result<Vec<u8>> {
@@ -89,17 +102,26 @@ impl Opener {
     }
 }
 
-struct Lazy {
+/// One partial's slice, opened on its first read (or by [`open_all`]).
+pub struct Slice {
     open: Option<Box<Opener>>,
     src: Option<Source>,
 }
 
-impl Read for Lazy {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl Slice {
+    fn open(&mut self) {
         if self.src.is_none() {
-            let o = self.open.take().ok_or_else(|| io::Error::other("a partial that failed to open"))?;
-            self.src = Some(o.open()?);
+            self.src = Some(match self.open.take() {
+                Some(o) => o.open().unwrap_or_else(|e| Box::new(Failed(Some(e)))),
+                None => Box::new(Failed(None)),
+            });
         }
+    }
+}
+
+impl Read for Slice {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.open();
         self.src.as_mut().expect("opened").read(buf)
     }
 }

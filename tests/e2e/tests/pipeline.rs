@@ -62,8 +62,17 @@ fn queued_pipeline(dir: &std::path::Path, csv: &[u8], config: Config) -> (Pipeli
 }
 
 fn run_shuffled(csv: &[u8], spec: &Spec, chunk: u64, seed: u64, copies: usize) -> (Status, Option<String>, u32) {
+    run_shuffled_with(csv, spec, Config { chunk_size: chunk, inline_limit: 64, ..Config::default() }, seed, copies)
+}
+
+fn run_shuffled_with(
+    csv: &[u8],
+    spec: &Spec,
+    config: Config,
+    seed: u64,
+    copies: usize,
+) -> (Status, Option<String>, u32) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { chunk_size: chunk, inline_limit: 64, ..Config::default() };
     let (p, queue, store) = queued_pipeline(dir.path(), csv, config);
     let id = p.submit("incoming/in.csv", spec).unwrap().id;
     // The same submission again finds the job.
@@ -108,6 +117,24 @@ fn any_task_order_and_duplicate_deliveries_give_the_same_result() {
             assert_eq!(status, Status::Done);
             assert_eq!(out.unwrap(), want, "seed {seed} chunk {chunk} copies {copies}");
         }
+    }
+}
+
+#[test]
+fn reducers_merge_in_levels_when_there_are_more_chunks_than_their_fan_in() {
+    let csv = std::fs::read(common::fixture("catalogue.csv")).unwrap();
+    let spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
+    let want = common::read(common::fixture("catalogue.expected.csv"));
+    // K = 2 and 3 with hundreds of chunks: more than K² (every level); 16 and 40: fewer (only what is needed).
+    for (k, chunk, range_bytes) in [(2usize, 13u64, 1u64 << 30), (3, 7, 64), (16, 5, 1 << 30), (40, 3, 100)] {
+        let config = Config { chunk_size: chunk, inline_limit: 64, merge_fan_in: k, range_bytes, ..Config::default() };
+        let (status, out, _) = run_shuffled_with(&csv, &spec, config, k as u64, 2);
+        assert_eq!(status, Status::Done);
+        let out = out.unwrap();
+        // Several ranges: their parts joined, one header.
+        let header = want.lines().next().unwrap();
+        let rows: String = out.split_inclusive('\n').filter(|l| l.trim_end() != header).collect();
+        assert_eq!(format!("{header}\n{rows}"), want, "K = {k}, chunks of {chunk}");
     }
 }
 

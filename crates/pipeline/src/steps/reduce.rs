@@ -22,12 +22,21 @@ use crate::config::{now_ms, FaultPoints, PipelineError};
 use crate::fan_in::{fan_in, merge_group};
 use crate::job::{JobError, OutputPart, RangeResult, Status};
 use crate::ports::{ObjectStore, ObjectWriter, StoreError};
-use crate::sources::{slice_source, Bounds, Source};
+use crate::sources::{open_all, slice_source, Bounds, Slice, Source};
 
 /// Groups kept for the summary's `top_groups`.
 pub(super) const TOP_GROUPS: usize = 10;
 /// Bytes of formatted rows handed from the merging thread to the writer at a time.
 const ROW_BLOCK: usize = 1 << 20;
+
+/// Partial slices a reducer opens at once.
+const OPENS_IN_FLIGHT: usize = 16;
+
+/// Opens a batch of slices in parallel and hands them to a merge.
+fn opened(mut slices: Vec<Slice>) -> Vec<Source> {
+    open_all(&mut slices, OPENS_IN_FLIGHT);
+    slices.into_iter().map(|s| Box::new(s) as Source).collect()
+}
 
 /// Formatted result rows in merge order: `ends[i]` is where row `i` ends.
 #[derive(Default)]
@@ -56,10 +65,19 @@ impl Pipeline {
         let (lo, hi) = plan.bounds(range as usize);
         let bounds = Bounds { lo: lo.map(<[u8]>::to_vec), hi: hi.map(<[u8]>::to_vec) };
 
-        // The sources, merged K at a time when there are more than K.
+        // The sources, merged K at a time when there are more than K. Up to
+        // K² chunks, only as many groups of K are merged ahead as leave at
+        // most K sources for the final merge; beyond that, every source is.
         let k = self.config.merge_fan_in.max(2);
+        let n = job.chunk_count as usize;
+        let ahead = match n {
+            n if n <= k => 0,
+            n if n <= k * k => (n - k).div_ceil(k - 1) * k,
+            n => n,
+        };
+        let mut seen = 0usize;
         let mut spills = Spills { levels: Vec::new(), made: 0, prefix: self.layout.spills(id, range) };
-        let mut pending: Vec<Source> = Vec::new();
+        let mut pending: Vec<Slice> = Vec::new();
         let mut after = None;
         loop {
             let page = self.jobs.chunk_page(id, after, PAGE)?;
@@ -67,26 +85,33 @@ impl Pipeline {
             after = Some(last.report.index);
             for rec in &page {
                 pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone()));
-                if pending.len() == k && job.chunk_count as usize > k {
-                    let group = std::mem::take(&mut pending);
+                seen += 1;
+                if pending.len() == k && seen <= ahead {
+                    let group = opened(std::mem::take(&mut pending));
                     self.spill(&mut spills, 0, group, &names, &bounds, k)?;
                 }
             }
         }
         let sources: Vec<Source> = if spills.made == 0 {
-            pending
+            opened(pending)
         } else {
-            if !pending.is_empty() {
-                self.spill(&mut spills, 0, pending, &names, &bounds, k)?;
-            }
             let mut keys: Vec<String> = spills.levels.iter().flatten().cloned().collect();
-            while keys.len() > k {
-                let group: Vec<Source> = keys.drain(..k).map(|key| self.whole(&key)).collect();
-                let key = spills.next_key(usize::MAX);
-                self.write_spill(&key, group, &names, &bounds)?;
-                keys.push(key);
+            if keys.len() + pending.len() > k {
+                if !pending.is_empty() {
+                    let key = spills.next_key(0);
+                    self.write_spill(&key, opened(std::mem::take(&mut pending)), &names, &bounds)?;
+                    keys.push(key);
+                }
+                while keys.len() > k {
+                    let group: Vec<Source> = keys.drain(..k).map(|key| self.whole(&key)).collect();
+                    let key = spills.next_key(usize::MAX);
+                    self.write_spill(&key, group, &names, &bounds)?;
+                    keys.push(key);
+                }
             }
-            keys.iter().map(|key| self.whole(key)).collect()
+            let mut sources: Vec<Source> = keys.iter().map(|key| self.whole(key)).collect();
+            sources.extend(opened(pending));
+            sources
         };
 
         let written = self.write_range(id, range as usize, sources, &names, &bounds, &compiled);
