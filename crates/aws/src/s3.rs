@@ -11,8 +11,8 @@ use tokio::runtime::Handle;
 
 use crate::sdk_error;
 
-/// Multipart part size: above S3's 5 MiB minimum for every part but the last.
-const PART_SIZE: usize = 8 << 20;
+/// Multipart part size: above S3's 5 MiB minimum for every part but the last; each part is a PUT request, so not smaller.
+const PART_SIZE: usize = 16 << 20;
 
 /// One bucket.
 #[derive(Clone)]

@@ -60,7 +60,7 @@ const INLINE_LIMIT: f64 = 8192.0;
 /// Bytes of a chunk record besides an inline partial (report, key sketch).
 const RECORD_BYTES: f64 = 1500.0;
 /// Multipart upload part size of the S3 adapter.
-const UPLOAD_PART: f64 = 8.0 * 1048576.0;
+const UPLOAD_PART: f64 = 16.0 * 1048576.0;
 
 /// What the data looks like.
 #[derive(Clone, Copy, Debug)]

@@ -114,7 +114,12 @@ impl Pipeline {
             sources
         };
 
-        let written = self.write_range(id, range as usize, sources, &names, &bounds, &compiled);
+        // The job's ranges share the cores: with as many ranges as cores, each
+        // reducer merges on one thread (a fan-in would only add the work of
+        // re-encoding runs); with fewer, each fans in on its share of them.
+        let threads = self.config.merge_threads.max(1);
+        let ways = (threads / (job.range_count as usize).clamp(1, threads)).max(1);
+        let written = self.write_range(id, range as usize, sources, &names, &bounds, &compiled, ways);
         self.delete_prefix(id, &spills.prefix, "spill");
         let result = match written {
             Ok(r) => r,
@@ -204,6 +209,7 @@ impl Pipeline {
         names: &[String],
         bounds: &Bounds,
         compiled: &fanfold_engine::Compiled,
+        ways: usize,
     ) -> Result<RangeResult, EngineError> {
         let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
         let prefix = self.layout.results(id);
@@ -223,7 +229,7 @@ impl Pipeline {
             // Groups of sources merge on their own threads (when there are
             // enough); a third thread does the final merge and formats rows
             // into blocks; this one cuts parts and writes them.
-            let (sources, group_mergers) = fan_in(scope, sources, names, bounds, self.config.merge_threads);
+            let (sources, group_mergers) = fan_in(scope, sources, names, bounds, ways);
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RowBlock, EngineError>>(4);
             let names = names.to_vec();
             let merging = scope.spawn(move || {
