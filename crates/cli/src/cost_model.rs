@@ -215,7 +215,7 @@ pub fn plan(p: &PlanInput) -> Plan {
     let share_in = partials / r + index_bytes;
     let share_out = result / r;
     let net = (share_in + share_out + 2.0 * levels * share_in) / S3_PER_LAMBDA;
-    let merge_cpu = share_in * (1.0 + levels) / (MERGE_PER_CORE * rcpu.max(1.0).min(2.0).max(rcpu.min(1.0)));
+    let merge_cpu = share_in * (1.0 + levels) / (MERGE_PER_CORE * rcpu.min(2.0));
     let reduce_secs = open_secs + net.max(merge_cpu) + 0.2;
     let reduce_end = simulate(ranges, reduce_secs, p.concurrency, |_| 0.0);
     let commit_secs = r * GET_LATENCY + 0.3;

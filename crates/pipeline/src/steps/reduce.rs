@@ -114,12 +114,7 @@ impl Pipeline {
             sources
         };
 
-        // The job's ranges share the cores: with as many ranges as cores, each
-        // reducer merges on one thread (a fan-in would only add the work of
-        // re-encoding runs); with fewer, each fans in on its share of them.
-        let threads = self.config.merge_threads.max(1);
-        let ways = (threads / (job.range_count as usize).clamp(1, threads)).max(1);
-        let written = self.write_range(id, range as usize, sources, &names, &bounds, &compiled, ways);
+        let written = self.write_range(&job, range as usize, sources, &names, &bounds, &compiled);
         self.delete_prefix(id, &spills.prefix, "spill");
         let result = match written {
             Ok(r) => r,
@@ -203,14 +198,19 @@ impl Pipeline {
     /// The final merge of a range into its parts.
     fn write_range(
         &self,
-        id: &str,
+        job: &crate::job::Job,
         range: usize,
         sources: Vec<Source>,
         names: &[String],
         bounds: &Bounds,
         compiled: &fanfold_engine::Compiled,
-        ways: usize,
     ) -> Result<RangeResult, EngineError> {
+        let id = job.id.as_str();
+        // The job's ranges share the cores: with as many ranges as cores, each
+        // reducer merges on one thread (a fan-in would only add the work of
+        // re-encoding runs); with fewer, each fans in on its share of them.
+        let threads = self.config.merge_threads.max(1);
+        let ways = (threads / (job.range_count as usize).clamp(1, threads)).max(1);
         let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
         let prefix = self.layout.results(id);
         let sink = StoreSink {
