@@ -141,7 +141,9 @@ impl<'de> Deserialize<'de> for SketchBytes {
         let t = String::deserialize(d)?;
         let b =
             base64::engine::general_purpose::STANDARD_NO_PAD.decode(t.as_bytes()).map_err(serde::de::Error::custom)?;
-        Sketch::from_bytes(&b).ok_or_else(|| serde::de::Error::custom("malformed key sketch"))?;
+        if !b.is_empty() {
+            Sketch::from_bytes(&b).ok_or_else(|| serde::de::Error::custom("malformed key sketch"))?;
+        }
         Ok(SketchBytes(b))
     }
 }
@@ -176,5 +178,9 @@ mod tests {
             assert_eq!(back.sketch(), Some(s.clone()));
             assert!(b.0.len() <= 1025 && (n > 100 || b.0.len() <= 1 + 3 * n as usize));
         }
+        // A report without a sketch (an empty one) round-trips too.
+        let empty: SketchBytes =
+            serde_json::from_str(&serde_json::to_string(&SketchBytes::default()).unwrap()).unwrap();
+        assert_eq!(empty.sketch(), Some(Sketch::default()));
     }
 }
