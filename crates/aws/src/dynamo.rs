@@ -254,8 +254,8 @@ impl DynamoJobStore {
         }
     }
 
-    /// A counter of the job item (consistent read).
-    fn counter(&self, id: &str, name: &str) -> Result<u32, StoreError> {
+    /// One attribute of the job item (a consistent read of just that).
+    fn job_attribute(&self, id: &str, name: &str) -> Result<Option<Item>, StoreError> {
         let (pk, sk) = job_key(id);
         let req = self
             .client
@@ -263,11 +263,16 @@ impl DynamoJobStore {
             .table_name(&self.table)
             .key("pk", pk)
             .key("sk", sk)
-            .projection_expression("#c")
-            .expression_attribute_names("#c", name)
+            .projection_expression("#a")
+            .expression_attribute_names("#a", name)
             .consistent_read(true);
         let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB GetItem", e))?;
-        Ok(out.item().and_then(|i| get_n(i, name)).unwrap_or(0) as u32)
+        Ok(out.item().cloned())
+    }
+
+    /// A counter of the job item.
+    fn counter(&self, id: &str, name: &str) -> Result<u32, StoreError> {
+        Ok(self.job_attribute(id, name)?.and_then(|i| get_n(&i, name)).unwrap_or(0) as u32)
     }
 
     /// Items of the job whose sort keys lie in `[from, to]`, at most `limit`.
@@ -668,20 +673,9 @@ impl JobStore for DynamoJobStore {
     }
 
     fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
-        let (pk, sk) = job_key(id);
-        let req = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", pk)
-            .key("sk", sk)
-            .projection_expression("#st")
-            .expression_attribute_names("#st", "status")
-            .consistent_read(true);
-        let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB GetItem", e))?;
-        match out.item() {
+        match self.job_attribute(id, "status")? {
             None => Ok(None),
-            Some(item) => get_s(item, "status").and_then(status_of).map(Some).ok_or_else(|| corrupt("status")),
+            Some(item) => get_s(&item, "status").and_then(status_of).map(Some).ok_or_else(|| corrupt("status")),
         }
     }
 
