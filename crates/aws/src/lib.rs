@@ -11,16 +11,22 @@
 //! runtime [`Handle`] and blocks on it. Call the ports from a thread that is
 //! not a runtime worker (`spawn_blocking`, or a plain thread).
 //!
-//! Table layout (single table, `pk`/`sk` strings):
+//! Table layout (single table, `pk`/`sk` strings; see `docs/architecture.md`):
 //! ```text
-//! pk=job#<id>  sk=job           status, source, spec, head, chunk_size, chunk_count,
-//!                               done (number set), rows, bytes_done, chunks_rerun,
-//!                               sweeps, lease_owner, lease_until, error, outputs,
-//!                               created_ms, running_ms, updated_ms, ttl
-//! pk=job#<id>  sk=chunk#000042  report (JSON), partial (binary) or partial_key, attempt
-//! pk=src#<bucket>/<key>  sk=job#<id>   jobs by source object
+//! pk=job#<id>  sk=job            status, source, spec, head, chunk_size, chunk_count,
+//!                                chunks_done, rows, bytes_done, chunks_rerun, sweeps,
+//!                                range_count, ranges_done, merging_ms, lease_owner,
+//!                                lease_until, error, outputs, created_ms, running_ms,
+//!                                updated_ms, ttl — constant size
+//! pk=job#<id>  sk=chunk#0000042  report (JSON), partial (binary, ≤ 8 KiB) or partial_key,
+//!                                state, done, rerun, ttl
+//! pk=job#<id>  sk=range#00007    done, lease_owner, lease_until, ttl
+//! pk=src#<bucket>/<key>  sk=job#<id>   jobs by source object (scripts/cloud-local reads it)
 //! pk=jobs      sk=<created_ms:013>.<id>  id: jobs newest first (GET /jobs)
 //! ```
+//! Marking a chunk or a range done is one `TransactWriteItems`: the flag on
+//! its own item and the counter on the job item, so a duplicate adds nothing
+//! and no item grows with the chunk count.
 
 mod dynamo;
 mod lambda;
