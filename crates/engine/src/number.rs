@@ -74,7 +74,9 @@ impl Decimal {
         };
         let mut mantissa: i128 = 0;
         let mut digits = 0usize;
-        let mut scale: i32 = 0;
+        // i64: a scale of up to 38 digits less an exponent of up to i32::MAX
+        // never wraps (a wrapped scale turned 0.5e-99999999999 into 5).
+        let mut scale: i64 = 0;
         let mut seen_point = false;
         let mut significant = 0usize;
         while i < t.len() {
@@ -123,7 +125,7 @@ impl Decimal {
                 e = e.saturating_mul(10).saturating_add((b - b'0') as i32);
                 i += 1;
             }
-            scale -= if eneg { -e } else { e };
+            scale -= if eneg { -(e as i64) } else { e as i64 };
         }
         if scale < 0 {
             if mantissa != 0 {
@@ -135,7 +137,7 @@ impl Decimal {
             }
             scale = 0;
         }
-        if scale > MAX_SCALE as i32 {
+        if scale > MAX_SCALE as i64 {
             return Err(NumberError::TooPrecise);
         }
         Ok(Decimal { mantissa: if neg { -mantissa } else { mantissa }, scale: scale as u8 })
@@ -354,6 +356,21 @@ mod tests {
         let mut v = Vec::new();
         p(s).write_mean(n, &mut v);
         String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn huge_exponents_never_wrap_into_a_wrong_value() {
+        // Regression: the scale wrapped, and 0.5e-99999999999 summed to 5.
+        for t in ["0.5e-99999999999", "1.5e-2147483647", "0.25e-4294967296", "1e-39"] {
+            assert_eq!(Decimal::parse(t.as_bytes()), Err(NumberError::TooPrecise), "{t}");
+        }
+        for t in ["1e99999999999", "1.5e2147483647", "1e39"] {
+            assert_eq!(Decimal::parse(t.as_bytes()), Err(NumberError::TooLarge), "{t}");
+        }
+        assert_eq!(show(p("0e99999999999")), "0");
+        assert_eq!(show(p("0.0e-3")), "0.0000");
+        assert_eq!(show(p("5e-30")), "0.000000000000000000000000000005");
+        assert_eq!(show(p("1e38")), "100000000000000000000000000000000000000");
     }
 
     #[test]
