@@ -216,7 +216,20 @@ fn progress_bar(total: u64) -> ProgressBar {
 fn read_spec(path: Option<PathBuf>) -> Result<Spec> {
     Ok(match path {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading spec {}", p.display()))?;
+            // A spec is a small JSON file: never read a pipe or a device, nor more than 1 MiB.
+            const MAX_SPEC: u64 = 1 << 20;
+            let meta = std::fs::metadata(&p).with_context(|| format!("reading spec {}", p.display()))?;
+            anyhow::ensure!(meta.is_file(), "spec {}: not a regular file", p.display());
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(
+                    std::fs::File::open(&p).with_context(|| format!("reading spec {}", p.display()))?,
+                    MAX_SPEC + 1,
+                ),
+                &mut text,
+            )
+            .with_context(|| format!("reading spec {}", p.display()))?;
+            anyhow::ensure!(text.len() as u64 <= MAX_SPEC, "spec {}: larger than 1 MiB", p.display());
             Spec::from_json(&text).with_context(|| format!("spec {}", p.display()))?
         }
         None => Spec::default(),

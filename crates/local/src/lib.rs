@@ -94,6 +94,10 @@ pub fn run_file(
     if meta.is_dir() {
         return Err(input_err("is a directory, not a CSV file".into()));
     }
+    if !meta.is_file() {
+        // A FIFO or a device: opening one can block forever, and its size says nothing.
+        return Err(input_err("is not a regular file (a pipe or a device?): save the data to a file first".into()));
+    }
     let abs = file.canonicalize().map_err(|e| input_err(e.to_string()))?;
     let parent = abs.parent().ok_or_else(|| input_err("has no parent directory".into()))?;
     let name = abs.file_name().and_then(|n| n.to_str()).ok_or_else(|| input_err("file name is not UTF-8".into()))?;

@@ -223,6 +223,32 @@ fn missing_file_and_directory_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
     let out = fanfold(&["run", "x.csv", "--chunk-size", "0"], dir.path());
     assert_eq!(out.status.code(), Some(2));
+    // A FIFO is refused before it is opened (opening one without a writer blocks forever).
+    assert!(std::process::Command::new("mkfifo").arg(dir.path().join("f")).status().unwrap().success());
+    let out = fanfold(&["run", "f"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A spec that is a device (or huge) is refused, not read until memory runs out.
+    let input = fixture("bmat-example.csv");
+    let out = fanfold(&["run", input.to_str().unwrap(), "--spec", "/dev/zero"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.path().join("big.json"), vec![b' '; (1 << 20) + 10]).unwrap();
+    let out = fanfold(&["run", input.to_str().unwrap(), "--spec", "big.json"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("larger than 1 MiB"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
