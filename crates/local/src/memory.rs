@@ -20,6 +20,15 @@ pub struct MemoryJobStore {
     jobs: Mutex<HashMap<String, Entry>>,
 }
 
+/// Up to `limit` records with index > `after`, in index order.
+fn page<T: Clone>(records: &BTreeMap<u32, T>, after: Option<u32>, limit: usize) -> Vec<T> {
+    match after {
+        Some(u32::MAX) => Vec::new(),
+        Some(a) => records.range(a + 1..).take(limit).map(|(_, r)| r.clone()).collect(),
+        None => records.values().take(limit).cloned().collect(),
+    }
+}
+
 fn lease_ok(job: &Job, owner: &str) -> bool {
     job.lease.as_ref().is_some_and(|l| l.owner == owner)
 }
@@ -152,13 +161,7 @@ impl JobStore for MemoryJobStore {
     }
 
     fn chunk_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<ChunkRecord>, StoreError> {
-        self.with(id, |_, e| {
-            let from = after.map_or(0, |a| a as u64 + 1);
-            if from > u32::MAX as u64 {
-                return Vec::new();
-            }
-            e.chunks.range(from as u32..).take(limit).map(|(_, r)| r.clone()).collect()
-        })
+        self.with(id, |_, e| page(&e.chunks, after, limit))
     }
 
     fn take_lease(&self, id: &str, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
@@ -250,13 +253,7 @@ impl JobStore for MemoryJobStore {
     }
 
     fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError> {
-        self.with(id, |_, e| {
-            let from = after.map_or(0, |a| a as u64 + 1);
-            if from > u32::MAX as u64 {
-                return Vec::new();
-            }
-            e.ranges.range(from as u32..).take(limit).map(|(_, r)| r.clone()).collect()
-        })
+        self.with(id, |_, e| page(&e.ranges, after, limit))
     }
 
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError> {

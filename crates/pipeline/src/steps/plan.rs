@@ -76,7 +76,7 @@ impl Pipeline {
                     if let Some(e) = &r.error {
                         let mut e: BadRow = e.clone();
                         e.line += 1 + newlines;
-                        return self.finish_plan_failed(id, owner, JobError::from_bad_row(&e));
+                        return self.fail(id, JobError::from_bad_row(&e));
                     }
                     overflow = overflow.or(r.overflow);
                     for s in &r.samples {
@@ -115,7 +115,7 @@ impl Pipeline {
         }
         if let Some(a) = overflow {
             let e = EngineError::SumOverflow { aggregate: compiled.aggs[a].name.clone() };
-            return self.finish_plan_failed(id, owner, JobError::rejected(e.to_string()));
+            return self.fail(id, JobError::rejected(e.to_string()));
         }
         totals.chunks = job.chunk_count as u64;
         totals.groups_estimate = sketch.estimate().round() as u64;
@@ -123,7 +123,6 @@ impl Pipeline {
         // The key sample and the ranges.
         let size = job.source.size;
         let mut runs = Vec::new();
-        let mut key_bytes = 0u64;
         for w in sample_windows(head.data_start, size) {
             let (from, to) = read_window(w, head.data_start, size);
             let mut bytes = Vec::with_capacity((to - from) as usize);
@@ -132,7 +131,7 @@ impl Pipeline {
         }
         let keys = merge_sample(&runs).map_err(|e| PipelineError::Invalid(format!("the key sample: {e}")))?;
         drop(runs);
-        key_bytes += keys.iter().map(|k| k.len() as u64).sum::<u64>();
+        let key_bytes: u64 = keys.iter().map(|k| k.len() as u64).sum();
         let row_bytes = if keys.is_empty() { 0.0 } else { key_bytes as f64 / keys.len() as f64 }
             + 12.0 * compiled.aggs.len() as f64;
         let want = self.config.range_count(totals.groups_estimate as f64 * row_bytes, size);
@@ -151,10 +150,6 @@ impl Pipeline {
             return Ok(()); // lost the lease (or the job ended) meanwhile
         }
         self.dispatch_all((0..ranges).map(|range| Task::Reduce { job: id.to_string(), range }))
-    }
-
-    fn finish_plan_failed(&self, id: &str, _owner: &str, error: JobError) -> Result<(), PipelineError> {
-        self.fail(id, error)
     }
 
     /// The range plan of a job that is merging.
