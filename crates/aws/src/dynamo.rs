@@ -9,14 +9,18 @@ use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use fanfold_engine::{ChunkReport, Head, StartState};
 use fanfold_pipeline::{
-    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, PartialRef, RangeRecord, Source, Status,
-    StoreError,
+    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, PartialRef, Source, Stage, Status,
+    StoreError, WorkRecord,
 };
 use tokio::runtime::Handle;
 
 use crate::sdk_error;
 
 type Item = HashMap<String, AttributeValue>;
+
+/// Times a conflicting transaction is tried again before the step fails
+/// (and Lambda's retry takes over).
+const CONFLICT_RETRIES: u32 = 5;
 
 /// Days a job's items are kept (DynamoDB TTL).
 const TTL_DAYS: u64 = 30;
@@ -83,6 +87,21 @@ fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &
     matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
 }
 
+/// A conditional write's answer: `false` if its condition failed.
+fn conditional<O, E>(
+    r: Result<O, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    what: &str,
+) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failed(&e) => Ok(false),
+        Err(e) => Err(sdk_error(what, e)),
+    }
+}
+
 fn job_from(item: &Item) -> Result<Job, StoreError> {
     let id = get_s(item, "id").ok_or_else(|| corrupt("id"))?.to_string();
     let source: Source = parse(item, "source")?.ok_or_else(|| corrupt("source"))?;
@@ -103,6 +122,9 @@ fn job_from(item: &Item) -> Result<Job, StoreError> {
         bytes_done: get_n(item, "bytes_done").unwrap_or(0),
         chunks_rerun: get_n(item, "chunks_rerun").unwrap_or(0) as u32,
         sweeps: get_n(item, "sweeps").unwrap_or(0) as u32,
+        slice_count: get_n(item, "slice_count").unwrap_or(0) as u32,
+        slices_done: get_n(item, "slices_done").unwrap_or(0) as u32,
+        dispatched_ms: get_n(item, "dispatched_ms"),
         range_count: get_n(item, "range_count").unwrap_or(0) as u32,
         ranges_done: get_n(item, "ranges_done").unwrap_or(0) as u32,
         merging_ms: get_n(item, "merging_ms"),
@@ -118,8 +140,37 @@ fn job_from(item: &Item) -> Result<Job, StoreError> {
 fn chunk_sk(i: u32) -> String {
     format!("chunk#{i:07}")
 }
-fn range_sk(i: u32) -> String {
-    format!("range#{i:05}")
+/// How a stage's records and counters are named: sort-key prefix, count
+/// and done counter on the job item, and the statuses it works in (take,
+/// then progress and done).
+struct StageNames {
+    prefix: &'static str,
+    count: &'static str,
+    done: &'static str,
+    take: &'static str,
+    finish: [&'static str; 2],
+}
+
+fn names(stage: Stage) -> StageNames {
+    match stage {
+        Stage::Dispatch => StageNames {
+            prefix: "slice#",
+            count: "slice_count",
+            done: "slices_done",
+            take: "RUNNING",
+            finish: ["RUNNING", "MERGING"],
+        },
+        Stage::Reduce => StageNames {
+            prefix: "range#",
+            count: "range_count",
+            done: "ranges_done",
+            take: "MERGING",
+            finish: ["MERGING", "MERGING"],
+        },
+    }
+}
+fn work_sk(stage: Stage, i: u32) -> String {
+    format!("{}{i:07}", names(stage).prefix)
 }
 fn state_name(s: StartState) -> &'static str {
     match s {
@@ -154,14 +205,15 @@ fn chunk_from(item: &Item) -> Result<ChunkRecord, StoreError> {
     Ok(r)
 }
 
-fn range_from(item: &Item) -> Result<RangeRecord, StoreError> {
-    let sk = get_s(item, "sk").ok_or_else(|| corrupt("range key"))?;
-    let index = sk.strip_prefix("range#").and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("range key"))?;
+fn work_from(stage: Stage, item: &Item) -> Result<WorkRecord, StoreError> {
+    let sk = get_s(item, "sk").ok_or_else(|| corrupt("work key"))?;
+    let index = sk.strip_prefix(names(stage).prefix).and_then(|n| n.parse().ok()).ok_or_else(|| corrupt("work key"))?;
     let lease = match (get_s(item, "lease_owner"), get_n(item, "lease_until")) {
         (Some(o), Some(u)) => Some(Lease { owner: o.to_string(), until_ms: u }),
         _ => None,
     };
-    Ok(RangeRecord { index, done: get_bool(item, "done").unwrap_or(false), lease })
+    let next = get_n(item, "next").unwrap_or(0) as u32;
+    Ok(WorkRecord { index, done: get_bool(item, "done").unwrap_or(false), lease, next })
 }
 
 /// One update of a transaction.
@@ -206,28 +258,43 @@ impl DynamoJobStore {
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
         }
-        match self.rt.block_on(req.send()) {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error("DynamoDB UpdateItem", e)),
+        conditional(self.rt.block_on(req.send()), "DynamoDB UpdateItem")
+    }
+
+    /// Conditional updates of items of one job, all or none: `Ok(false)`
+    /// if a condition failed. Many workers write the job item's counters
+    /// at once, so a transaction conflict is tried again a few times, after
+    /// a random pause, before it is returned (as retryable).
+    fn transact(&self, id: &str, changes: Vec<Change<'_>>) -> Result<bool, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.transact_once(id, &changes) {
+                Err(e) if e.retryable() && attempt < CONFLICT_RETRIES && e.to_string().contains("conflict") => {
+                    attempt += 1;
+                    // (jitter from the clock's nanoseconds: enough to spread writers apart)
+                    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    let pause = nanos.subsec_nanos() as u64 % (20u64 << attempt);
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                }
+                other => return other,
+            }
         }
     }
 
-    /// Conditional updates of items of one job, all or none: `Ok(false)` if a condition failed.
-    fn transact(&self, id: &str, changes: Vec<Change<'_>>) -> Result<bool, StoreError> {
+    fn transact_once(&self, id: &str, changes: &[Change<'_>]) -> Result<bool, StoreError> {
         let mut req = self.client.transact_write_items();
         for c in changes {
             let mut u = Update::builder()
                 .table_name(&self.table)
                 .key("pk", s(format!("job#{id}")))
-                .key("sk", s(c.sk))
+                .key("sk", s(&c.sk))
                 .update_expression(c.update)
                 .condition_expression(c.condition);
             for (k, v) in c.names {
                 u = u.expression_attribute_names(*k, *v);
             }
-            for (k, v) in c.values {
-                u = u.expression_attribute_values(k, v);
+            for (k, v) in &c.values {
+                u = u.expression_attribute_values(*k, v.clone());
             }
             let u = u.build().map_err(|e| corrupt(&e.to_string()))?;
             req = req.transact_items(TransactWriteItem::builder().update(u).build());
@@ -369,11 +436,13 @@ impl JobStore for DynamoJobStore {
         head: &Head,
         chunk_size: u64,
         chunk_count: u32,
+        slice_count: u32,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         self.update(
             id,
-            "SET #st = :running, head = :h, chunk_size = :cs, chunk_count = :cc, running_ms = :now, updated_ms = :now",
+            "SET #st = :running, head = :h, chunk_size = :cs, chunk_count = :cc, slice_count = :sc, \
+             slices_done = :zero, running_ms = :now, updated_ms = :now",
             "#st = :splitting",
             &[("#st", "status")],
             vec![
@@ -382,6 +451,8 @@ impl JobStore for DynamoJobStore {
                 (":h", s(json(head))),
                 (":cs", n(chunk_size)),
                 (":cc", n(chunk_count)),
+                (":sc", n(slice_count)),
+                (":zero", n(0)),
                 (":now", n(now_ms)),
             ],
         )
@@ -419,11 +490,7 @@ impl JobStore for DynamoJobStore {
             PartialRef::Inline(b) => req.item("partial", AttributeValue::B(Blob::new(b.clone()))),
             PartialRef::Object(k) => req.item("partial_key", s(k)),
         };
-        match self.rt.block_on(req.send()) {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error("DynamoDB PutItem", e)),
-        }
+        conditional(self.rt.block_on(req.send()), "DynamoDB PutItem")
     }
 
     fn mark_done(
@@ -563,12 +630,21 @@ impl JobStore for DynamoJobStore {
         )
     }
 
-    fn take_range(&self, id: &str, range: u32, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
+    fn take_work(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let st = names(stage);
         self.transact(
             id,
             vec![
                 Change {
-                    sk: range_sk(range),
+                    sk: work_sk(stage, index),
                     update: "SET lease_owner = :o, lease_until = :u, #done = if_not_exists(#done, :false), #ttl = :ttl",
                     condition: "(attribute_not_exists(sk) OR #done = :false) AND (attribute_not_exists(lease_until) OR lease_until <= :now OR lease_owner = :o)",
                     names: &[("#done", "done"), ("#ttl", "ttl")],
@@ -583,20 +659,61 @@ impl JobStore for DynamoJobStore {
                 Change {
                     sk: "job".into(),
                     update: "SET updated_ms = :now",
-                    condition: "#st = :merging AND range_count > :r",
-                    names: &[("#st", "status")],
-                    values: vec![(":now", n(now_ms)), (":merging", s("MERGING")), (":r", n(range))],
+                    condition: "#st = :in AND #count > :i",
+                    names: &[("#st", "status"), ("#count", st.count)],
+                    values: vec![(":now", n(now_ms)), (":in", s(st.take)), (":i", n(index))],
                 },
             ],
         )
     }
 
-    fn range_done(&self, id: &str, range: u32, owner: &str, now_ms: u64) -> Result<Option<u32>, StoreError> {
+    fn work_progress(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        next: u32,
+        _now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError> {
+        // The work item alone: a hundred dispatchers recording progress
+        // must not all write the job item.
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("job#{id}")))
+            .key("sk", s(work_sk(stage, index)))
+            .update_expression("SET #next = :n, lease_until = :u")
+            .condition_expression("#done = :false AND lease_owner = :o")
+            .expression_attribute_names("#next", "next")
+            .expression_attribute_names("#done", "done")
+            .expression_attribute_values(":n", n(next))
+            .expression_attribute_values(":u", n(until_ms))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":o", s(owner));
+        conditional(self.rt.block_on(req.send()), "DynamoDB UpdateItem")
+    }
+
+    fn work_done(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        now_ms: u64,
+    ) -> Result<Option<u32>, StoreError> {
+        let st = names(stage);
+        let job_update = match stage {
+            Stage::Dispatch => "ADD #counter :one SET updated_ms = :now, dispatched_ms = :now",
+            Stage::Reduce => "ADD #counter :one SET updated_ms = :now",
+        };
         let marked = self.transact(
             id,
             vec![
                 Change {
-                    sk: range_sk(range),
+                    sk: work_sk(stage, index),
                     update: "SET #done = :true REMOVE lease_owner, lease_until",
                     condition: "#done = :false AND lease_owner = :o",
                     names: &[("#done", "done")],
@@ -608,26 +725,33 @@ impl JobStore for DynamoJobStore {
                 },
                 Change {
                     sk: "job".into(),
-                    update: "ADD ranges_done :one SET updated_ms = :now",
-                    condition: "#st = :merging",
-                    names: &[("#st", "status")],
-                    values: vec![(":one", n(1)), (":now", n(now_ms)), (":merging", s("MERGING"))],
+                    update: job_update,
+                    condition: "#st IN (:a, :b)",
+                    names: &[("#st", "status"), ("#counter", st.done)],
+                    values: vec![(":one", n(1)), (":now", n(now_ms)), (":a", s(st.finish[0])), (":b", s(st.finish[1]))],
                 },
             ],
         )?;
         if !marked {
             return Ok(None);
         }
-        Ok(Some(self.counter(id, "ranges_done")?))
+        Ok(Some(self.counter(id, st.done)?))
     }
 
-    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError> {
+    fn work_page(
+        &self,
+        id: &str,
+        stage: Stage,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<WorkRecord>, StoreError> {
         if after == Some(u32::MAX) {
             return Ok(Vec::new());
         }
         let from = after.map_or(0, |a| a + 1);
-        let items = self.query_range(id, range_sk(from), "range#9999999999".into(), limit)?;
-        items.iter().map(range_from).collect()
+        let to = format!("{}9999999999", names(stage).prefix);
+        let items = self.query_range(id, work_sk(stage, from), to, limit)?;
+        items.iter().map(|i| work_from(stage, i)).collect()
     }
 
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError> {

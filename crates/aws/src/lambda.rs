@@ -9,8 +9,8 @@ use tokio::runtime::Handle;
 
 use crate::sdk_error;
 
-/// Sends chunk tasks to the worker function and plan, reduce and commit
-/// tasks to the finalizer, `concurrency` invokes at a time.
+/// Sends chunk tasks to the worker function and dispatch, plan, reduce and
+/// commit tasks to the finalizer, `concurrency` invokes at a time.
 #[derive(Clone)]
 pub struct LambdaDispatcher {
     client: Client,
@@ -31,7 +31,9 @@ impl Dispatcher for LambdaDispatcher {
         let invokes = stream::iter(tasks.into_iter().map(|t| {
             let function = match t {
                 Task::Chunk { .. } => self.worker.clone(),
-                Task::Plan { .. } | Task::Reduce { .. } | Task::Commit { .. } => self.finalizer.clone(),
+                Task::Dispatch { .. } | Task::Plan { .. } | Task::Reduce { .. } | Task::Commit { .. } => {
+                    self.finalizer.clone()
+                }
             };
             let payload = serde_json::to_vec(&t).expect("tasks serialize");
             let req = self

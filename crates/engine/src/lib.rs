@@ -51,7 +51,7 @@ pub use index::RunIndex;
 pub use output::{
     part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroup, TopGroups,
 };
-pub use plan::{plan_chunks, read_head, resolve_chain, Head, LineIndex};
+pub use plan::{chunk_count, plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use sample::RangePlan;
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
 pub use sketch::{Sketch, SketchBytes};

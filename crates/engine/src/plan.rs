@@ -129,6 +129,7 @@ impl Head {
 
 /// Cuts `[data_start, file_size)` into ranges of `chunk_size` bytes.
 pub fn plan_chunks(data_start: u64, file_size: u64, chunk_size: u64) -> Vec<ChunkRange> {
+    debug_assert!(chunk_count(data_start, file_size, chunk_size) < u32::MAX as u64);
     assert!(chunk_size > 0, "chunk size must be positive");
     let mut out = Vec::new();
     let mut s = data_start;
@@ -138,6 +139,12 @@ pub fn plan_chunks(data_start: u64, file_size: u64, chunk_size: u64) -> Vec<Chun
         s = e;
     }
     out
+}
+
+/// How many ranges [`plan_chunks`] cuts (without building them).
+pub fn chunk_count(data_start: u64, file_size: u64, chunk_size: u64) -> u64 {
+    assert!(chunk_size > 0, "chunk size must be positive");
+    file_size.saturating_sub(data_start).div_ceil(chunk_size)
 }
 
 /// The true quote state at each chunk's start, from the reported parities.
@@ -204,5 +211,8 @@ mod tests {
         let c = plan_chunks(5, 17, 5);
         assert_eq!(c.iter().map(|c| (c.start, c.end)).collect::<Vec<_>>(), vec![(5, 10), (10, 15), (15, 17)]);
         assert!(plan_chunks(5, 5, 1).is_empty());
+        for (start, size, chunk) in [(5, 17, 5), (0, 0, 3), (0, 1, 1), (3, 100, 7), (0, 100, 100), (9, 8, 2)] {
+            assert_eq!(chunk_count(start, size, chunk), plan_chunks(start, size, chunk).len() as u64);
+        }
     }
 }

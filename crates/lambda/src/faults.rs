@@ -9,6 +9,10 @@
 //! - `finalizer-crash@S`: a reducer's process dies after writing the first
 //!   result part of its key range, once per job (the range's lease keeps
 //!   retries out; the sweeper finishes the job once the lease expires);
+//! - `dispatch-crash@S`: a dispatcher's process (the splitter's, for the
+//!   first slice) dies after sending the first 100 chunk tasks of its slice
+//!   and before recording it, once per job (the slice's lease keeps
+//!   retries out until it runs out; the sweeper then has it resumed);
 //! - `slow-chunks@S`: every worker takes a second longer (it sleeps after
 //!   storing its partial), so a test can watch a job while it runs;
 //! - `duplicate-tasks`: every task is dispatched twice.
@@ -24,6 +28,7 @@ use fanfold_pipeline::{Dispatcher, FaultPoints, JobStore, ObjectStore, PipelineE
 pub struct Faults {
     worker_fail: Option<String>,
     finalizer_crash: Option<String>,
+    dispatch_crash: Option<String>,
     slow_chunks: Option<String>,
     pub duplicate_tasks: bool,
     store: Option<Arc<dyn ObjectStore>>,
@@ -38,6 +43,7 @@ impl Faults {
             match name {
                 "worker-fail" => f.worker_fail = Some(pattern.to_string()),
                 "finalizer-crash" => f.finalizer_crash = Some(pattern.to_string()),
+                "dispatch-crash" => f.dispatch_crash = Some(pattern.to_string()),
                 "slow-chunks" => f.slow_chunks = Some(pattern.to_string()),
                 "duplicate-tasks" => f.duplicate_tasks = true,
                 other => tracing::warn!(fault = other, "unknown fault ignored"),
@@ -51,7 +57,10 @@ impl Faults {
     }
 
     pub fn any(&self) -> bool {
-        self.worker_fail.is_some() || self.finalizer_crash.is_some() || self.slow_chunks.is_some()
+        self.worker_fail.is_some()
+            || self.finalizer_crash.is_some()
+            || self.dispatch_crash.is_some()
+            || self.slow_chunks.is_some()
     }
 
     fn source_matches(&self, pattern: &str, job: &str) -> bool {
@@ -86,6 +95,13 @@ impl FaultPoints for Faults {
             }));
         }
         Ok(())
+    }
+
+    fn chunks_dispatched(&self, job: &str, slice: u32, sent: u32) {
+        if sent <= fanfold_pipeline::PROGRESS_EVERY && self.first_time(&self.dispatch_crash, job, "dispatch") {
+            tracing::warn!(job, slice, sent, "injected fault: a dispatcher dies mid-slice");
+            std::process::exit(137);
+        }
     }
 
     fn part_written(&self, job: &str, range: usize, part: usize) {

@@ -130,11 +130,12 @@ pub fn worker(task: Task, deps: &Deps, _request: &str) -> Result<Value, HandlerE
     }
 }
 
-/// `finalizer`: the plan, one key range's reduce, or the commit of a job.
-/// The request id owns the leases it takes.
+/// `finalizer`: one slice's dispatch, the plan, one key range's reduce, or
+/// the commit of a job. The request id owns the leases it takes (Lambda
+/// retries an async invoke with the same id, so a retry resumes the lease).
 pub fn finalizer(task: Task, deps: &Deps, request: &str) -> Result<Value, HandlerError> {
     match &task {
-        Task::Plan { .. } | Task::Reduce { .. } | Task::Commit { .. } => {
+        Task::Dispatch { .. } | Task::Plan { .. } | Task::Reduce { .. } | Task::Commit { .. } => {
             let r = deps.pipeline.run_task(&task, request);
             step(deps, task.job(), r)
         }

@@ -11,6 +11,8 @@
 //!
 //! Configuration (environment): `BUCKET`, `TABLE`, `WORKER_FUNCTION`,
 //! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `RANGE_BYTES`, `LEASE_SECONDS`,
+//! `DISPATCH_SECONDS` (a dispatcher's lease, and how long a split, a
+//! dispatch or an unstarted reducer may take before the sweeper repairs it),
 //! `STALE_SECONDS`, `MAX_SWEEPS`, `DEFAULT_SPEC` (JSON; default: the BMAT
 //! job) and, for tests only, `FANFOLD_FAULTS` (see [`faults`]).
 
@@ -70,6 +72,7 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
         Ok(t) if !t.trim().is_empty() => Spec::from_json(&t).map_err(|e| format!("DEFAULT_SPEC: {e}"))?,
         _ => Spec::default(),
     };
+    let dispatch_ms = env_or("DISPATCH_SECONDS", 60u64).max(1) * 1000;
     let pipeline = Pipeline {
         input: store.clone(),
         output: store.clone(),
@@ -81,6 +84,7 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
             inline_limit: env_or("INLINE_LIMIT", Config::default().inline_limit),
             range_bytes: env_or("RANGE_BYTES", Config::default().range_bytes).max(1),
             lease_ms: env_or("LEASE_SECONDS", 900u64) * 1000,
+            dispatch_lease_ms: dispatch_ms,
             bucket,
             ..Config::default()
         },
@@ -88,6 +92,7 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
     };
     let sweep = SweepPolicy {
         stale_ms: env_or("STALE_SECONDS", 1200u64) * 1000,
+        dispatch_ms,
         max_sweeps: env_or("MAX_SWEEPS", 3u32),
         orphaned: false,
     };

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use fanfold_engine::{Head, StartState};
 use fanfold_pipeline::{
-    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Outputs, RangeRecord, Status, StoreError,
+    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Outputs, Stage, Status, StoreError, WorkRecord,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -24,6 +24,14 @@ use crate::memory::{Entry, MemoryJobStore};
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const CHUNKS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("chunks");
 const RANGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("ranges");
+const SLICES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("slices");
+
+fn table(stage: Stage) -> TableDefinition<'static, (&'static str, u32), &'static [u8]> {
+    match stage {
+        Stage::Dispatch => SLICES,
+        Stage::Reduce => RANGES,
+    }
+}
 
 pub struct DbJobStore {
     mem: MemoryJobStore,
@@ -45,7 +53,7 @@ fn corrupt(what: &str, e: serde_json::Error) -> StoreError {
 enum Touched {
     Job,
     Chunk(u32),
-    Range(u32),
+    Work(Stage, u32),
 }
 
 impl DbJobStore {
@@ -58,11 +66,13 @@ impl DbJobStore {
             w.open_table(JOBS).map_err(db_err)?;
             w.open_table(CHUNKS).map_err(db_err)?;
             w.open_table(RANGES).map_err(db_err)?;
+            w.open_table(SLICES).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let r = db.begin_read().map_err(db_err)?;
         let jobs = r.open_table(JOBS).map_err(db_err)?;
         let chunks = r.open_table(CHUNKS).map_err(db_err)?;
+        let slices = r.open_table(SLICES).map_err(db_err)?;
         let ranges = r.open_table(RANGES).map_err(db_err)?;
         for entry in jobs.iter().map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
@@ -74,10 +84,12 @@ impl DbJobStore {
                 let rec: ChunkRecord = serde_json::from_slice(v.value()).map_err(|e| corrupt("chunk record", e))?;
                 e.chunks.insert(k.value().1, rec);
             }
-            for c in ranges.range((id, 0)..=(id, u32::MAX)).map_err(db_err)? {
-                let (k, v) = c.map_err(db_err)?;
-                let rec: RangeRecord = serde_json::from_slice(v.value()).map_err(|e| corrupt("range record", e))?;
-                e.ranges.insert(k.value().1, rec);
+            for (stage, t) in [(Stage::Dispatch, &slices), (Stage::Reduce, &ranges)] {
+                for c in t.range((id, 0)..=(id, u32::MAX)).map_err(db_err)? {
+                    let (k, v) = c.map_err(db_err)?;
+                    let rec: WorkRecord = serde_json::from_slice(v.value()).map_err(|e| corrupt("work record", e))?;
+                    e.work(stage).insert(k.value().1, rec);
+                }
             }
             mem.restore(e);
         }
@@ -106,10 +118,12 @@ impl DbJobStore {
             let bytes = serde_json::to_vec(&job).expect("jobs serialize");
             jobs.insert(id, bytes.as_slice()).map_err(db_err)?;
             let mut chunks = w.open_table(CHUNKS).map_err(db_err)?;
-            let mut ranges = w.open_table(RANGES).map_err(db_err)?;
             if job.status.is_final() {
                 chunks.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(db_err)?;
-                ranges.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(db_err)?;
+                for stage in [Stage::Dispatch, Stage::Reduce] {
+                    let mut t = w.open_table(table(stage)).map_err(db_err)?;
+                    t.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(db_err)?;
+                }
             } else {
                 match touched {
                     Touched::Job => {}
@@ -119,10 +133,13 @@ impl DbJobStore {
                             chunks.insert((id, i), bytes.as_slice()).map_err(db_err)?;
                         }
                     }
-                    Touched::Range(i) => {
-                        if let Some(r) = self.mem.range(id, i) {
-                            let bytes = serde_json::to_vec(&r).expect("range records serialize");
-                            ranges.insert((id, i), bytes.as_slice()).map_err(db_err)?;
+                    Touched::Work(stage, i) => {
+                        if let Some(r) = self.mem.work(id, stage, i) {
+                            let bytes = serde_json::to_vec(&r).expect("work records serialize");
+                            w.open_table(table(stage))
+                                .map_err(db_err)?
+                                .insert((id, i), bytes.as_slice())
+                                .map_err(db_err)?;
                         }
                     }
                 }
@@ -143,8 +160,16 @@ impl JobStore for DbJobStore {
     fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         self.mem.get_job(id)
     }
-    fn start_running(&self, id: &str, head: &Head, size: u64, count: u32, now: u64) -> Result<bool, StoreError> {
-        self.change(id, Touched::Job, |m| m.start_running(id, head, size, count, now), |b| *b)
+    fn start_running(
+        &self,
+        id: &str,
+        head: &Head,
+        size: u64,
+        count: u32,
+        slices: u32,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.change(id, Touched::Job, |m| m.start_running(id, head, size, count, slices, now), |b| *b)
     }
     fn put_chunk(&self, id: &str, record: &ChunkRecord) -> Result<bool, StoreError> {
         self.change(id, Touched::Chunk(record.report.index), |m| m.put_chunk(id, record), |b| *b)
@@ -175,14 +200,26 @@ impl JobStore for DbJobStore {
     fn start_merging(&self, id: &str, owner: &str, ranges: u32, now: u64) -> Result<bool, StoreError> {
         self.change(id, Touched::Job, |m| m.start_merging(id, owner, ranges, now), |b| *b)
     }
-    fn take_range(&self, id: &str, range: u32, owner: &str, now: u64, until: u64) -> Result<bool, StoreError> {
-        self.change(id, Touched::Range(range), |m| m.take_range(id, range, owner, now, until), |b| *b)
+    fn take_work(&self, id: &str, st: Stage, i: u32, owner: &str, now: u64, until: u64) -> Result<bool, StoreError> {
+        self.change(id, Touched::Work(st, i), |m| m.take_work(id, st, i, owner, now, until), |b| *b)
     }
-    fn range_done(&self, id: &str, range: u32, owner: &str, now: u64) -> Result<Option<u32>, StoreError> {
-        self.change(id, Touched::Range(range), |m| m.range_done(id, range, owner, now), Option::is_some)
+    fn work_progress(
+        &self,
+        id: &str,
+        st: Stage,
+        i: u32,
+        owner: &str,
+        next: u32,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, StoreError> {
+        self.change(id, Touched::Work(st, i), |m| m.work_progress(id, st, i, owner, next, now, until), |b| *b)
     }
-    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError> {
-        self.mem.range_page(id, after, limit)
+    fn work_done(&self, id: &str, st: Stage, i: u32, owner: &str, now: u64) -> Result<Option<u32>, StoreError> {
+        self.change(id, Touched::Work(st, i), |m| m.work_done(id, st, i, owner, now), Option::is_some)
+    }
+    fn work_page(&self, id: &str, st: Stage, after: Option<u32>, limit: usize) -> Result<Vec<WorkRecord>, StoreError> {
+        self.mem.work_page(id, st, after, limit)
     }
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now: u64) -> Result<bool, StoreError> {
         self.change(id, Touched::Job, |m| m.complete(id, owner, outputs, now), |b| *b)
@@ -228,19 +265,21 @@ mod tests {
         {
             let s = DbJobStore::open(&path).unwrap();
             s.create_job(&Job::new("j1".into(), source.clone(), "{}".into(), 5)).unwrap();
-            s.start_running("j1", &head, 50, 2, 6).unwrap();
+            s.start_running("j1", &head, 50, 2, 1, 6).unwrap();
             let rec = fanfold_pipeline::contract::record(1, PartialRef::Inline(vec![1, 2, 3]));
             assert!(s.put_chunk("j1", &rec).unwrap());
             assert_eq!(s.mark_done("j1", 1, StartState::Guess, 3, 50, 7).unwrap(), Some(1));
             s.create_job(&Job::new("j2".into(), source.clone(), "{}".into(), 8)).unwrap();
             s.cancel("j2", 9).unwrap();
             s.create_job(&Job::new("j3".into(), source, "{}".into(), 10)).unwrap();
-            s.start_running("j3", &head, 50, 0, 11).unwrap();
+            s.start_running("j3", &head, 50, 0, 0, 11).unwrap();
             assert!(s.take_lease("j3", "p", 12, 1_000_000).unwrap());
             assert!(s.start_merging("j3", "p", 2, 13).unwrap());
-            assert!(s.take_range("j3", 0, "r0", 14, 1_000_000).unwrap());
-            assert!(s.take_range("j3", 1, "r1", 14, 1_000_000).unwrap());
-            assert_eq!(s.range_done("j3", 0, "r0", 15).unwrap(), Some(1));
+            assert!(s.take_work("j1", Stage::Dispatch, 0, "d0", 7, 1_000_000).unwrap());
+            assert!(s.work_progress("j1", Stage::Dispatch, 0, "d0", 1, 8, 1_000_000).unwrap());
+            assert!(s.take_work("j3", Stage::Reduce, 0, "r0", 14, 1_000_000).unwrap());
+            assert!(s.take_work("j3", Stage::Reduce, 1, "r1", 14, 1_000_000).unwrap());
+            assert_eq!(s.work_done("j3", Stage::Reduce, 0, "r0", 15).unwrap(), Some(1));
         }
         let s = DbJobStore::open(&path).unwrap();
         let j = s.get_job("j1").unwrap().unwrap();
@@ -255,12 +294,15 @@ mod tests {
         let ids: Vec<String> = s.list_jobs(10, None).unwrap().jobs.into_iter().map(|j| j.id).collect();
         assert_eq!(ids, ["j3", "j2", "j1"]);
         // The holders of range 1's lease died with the process: another reducer can take it.
-        let ranges = s.range_page("j3", None, 10).unwrap();
+        let ranges = s.work_page("j3", Stage::Reduce, None, 10).unwrap();
         assert_eq!(
             ranges.iter().map(|r| (r.index, r.done, r.lease.is_some())).collect::<Vec<_>>(),
             [(0, true, false), (1, false, false)]
         );
-        assert!(s.take_range("j3", 1, "r9", 16, 1_000_000).unwrap());
+        assert!(s.take_work("j3", Stage::Reduce, 1, "r9", 16, 1_000_000).unwrap());
+        // So did the dispatcher of j1's slice; its progress is kept.
+        let slices = s.work_page("j1", Stage::Dispatch, None, 10).unwrap();
+        assert_eq!(slices.iter().map(|r| (r.index, r.next, r.lease.is_some())).collect::<Vec<_>>(), [(0, 1, false)]);
         assert_eq!(s.get_job("j3").unwrap().unwrap().ranges_done, 1);
     }
 }

@@ -5,14 +5,34 @@ use std::sync::Mutex;
 
 use fanfold_engine::{Head, StartState};
 use fanfold_pipeline::{
-    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, RangeRecord, Status, StoreError,
+    ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, Stage, Status, StoreError, WorkRecord,
 };
 
 #[derive(Clone, Default)]
 pub(crate) struct Entry {
     pub(crate) job: Option<Job>,
     pub(crate) chunks: BTreeMap<u32, ChunkRecord>,
-    pub(crate) ranges: BTreeMap<u32, RangeRecord>,
+    pub(crate) slices: BTreeMap<u32, WorkRecord>,
+    pub(crate) ranges: BTreeMap<u32, WorkRecord>,
+}
+
+impl Entry {
+    pub(crate) fn work(&mut self, stage: Stage) -> &mut BTreeMap<u32, WorkRecord> {
+        match stage {
+            Stage::Dispatch => &mut self.slices,
+            Stage::Reduce => &mut self.ranges,
+        }
+    }
+}
+
+/// Whether the job is where `stage`'s work happens: RUNNING for a
+/// dispatch (taking a slice), and for marking one done also MERGING (the
+/// chunks of a slice may all finish before its dispatcher records it).
+fn in_stage(job: &Job, stage: Stage, taking: bool) -> bool {
+    match stage {
+        Stage::Dispatch => job.status == Status::Running || (!taking && job.status == Status::Merging),
+        Stage::Reduce => job.status == Status::Merging,
+    }
 }
 
 #[derive(Default)]
@@ -49,7 +69,7 @@ impl MemoryJobStore {
         let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let Some(job) = entry.job.as_mut() else { return };
         job.lease = None;
-        for r in entry.ranges.values_mut() {
+        for r in entry.ranges.values_mut().chain(entry.slices.values_mut()) {
             r.lease = None;
         }
         g.insert(job.id.clone(), entry);
@@ -60,9 +80,9 @@ impl MemoryJobStore {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id)?.chunks.get(&index).cloned()
     }
 
-    /// One range record (for a durable store to write through).
-    pub(crate) fn range(&self, id: &str, index: u32) -> Option<RangeRecord> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id)?.ranges.get(&index).cloned()
+    /// One slice or range record (for a durable store to write through).
+    pub(crate) fn work(&self, id: &str, stage: Stage, index: u32) -> Option<WorkRecord> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id)?.work(stage).get(&index).cloned()
     }
 
     /// Forgets the chunk and range records of a job (kept until it is final).
@@ -70,6 +90,7 @@ impl MemoryJobStore {
         let mut g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = g.get_mut(id) {
             e.chunks.clear();
+            e.slices.clear();
             e.ranges.clear();
         }
     }
@@ -105,6 +126,7 @@ impl JobStore for MemoryJobStore {
         head: &Head,
         chunk_size: u64,
         chunk_count: u32,
+        slice_count: u32,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         self.with(id, |job, _| {
@@ -115,6 +137,7 @@ impl JobStore for MemoryJobStore {
             job.head = Some(head.clone());
             job.chunk_size = chunk_size;
             job.chunk_count = chunk_count;
+            job.slice_count = slice_count;
             job.running_ms = Some(now_ms);
             job.updated_ms = now_ms;
             true
@@ -220,12 +243,20 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    fn take_range(&self, id: &str, range: u32, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError> {
+    fn take_work(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError> {
         self.with(id, |job, e| {
-            if job.status != Status::Merging || range >= job.range_count {
+            if !in_stage(job, stage, true) || index >= job.work_count(stage) {
                 return false;
             }
-            let r = e.ranges.entry(range).or_insert(RangeRecord { index: range, done: false, lease: None });
+            let r = e.work(stage).entry(index).or_insert_with(|| WorkRecord::new(index));
             if r.done || !lease_free(&r.lease, owner, now_ms) {
                 return false;
             }
@@ -235,25 +266,70 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    fn range_done(&self, id: &str, range: u32, owner: &str, now_ms: u64) -> Result<Option<u32>, StoreError> {
+    fn work_progress(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        next: u32,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError> {
+        // (the record alone, as in DynamoDB: not the job)
+        let _ = now_ms;
+        self.with(id, |_, e| {
+            let Some(r) = e.work(stage).get_mut(&index) else { return false };
+            if r.done || r.lease.as_ref().is_none_or(|l| l.owner != owner) {
+                return false;
+            }
+            r.next = next;
+            r.lease = Some(Lease { owner: owner.to_string(), until_ms });
+            true
+        })
+    }
+
+    fn work_done(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        now_ms: u64,
+    ) -> Result<Option<u32>, StoreError> {
         self.with(id, |job, e| {
-            if job.status != Status::Merging {
+            if !in_stage(job, stage, false) {
                 return None;
             }
-            let r = e.ranges.get_mut(&range)?;
+            let r = e.work(stage).get_mut(&index)?;
             if r.done || r.lease.as_ref().is_none_or(|l| l.owner != owner) {
                 return None;
             }
             r.done = true;
             r.lease = None;
-            job.ranges_done += 1;
             job.updated_ms = now_ms;
-            Some(job.ranges_done)
+            Some(match stage {
+                Stage::Dispatch => {
+                    job.dispatched_ms = Some(now_ms);
+                    job.slices_done += 1;
+                    job.slices_done
+                }
+                Stage::Reduce => {
+                    job.ranges_done += 1;
+                    job.ranges_done
+                }
+            })
         })
     }
 
-    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError> {
-        self.with(id, |_, e| page(&e.ranges, after, limit))
+    fn work_page(
+        &self,
+        id: &str,
+        stage: Stage,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<WorkRecord>, StoreError> {
+        self.with(id, |_, e| page(e.work(stage), after, limit))
     }
 
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError> {

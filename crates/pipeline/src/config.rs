@@ -13,6 +13,13 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A lease owner no other call takes: `what`, the process, a counter and the time.
+pub fn unique_owner(what: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{what}-{}-{n}-{}", std::process::id(), now_ms())
+}
+
 /// Why `key` does not start a job when it appears in the bucket, if it
 /// does not: only data files under `incoming/` do.
 pub fn incoming_skip_reason(key: &str) -> Option<&'static str> {
@@ -88,6 +95,10 @@ pub struct Config {
     pub inline_limit: usize,
     /// How long the planner's, committer's and a reducer's lease lasts.
     pub lease_ms: u64,
+    /// How long a dispatcher's lease on its slice lasts; it is extended at
+    /// every progress record (every 100 tasks), so it only has to outlast
+    /// 100 invokes. A dispatcher that died is replaced once it runs out.
+    pub dispatch_lease_ms: u64,
     /// Bytes read per request beyond a chunk's end before asking for more.
     pub read_window: u64,
     /// Bucket name recorded in the source (and hashed into job ids).
@@ -113,6 +124,7 @@ impl Default for Config {
             chunk_size: 64 << 20,
             inline_limit: 8 * 1024,
             lease_ms: 15 * 60 * 1000,
+            dispatch_lease_ms: 60 * 1000,
             read_window: 8 << 20,
             bucket: "local".into(),
             merge_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -167,6 +179,11 @@ pub struct SweepPolicy {
     /// A job with no progress for this long is stuck (make it longer than
     /// the worker's timeout).
     pub stale_ms: u64,
+    /// A job still SPLITTING this long after it was created, or still
+    /// RUNNING with slices not dispatched this long after it started, or
+    /// MERGING with reducers that never started this long after the plan,
+    /// is repaired then, not after `stale_ms`: these steps take seconds.
+    pub dispatch_ms: u64,
     /// Sweeps of one job before it fails.
     pub max_sweeps: u32,
     /// Every active job is orphaned: the process that ran it is gone (a
@@ -176,7 +193,7 @@ pub struct SweepPolicy {
 
 impl Default for SweepPolicy {
     fn default() -> Self {
-        SweepPolicy { stale_ms: 20 * 60 * 1000, max_sweeps: 3, orphaned: false }
+        SweepPolicy { stale_ms: 20 * 60 * 1000, dispatch_ms: 60 * 1000, max_sweeps: 3, orphaned: false }
     }
 }
 
@@ -213,7 +230,11 @@ pub struct Summary {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Timings {
+    /// From the job's creation to reading the header and cutting the chunks.
     pub split: u64,
+    /// From the job's creation to the last chunk task sent.
+    #[serde(default)]
+    pub dispatch: u64,
     pub chunks: u64,
     pub merge: u64,
     pub total: u64,
@@ -240,6 +261,8 @@ pub trait FaultPoints: Send + Sync {
     fn chunk_stored(&self, _job: &str, _chunk: u32) -> Result<(), PipelineError> {
         Ok(())
     }
+    /// After a dispatcher sent the first `sent` chunk tasks of slice `slice`.
+    fn chunks_dispatched(&self, _job: &str, _slice: u32, _sent: u32) {}
     /// After a reducer finished writing part `part` of key range `range`.
     fn part_written(&self, _job: &str, _range: usize, _part: usize) {}
 }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 
 use fanfold_engine::{ChunkRange, ChunkReport, Head, StartState};
 
-use crate::job::{ChunkRecord, Job, JobError, Outputs, PartialRef, Source, Status};
+use crate::job::{ChunkRecord, Job, JobError, Outputs, PartialRef, Source, Stage, Status};
 use crate::ports::{Created, Dispatcher, JobStore, ObjectStore, StoreError, Task};
 
 /// A dispatcher that only queues tasks, for tests that run them by hand
@@ -127,10 +127,10 @@ fn head() -> Head {
     Head { data_start: 5, newlines_before_data: 1, header: Some(vec!["a".into()]), width: 1 }
 }
 
-/// A job created and RUNNING with `chunks` chunks of 40 bytes.
+/// A job created and RUNNING with `chunks` chunks of 40 bytes in one slice.
 fn running(store: &dyn JobStore, id: &str, chunks: u32) {
     assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
-    assert!(store.start_running(id, &head(), 40, chunks, 2).unwrap());
+    assert!(store.start_running(id, &head(), 40, chunks, 1, 2).unwrap());
 }
 
 /// Every job-store case; `id` must be unused in the store (the cases use ids that start with it).
@@ -140,6 +140,7 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     reopened_chunks_take_only_the_known_state(store, &format!("{id}-r"));
     leases_and_completion(store, &format!("{id}-l"));
     ranges_are_leased_and_counted_once(store, &format!("{id}-g"));
+    dispatch_slices_resume_and_count_once(store, &format!("{id}-s"));
     final_states_stay_final(store, &format!("{id}-f"));
     listing_is_newest_first_in_pages(store, &format!("{id}-p"));
 }
@@ -154,10 +155,11 @@ pub fn create_is_conditional(store: &dyn JobStore, id: &str) {
     }
     assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Splitting);
     // SPLITTING → RUNNING once
-    assert!(store.start_running(id, &head(), 40, 3, 2).unwrap());
-    assert!(!store.start_running(id, &head(), 40, 3, 3).unwrap(), "start_running is conditional on SPLITTING");
+    assert!(store.start_running(id, &head(), 40, 3, 1, 2).unwrap());
+    assert!(!store.start_running(id, &head(), 40, 3, 1, 3).unwrap(), "start_running is conditional on SPLITTING");
     let j = store.get_job(id).unwrap().unwrap();
     assert_eq!((j.status, j.chunk_count, j.head.as_ref()), (Status::Running, 3, Some(&head())));
+    assert_eq!((j.slice_count, j.slices_done, j.dispatched_ms), (1, 0, None));
     assert_eq!(j.chunk(2), Some(ChunkRange { index: 2, start: 85, end: 100 }));
     assert_eq!(j.chunk(3), None);
     assert!(store.active_jobs().unwrap().iter().any(|j| j.id == id));
@@ -255,31 +257,72 @@ pub fn leases_and_completion(store: &dyn JobStore, id: &str) {
 }
 
 pub fn ranges_are_leased_and_counted_once(store: &dyn JobStore, id: &str) {
+    let r = Stage::Reduce;
     running(store, id, 0);
-    assert!(!store.take_range(id, 0, "r", 1, 100).unwrap(), "no ranges before the plan");
+    assert!(!store.take_work(id, r, 0, "r", 1, 100).unwrap(), "no ranges before the plan");
     assert!(store.take_lease(id, "p", 1, 100).unwrap());
     assert!(store.start_merging(id, "p", 3, 2).unwrap());
-    assert!(!store.take_range(id, 3, "r", 3, 100).unwrap(), "past the last range");
-    assert!(store.take_range(id, 0, "r0", 3, 100).unwrap());
-    assert!(!store.take_range(id, 0, "r9", 50, 150).unwrap(), "a held range cannot be taken");
-    assert!(store.take_range(id, 2, "r2", 3, 100).unwrap());
-    assert!(store.take_range(id, 2, "r9", 101, 200).unwrap(), "an expired range lease can be taken");
-    assert_eq!(store.range_done(id, 2, "r2", 102).unwrap(), None, "the old holder cannot finish it");
-    assert_eq!(store.range_done(id, 0, "r0", 103).unwrap(), Some(1));
-    assert_eq!(store.range_done(id, 0, "r0", 104).unwrap(), None, "a range is counted once");
-    assert!(!store.take_range(id, 0, "r0", 105, 200).unwrap(), "a done range is not taken again");
-    let recs = store.range_page(id, None, 10).unwrap();
+    assert!(!store.take_work(id, r, 3, "r", 3, 100).unwrap(), "past the last range");
+    assert!(!store.take_work(id, Stage::Dispatch, 0, "d", 3, 100).unwrap(), "a merging job dispatches nothing");
+    assert!(store.take_work(id, r, 0, "r0", 3, 100).unwrap());
+    assert!(!store.take_work(id, r, 0, "r9", 50, 150).unwrap(), "a held range cannot be taken");
+    assert!(store.take_work(id, r, 2, "r2", 3, 100).unwrap());
+    assert!(store.take_work(id, r, 2, "r9", 101, 200).unwrap(), "an expired range lease can be taken");
+    assert_eq!(store.work_done(id, r, 2, "r2", 102).unwrap(), None, "the old holder cannot finish it");
+    assert_eq!(store.work_done(id, r, 0, "r0", 103).unwrap(), Some(1));
+    assert_eq!(store.work_done(id, r, 0, "r0", 104).unwrap(), None, "a range is counted once");
+    assert!(!store.take_work(id, r, 0, "r0", 105, 200).unwrap(), "a done range is not taken again");
+    let recs = store.work_page(id, r, None, 10).unwrap();
     let seen: Vec<(u32, bool, Option<String>)> =
         recs.iter().map(|r| (r.index, r.done, r.lease.as_ref().map(|l| l.owner.clone()))).collect();
     assert_eq!(seen, [(0, true, None), (2, false, Some("r9".into()))], "range 1 never started");
-    assert_eq!(store.range_page(id, Some(0), 10).unwrap().len(), 1);
-    assert_eq!(store.range_done(id, 2, "r9", 106).unwrap(), Some(2));
-    assert!(store.take_range(id, 1, "r1", 107, 200).unwrap());
-    assert_eq!(store.range_done(id, 1, "r1", 108).unwrap(), Some(3));
+    assert_eq!(store.work_page(id, r, Some(0), 10).unwrap().len(), 1);
+    assert!(store.work_page(id, Stage::Dispatch, None, 10).unwrap().is_empty(), "the stages keep apart");
+    assert_eq!(store.work_done(id, r, 2, "r9", 106).unwrap(), Some(2));
+    assert!(store.take_work(id, r, 1, "r1", 107, 200).unwrap());
+    assert_eq!(store.work_done(id, r, 1, "r1", 108).unwrap(), Some(3));
     let j = store.get_job(id).unwrap().unwrap();
-    assert_eq!((j.ranges_done, j.range_count, j.updated_ms), (3, 3, 108));
+    assert_eq!((j.ranges_done, j.range_count, j.updated_ms, j.slices_done), (3, 3, 108, 0));
     assert!(store.cancel(id, 109).unwrap());
-    assert!(!store.take_range(id, 1, "r1", 110, 200).unwrap(), "a cancelled job's ranges are not taken");
+    assert!(!store.take_work(id, r, 1, "r1", 110, 200).unwrap(), "a cancelled job's ranges are not taken");
+}
+
+pub fn dispatch_slices_resume_and_count_once(store: &dyn JobStore, id: &str) {
+    let d = Stage::Dispatch;
+    assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
+    assert!(!store.take_work(id, d, 0, "d0", 1, 100).unwrap(), "a splitting job dispatches nothing");
+    assert!(store.start_running(id, &head(), 40, 2500, 3, 2).unwrap());
+    assert!(!store.take_work(id, d, 3, "d", 3, 100).unwrap(), "past the last slice");
+    assert!(store.take_work(id, d, 0, "d0", 3, 100).unwrap());
+    assert!(!store.take_work(id, d, 0, "d9", 4, 100).unwrap(), "a held slice cannot be taken");
+    assert!(store.take_work(id, d, 0, "d0", 5, 100).unwrap(), "its holder may take it again");
+    assert!(store.work_progress(id, d, 0, "d0", 100, 6, 150).unwrap());
+    assert!(!store.work_progress(id, d, 0, "d9", 200, 7, 150).unwrap(), "only the holder records progress");
+    assert!(!store.work_progress(id, d, 1, "d0", 100, 7, 150).unwrap(), "nor on a slice it does not hold");
+    // the progress extended the lease to 150: a repair waits for it, then resumes where it stopped
+    assert!(!store.take_work(id, d, 0, "d9", 120, 300).unwrap(), "the lease was extended");
+    assert!(store.take_work(id, d, 0, "d9", 151, 300).unwrap());
+    let rec = &store.work_page(id, d, None, 10).unwrap()[0];
+    assert_eq!((rec.index, rec.next, rec.done), (0, 100, false), "the progress survives a new holder");
+    assert!(!store.work_progress(id, d, 0, "d0", 300, 152, 400).unwrap(), "the old holder lost it");
+    assert_eq!(store.work_done(id, d, 0, "d0", 153).unwrap(), None, "and cannot finish it");
+    assert!(store.work_progress(id, d, 0, "d9", 1000, 154, 400).unwrap());
+    assert_eq!(store.work_done(id, d, 0, "d9", 155).unwrap(), Some(1));
+    assert_eq!(store.work_done(id, d, 0, "d9", 156).unwrap(), None, "a slice is counted once");
+    assert!(!store.take_work(id, d, 0, "d9", 157, 400).unwrap(), "a done slice is not taken again");
+    assert!(!store.work_progress(id, d, 0, "d9", 1000, 157, 400).unwrap(), "nor moved on");
+    assert!(store.take_work(id, d, 2, "d2", 158, 400).unwrap());
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.slice_count, j.slices_done, j.dispatched_ms, j.ranges_done), (3, 1, Some(155), 0));
+    // a slice finishing after the job moved on to the merge is still counted
+    assert!(store.take_lease(id, "p", 159, 500).unwrap());
+    assert_eq!(store.work_done(id, d, 2, "d2", 160).unwrap(), Some(2));
+    assert!(!store.take_work(id, d, 1, "d1", 161, 500).unwrap(), "but nothing more is taken then");
+    let recs = store.work_page(id, d, None, 10).unwrap();
+    assert_eq!(recs.iter().map(|r| (r.index, r.done)).collect::<Vec<_>>(), [(0, true), (2, true)]);
+    assert_eq!(store.get_job(id).unwrap().unwrap().dispatched_ms, Some(160));
+    assert!(store.cancel(id, 162).unwrap());
+    assert!(!store.work_progress(id, d, 1, "d1", 5, 163, 600).unwrap(), "a slice never taken has no progress");
 }
 
 pub fn final_states_stay_final(store: &dyn JobStore, id: &str) {

@@ -118,6 +118,17 @@ pub struct Job {
     pub chunks_rerun: u32,
     /// Times the sweeper re-dispatched this job's work.
     pub sweeps: u32,
+    /// Dispatch slices of [`crate::SLICE`] chunk tasks, each sent by one
+    /// dispatcher; 0 until the job runs.
+    #[serde(default)]
+    pub slice_count: u32,
+    /// Slices whose every chunk task was sent.
+    #[serde(default)]
+    pub slices_done: u32,
+    /// When a slice was last marked done (once every slice is, the time
+    /// the last chunk task was sent).
+    #[serde(default)]
+    pub dispatched_ms: Option<u64>,
     /// Key ranges, each merged by one reducer; 0 until the plan is made.
     pub range_count: u32,
     /// Ranges whose reducer finished.
@@ -148,6 +159,20 @@ impl Job {
                 && id.len() <= 64
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+    }
+
+    /// How many slices or key ranges the stage has.
+    pub fn work_count(&self, stage: Stage) -> u32 {
+        match stage {
+            Stage::Dispatch => self.slice_count,
+            Stage::Reduce => self.range_count,
+        }
+    }
+
+    /// The chunks slice `slice` dispatches.
+    pub fn slice_chunks(&self, slice: u32) -> std::ops::Range<u32> {
+        let start = slice.saturating_mul(crate::SLICE).min(self.chunk_count);
+        start..start.saturating_add(crate::SLICE).min(self.chunk_count)
     }
 
     /// One chunk's byte range.
@@ -183,6 +208,9 @@ impl Job {
             bytes_done: 0,
             chunks_rerun: 0,
             sweeps: 0,
+            slice_count: 0,
+            slices_done: 0,
+            dispatched_ms: None,
             range_count: 0,
             ranges_done: 0,
             merging_ms: None,
@@ -236,12 +264,35 @@ impl ChunkRecord {
     }
 }
 
-/// The state of one key range's reducer.
+/// The two fanned-out stages whose tasks the job store tracks one record
+/// each, under a lease: the dispatch of chunk tasks, a slice of
+/// [`crate::SLICE`] chunks per dispatcher, and the reduce, a key range per
+/// reducer. Each has its count and its done counter on the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// Slices of chunk tasks (`Job::slice_count`, `Job::slices_done`); the
+    /// job is RUNNING.
+    Dispatch,
+    /// Key ranges (`Job::range_count`, `Job::ranges_done`); the job is MERGING.
+    Reduce,
+}
+
+/// The state of one slice's dispatcher or one key range's reducer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RangeRecord {
+pub struct WorkRecord {
     pub index: u32,
     pub done: bool,
     pub lease: Option<Lease>,
+    /// How far the holder got (dispatch: chunk tasks of the slice sent, so
+    /// that a retry resumes there); 0 for a reducer.
+    #[serde(default)]
+    pub next: u32,
+}
+
+impl WorkRecord {
+    pub fn new(index: u32) -> Self {
+        WorkRecord { index, done: false, lease: None, next: 0 }
+    }
 }
 
 /// What a reducer wrote for its key range (stored as an object beside the

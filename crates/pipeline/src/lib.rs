@@ -36,7 +36,7 @@ pub use config::{
     SweepPolicy, Timings,
 };
 pub use job::{
-    ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeRecord, RangeResult, Source, Status,
+    ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeResult, Source, Stage, Status, WorkRecord,
 };
 pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
-pub use steps::Pipeline;
+pub use steps::{Pipeline, PROGRESS_EVERY, SLICE};

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use fanfold_engine::{ChunkRange, StartState};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{ChunkRecord, Job, JobError, Outputs, RangeRecord, Status};
+use crate::job::{ChunkRecord, Job, JobError, Outputs, Stage, Status, WorkRecord};
 
 /// A stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,13 +80,15 @@ pub trait JobStore: Send + Sync {
     /// Creates the job unless a job with its id exists.
     fn create_job(&self, job: &Job) -> Result<Created, StoreError>;
     fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
-    /// SPLITTING → RUNNING with the plan. `false` if the job was not SPLITTING.
+    /// SPLITTING → RUNNING with the plan: `chunk_count` chunks, sent by
+    /// `slice_count` dispatchers. `false` if the job was not SPLITTING.
     fn start_running(
         &self,
         id: &str,
         head: &fanfold_engine::Head,
         chunk_size: u64,
         chunk_count: u32,
+        slice_count: u32,
         now_ms: u64,
     ) -> Result<bool, StoreError>;
     /// Stores (or replaces) a chunk's result, unless the chunk is done or
@@ -122,15 +124,53 @@ pub trait JobStore: Send + Sync {
     /// Holding the lease: records the range plan (`ranges` key ranges, none
     /// done) and releases the lease; the job stays MERGING.
     fn start_merging(&self, id: &str, owner: &str, ranges: u32, now_ms: u64) -> Result<bool, StoreError>;
-    /// Takes range `range`'s lease if it is not done and nobody holds an
-    /// unexpired one (the job must be MERGING).
-    fn take_range(&self, id: &str, range: u32, owner: &str, now_ms: u64, until_ms: u64) -> Result<bool, StoreError>;
-    /// Holding range `range`'s lease: marks it done and counts it.
-    /// `Some(ranges done)` when this call did, `None` otherwise.
-    fn range_done(&self, id: &str, range: u32, owner: &str, now_ms: u64) -> Result<Option<u32>, StoreError>;
-    /// Up to `limit` range records with index > `after`, in index order
-    /// (ranges whose reducer never started have none).
-    fn range_page(&self, id: &str, after: Option<u32>, limit: usize) -> Result<Vec<RangeRecord>, StoreError>;
+    /// Takes the lease of `stage`'s record `index` (a dispatch slice or a
+    /// key range) if it is not done and nobody else holds an unexpired one
+    /// (the holder may take it again). The job must be RUNNING for a
+    /// dispatch and MERGING for a reduce, and `index` below the stage's count.
+    fn take_work(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Holding the lease: records how far the holder got and extends the
+    /// lease to `until_ms`; writes the record alone, never the job (many
+    /// dispatchers do this at once). `false` if the lease was lost or the
+    /// record is done (the holder then stops).
+    #[allow(clippy::too_many_arguments)]
+    fn work_progress(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        next: u32,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Holding the lease: marks the record done and counts it.
+    /// `Some(done count)` when this call did, `None` otherwise.
+    fn work_done(
+        &self,
+        id: &str,
+        stage: Stage,
+        index: u32,
+        owner: &str,
+        now_ms: u64,
+    ) -> Result<Option<u32>, StoreError>;
+    /// Up to `limit` records of `stage` with index > `after`, in index
+    /// order (slices and ranges whose task never started have none).
+    fn work_page(
+        &self,
+        id: &str,
+        stage: Stage,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<WorkRecord>, StoreError>;
     /// Holding the lease: MERGING → DONE.
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError>;
     /// Any state but DONE/FAILED/CANCELLED → FAILED. `false` if already final.
@@ -164,6 +204,8 @@ pub enum Task {
     Chunk { job: String, range: ChunkRange, state: StartState },
     /// Every chunk is done: check them, choose the key ranges, start the reducers.
     Plan { job: String },
+    /// Send the chunk tasks of one slice of [`crate::SLICE`] chunks.
+    Dispatch { job: String, slice: u32 },
     /// Merge one key range of every partial into result parts.
     Reduce { job: String, range: u32 },
     /// Every range is done: write the manifest and summary, DONE.
@@ -173,7 +215,11 @@ pub enum Task {
 impl Task {
     pub fn job(&self) -> &str {
         match self {
-            Task::Chunk { job, .. } | Task::Plan { job } | Task::Reduce { job, .. } | Task::Commit { job } => job,
+            Task::Chunk { job, .. }
+            | Task::Dispatch { job, .. }
+            | Task::Plan { job }
+            | Task::Reduce { job, .. }
+            | Task::Commit { job } => job,
         }
     }
 }

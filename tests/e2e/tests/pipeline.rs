@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fanfold_engine::Spec;
 use fanfold_local::{run_file, DirStore, MemoryJobStore, RunOptions};
-use fanfold_pipeline::{contract, Config, Layout, ObjectStore, Pipeline, Status, StoreError, Task};
+use fanfold_pipeline::{contract, Config, Layout, ObjectStore, Pipeline, Stage, Status, StoreError, Task};
 use proptest::prelude::*;
 
 #[test]
@@ -227,7 +227,7 @@ fn the_sweeper_redispatches_lost_chunks_and_finishes_the_job() {
     // Chunk 2's task is lost (a crashed worker).
     drain(&p, &q, |t| !matches!(t, Task::Chunk { range, .. } if range.index == 2));
     assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Running);
-    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3, orphaned: false };
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 3, ..Default::default() };
     let now = fanfold_pipeline::now_ms();
     assert!(p.sweep(now, &policy).unwrap().is_empty(), "a fresh job is left alone");
     let did = p.sweep(now + 5000, &policy).unwrap();
@@ -251,7 +251,7 @@ fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
     // The planner took the lease and died.
     let now = fanfold_pipeline::now_ms();
     assert!(p.jobs.take_lease(&id, "dead", now, now + 50).unwrap());
-    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 5, orphaned: false };
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, max_sweeps: 5, ..Default::default() };
     assert!(p.sweep(now, &policy).unwrap().is_empty(), "the lease still holds");
     let did = p.sweep(now + 100, &policy).unwrap();
     assert!(did[0].contains("the plan did not finish"), "{did:?}");
@@ -259,7 +259,7 @@ fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
     drain(&p, &q, |t| matches!(t, Task::Plan { .. }));
     // A reducer took its range, wrote a bogus part and died; the other reduce tasks were lost.
     let now = fanfold_pipeline::now_ms();
-    assert!(p.jobs.take_range(&id, 0, "dead", now, now + 50).unwrap());
+    assert!(p.jobs.take_work(&id, Stage::Reduce, 0, "dead", now, now + 50).unwrap());
     store.put(&format!("results/{id}/part-00000-00000.csv"), b"half a file").unwrap();
     assert!(p.sweep(now, &policy).unwrap().is_empty(), "the range lease still holds");
     let did = p.sweep(now + 100, &policy).unwrap();
@@ -274,12 +274,137 @@ fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
     assert!(store.list("_fanfold/").unwrap().is_empty(), "partials cleaned up");
 }
 
+/// A pipeline on a CSV of 2,500 chunks of 32 bytes (three dispatch slices),
+/// with a queue drained by hand, and the rows a healthy run must give.
+fn three_slices(dir: &std::path::Path) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
+    let mut csv = String::from("Song,Date,Number of Plays\n");
+    for i in 0..2_500u32 {
+        // 32 bytes a line: a chunk each
+        csv.push_str(&format!("s{:08},2020-01-{:02},{:010}\n", i % 1_777, 1 + i % 28, i % 100));
+    }
+    queued_pipeline(dir, csv.as_bytes(), Config { chunk_size: 32, inline_limit: 0, ..Config::default() })
+}
+
+/// Runs every queued task, counting the chunk tasks run per chunk index.
+fn drain_counting(p: &Pipeline, q: &Queue, counts: &mut std::collections::BTreeMap<u32, u32>) {
+    while let Some(t) = q.pop() {
+        if let Task::Chunk { range, .. } = &t {
+            *counts.entry(range.index).or_default() += 1;
+        }
+        p.run_task(&t, "w").unwrap();
+    }
+}
+
+fn result_rows(store: &DirStore, id: &str) -> String {
+    let mut out = String::new();
+    for o in store.list(&format!("results/{id}/part-")).unwrap() {
+        let mut v = String::new();
+        std::io::Read::read_to_string(&mut store.get_range(&o.key, 0, None).unwrap(), &mut v).unwrap();
+        out.push_str(v.split_once('\n').map_or("", |(_, rows)| rows));
+    }
+    out
+}
+
+#[test]
+fn chunk_tasks_fan_out_through_dispatch_slices_each_sent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, store) = three_slices(dir.path());
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!((job.chunk_count, job.slice_count, job.slices_done), (2_500, 3, 1), "the splitter sent slice 0");
+    let queued: Vec<Task> = q.0.lock().unwrap().iter().cloned().collect();
+    let dispatches: Vec<u32> =
+        queued.iter().filter_map(|t| if let Task::Dispatch { slice, .. } = t { Some(*slice) } else { None }).collect();
+    assert_eq!(dispatches, [1, 2]);
+    assert_eq!(queued.len(), 2 + 1_000);
+    // A repeated event (a duplicate splitter) sends slice 1 itself; the queued dispatch of it then finds it done.
+    assert!(!p.submit("incoming/in.csv", &Spec::default()).unwrap().new);
+    assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().slices_done, 2);
+    let mut counts = std::collections::BTreeMap::new();
+    drain_counting(&p, &q, &mut counts);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.status, Status::Done);
+    assert_eq!(job.slices_done, 3);
+    assert_eq!(counts.len(), 2_500, "every chunk ran");
+    assert!(counts.values().all(|&n| n == 1), "and none twice: {:?}", counts.iter().find(|(_, &n)| n != 1));
+    assert!(job.dispatched_ms.is_some());
+    let summary: serde_json::Value =
+        serde_json::from_str(&common::read(dir.path().join(format!("results/{id}/summary.json")))).unwrap();
+    assert!(summary["timings_ms"]["dispatch"].as_u64().unwrap() <= summary["timings_ms"]["total"].as_u64().unwrap());
+    assert!(!result_rows(&store, &id).is_empty());
+}
+
+#[test]
+fn a_dispatcher_that_died_mid_slice_is_resumed_where_it_stopped() {
+    let healthy = {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, q, store) = three_slices(dir.path());
+        let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+        drain(&p, &q, |_| true);
+        assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
+        result_rows(&store, &id)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, store) = three_slices(dir.path());
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    // Slice 1's dispatcher took its lease, sent 100 chunk tasks, recorded them, sent 100 more and died.
+    let now = fanfold_pipeline::now_ms();
+    let mut queued: Vec<Task> =
+        q.0.lock().unwrap().drain(..).filter(|t| !matches!(t, Task::Dispatch { slice: 1, .. })).collect();
+    assert!(p.jobs.take_work(&id, Stage::Dispatch, 1, "dead", now, now + 50).unwrap());
+    assert!(p.jobs.work_progress(&id, Stage::Dispatch, 1, "dead", 100, now, now + 50).unwrap());
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    queued.extend((1_000..1_200).map(|i| Task::Chunk {
+        job: id.clone(),
+        range: job.chunk(i).unwrap(),
+        state: fanfold_engine::StartState::Guess,
+    }));
+    q.0.lock().unwrap().extend(queued);
+    let mut counts = std::collections::BTreeMap::new();
+    drain_counting(&p, &q, &mut counts);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!((job.status, job.slices_done, job.chunks_done), (Status::Running, 2, 1_700));
+    let policy = fanfold_pipeline::SweepPolicy { dispatch_ms: 1_000, ..Default::default() };
+    assert!(p.sweep(now + 10, &policy).unwrap().is_empty(), "a fresh job is left alone");
+    let did = p.sweep(now + 5_000, &policy).unwrap();
+    assert!(did[0].contains("dispatch slices 1 of 3 did not finish"), "{did:?}");
+    std::thread::sleep(std::time::Duration::from_millis(60)); // the dead dispatcher's lease runs out on the real clock
+    drain_counting(&p, &q, &mut counts);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!((job.status, job.slices_done), (Status::Done, 3));
+    assert_eq!(counts.len(), 2_500, "every chunk ran");
+    let twice: Vec<u32> = counts.iter().filter(|(_, &n)| n > 1).map(|(&i, _)| i).collect();
+    assert_eq!(twice, (1_100..1_200).collect::<Vec<_>>(), "only the tasks sent after the last record went twice");
+    assert_eq!(result_rows(&store, &id), healthy, "and each chunk counted once");
+}
+
+#[test]
+fn a_splitter_that_died_before_dispatching_is_repaired_within_the_dispatch_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, _) = three_slices(dir.path());
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    q.0.lock().unwrap().clear(); // the slice tasks and slice 0's chunk tasks were never sent...
+    let now = fanfold_pipeline::now_ms();
+    // ...and slice 0 is marked done only because this splitter got that far; the others have no record.
+    let policy = fanfold_pipeline::SweepPolicy { dispatch_ms: 1_000, ..Default::default() };
+    let did = p.sweep(now + 5_000, &policy).unwrap();
+    assert!(did[0].contains("dispatch slices 1, 2 of 3 did not finish"), "{did:?}");
+    drain(&p, &q, |_| true);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!((job.status, job.slices_done, job.chunks_done), (Status::Running, 3, 1_500));
+    // Slice 0's chunks were lost after it was marked dispatched: the stale timer finds them.
+    let did = p.sweep(now + 30 * 60 * 1000, &policy).unwrap();
+    assert!(did[0].contains("chunks 0, 1, 2"), "{did:?}");
+    drain(&p, &q, |_| true);
+    assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
+}
+
 #[test]
 fn a_job_that_never_progresses_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (p, q, _) = manual_pipeline(dir.path(), 60_000);
     let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
-    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 10, max_sweeps: 2, orphaned: false };
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 10, max_sweeps: 2, ..Default::default() };
     let mut now = fanfold_pipeline::now_ms();
     for _ in 0..3 {
         now += 1000;

@@ -87,6 +87,7 @@ impl Pipeline {
             top_groups,
             timings_ms: Timings {
                 split: running.saturating_sub(job.created_ms),
+                dispatch: job.dispatched_ms.map_or(0, |d| d.saturating_sub(job.created_ms)),
                 chunks: merging.saturating_sub(running),
                 merge: now.saturating_sub(merging),
                 total: now.saturating_sub(job.created_ms),

@@ -1,7 +1,9 @@
 //! The steps of a job, each in its own file:
 //!
 //! - [`submit`](Pipeline::submit) and [`split`](Pipeline::split): record the
-//!   job, read the header, dispatch a chunk task per byte range;
+//!   job, read the header, cut the data into chunks;
+//! - [`dispatch_slice`](Pipeline::dispatch_slice): send a slice of chunk
+//!   tasks, a tree of dispatchers, resumable;
 //! - [`run_chunk`](Pipeline::run_chunk): scan one range into a key-sorted,
 //!   indexed partial; the call that completes the chunk count dispatches the plan;
 //! - [`plan`](Pipeline::plan): check the quote chain and errors, sample the
@@ -13,6 +15,7 @@
 
 mod chunk;
 mod commit;
+mod dispatch;
 mod plan;
 mod reduce;
 mod submit;
@@ -20,6 +23,8 @@ mod sweep;
 
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use dispatch::{PROGRESS_EVERY, SLICE};
 
 use crate::config::{now_ms, Config, FaultPoints, Layout, PipelineError};
 use crate::job::{Job, JobError, Status};
@@ -143,6 +148,7 @@ impl Pipeline {
     pub fn run_task(&self, task: &Task, owner: &str) -> Result<(), PipelineError> {
         match task {
             Task::Chunk { job, range, state } => self.run_chunk(job, *range, *state),
+            Task::Dispatch { job, slice } => self.dispatch_slice(job, *slice, owner),
             Task::Plan { job } => self.plan(job, owner),
             Task::Reduce { job, range } => self.reduce(job, *range, owner),
             Task::Commit { job } => self.commit(job, owner),

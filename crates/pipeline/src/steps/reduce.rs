@@ -20,7 +20,7 @@ use fanfold_engine::{Error as EngineError, Merger, PartInfo, PartSink, PartWrite
 use super::{CancelCheck, Pipeline, PAGE};
 use crate::config::{now_ms, FaultPoints, PipelineError};
 use crate::fan_in::{fan_in, merge_group};
-use crate::job::{JobError, OutputPart, RangeResult, Status};
+use crate::job::{JobError, OutputPart, RangeResult, Stage, Status};
 use crate::ports::{ObjectStore, ObjectWriter, StoreError};
 use crate::sources::{open_all, slice_source, Bounds, Slice, Source};
 
@@ -54,7 +54,7 @@ impl Pipeline {
             return Ok(());
         }
         let now = now_ms();
-        if !self.jobs.take_range(id, range, owner, now, now + self.config.lease_ms)? {
+        if !self.jobs.take_work(id, Stage::Reduce, range, owner, now, now + self.config.lease_ms)? {
             return Ok(()); // done, or another reducer holds it
         }
         let head = job.head.clone().ok_or_else(|| PipelineError::Invalid("merging a job without a head".into()))?;
@@ -129,7 +129,7 @@ impl Pipeline {
         };
         let bytes = serde_json::to_vec(&result).expect("range results serialize");
         self.output.put(&self.layout.range_result(id, range), &bytes)?;
-        match self.jobs.range_done(id, range, owner, now_ms())? {
+        match self.jobs.work_done(id, Stage::Reduce, range, owner, now_ms())? {
             Some(n) if n == job.range_count => self.commit(id, owner),
             Some(_) => Ok(()),
             None if self.stopped(id)? => {

@@ -2,10 +2,10 @@
 
 use std::io::Read;
 
-use fanfold_engine::{job_id, plan_chunks, read_head, Error as EngineError, Spec, StartState};
+use fanfold_engine::{chunk_count, job_id, read_head, Error as EngineError, Spec};
 
-use super::Pipeline;
-use crate::config::{now_ms, PipelineError, Submitted};
+use super::{Pipeline, SLICE};
+use crate::config::{now_ms, unique_owner, PipelineError, Submitted};
 use crate::job::{Job, JobError, Source, Status};
 use crate::ports::{Created, StoreError, Task};
 
@@ -45,7 +45,11 @@ impl Pipeline {
             Source { bucket: self.config.bucket.clone(), key: key.to_string(), etag: meta.etag, size: meta.size };
         let job = Job::new(id.clone(), source, spec_text.to_string(), now_ms());
         match self.jobs.create_job(&job)? {
-            Created::Exists(_) => Ok(Submitted { id, new: false }),
+            Created::Exists(old) => {
+                // A retried or repeated event: finish what the first one may not have.
+                self.resume(&old)?;
+                Ok(Submitted { id, new: false })
+            }
             Created::New => {
                 then(&id)?;
                 Ok(Submitted { id, new: true })
@@ -82,11 +86,21 @@ impl Pipeline {
         Spec::from_json(&job.spec).map_err(|e| PipelineError::Invalid(e.to_string()))
     }
 
+    /// Picks up a job's split or dispatch where it stopped (both are
+    /// idempotent); nothing for a job past them.
+    fn resume(&self, job: &Job) -> Result<(), PipelineError> {
+        match job.status {
+            Status::Splitting => self.split(&job.id),
+            Status::Running if job.slices_done < job.slice_count => self.fan_out(job, &unique_owner("split")),
+            _ => Ok(()),
+        }
+    }
+
     /// SPLITTING → RUNNING: reads the header, plans chunks, dispatches them.
     pub fn split(&self, id: &str) -> Result<(), PipelineError> {
         let job = self.job(id)?;
         if job.status != Status::Splitting {
-            return Ok(());
+            return self.resume(&job);
         }
         let spec = Self::spec_of(&job)?;
         let size = job.source.size;
@@ -106,17 +120,17 @@ impl Pipeline {
         if let Err(e) = head.compile(&spec) {
             return self.fail(id, JobError::rejected(e.to_string()));
         }
-        let chunks = plan_chunks(head.data_start, size, self.config.chunk_size);
-        if !self.jobs.start_running(id, &head, self.config.chunk_size, chunks.len() as u32, now_ms())? {
+        let count = chunk_count(head.data_start, size, self.config.chunk_size);
+        let Ok(count) = u32::try_from(count) else {
+            return self.fail(id, JobError::rejected(format!("{count} chunks: use a larger chunk size")));
+        };
+        let slices = count.div_ceil(SLICE);
+        if !self.jobs.start_running(id, &head, self.config.chunk_size, count, slices, now_ms())? {
             return Ok(());
         }
-        if chunks.is_empty() {
+        if count == 0 {
             return Ok(self.dispatcher.dispatch(vec![Task::Plan { job: id.to_string() }])?);
         }
-        self.dispatch_all(chunks.into_iter().map(|r| Task::Chunk {
-            job: id.to_string(),
-            range: r,
-            state: StartState::Guess,
-        }))
+        self.fan_out(&self.job(id)?, &unique_owner("split"))
     }
 }

@@ -4,11 +4,13 @@ use fanfold_engine::StartState;
 
 use super::{Pipeline, PAGE};
 use crate::config::{PipelineError, SweepPolicy};
-use crate::job::{Job, JobError, Status};
+use crate::job::{Job, JobError, Stage, Status};
 use crate::ports::Task;
 
 impl Pipeline {
-    /// Re-splits jobs stuck in SPLITTING; re-dispatches the chunks of a
+    /// Re-splits jobs stuck in SPLITTING; re-dispatches the dispatch slices
+    /// of a RUNNING job that are not done and have no live dispatcher
+    /// `dispatch_ms` after it started; the chunks of a
     /// RUNNING job that made no progress for `stale_ms` (or its plan, if
     /// every chunk is done); the plan of a MERGING job whose planner's lease
     /// ran out; the reducers whose lease ran out (or that never started);
@@ -20,9 +22,19 @@ impl Pipeline {
         let mut report = Vec::new();
         for job in self.jobs.active_jobs()? {
             let stale = now.saturating_sub(job.updated_ms) > policy.stale_ms;
+            let since = |t: Option<u64>| now.saturating_sub(t.unwrap_or(job.created_ms)) > policy.dispatch_ms;
             let lease_gone = job.lease.as_ref().is_none_or(|l| l.until_ms <= now);
             let (what, tasks) = match job.status {
-                Status::Splitting if stale || policy.orphaned => ("the split did not finish".to_string(), None),
+                Status::Splitting if stale || since(None) || policy.orphaned => {
+                    ("the split did not finish".to_string(), None)
+                }
+                Status::Running if job.slices_done < job.slice_count && (since(job.running_ms) || policy.orphaned) => {
+                    let tasks = self.unfinished_work(&job, Stage::Dispatch, now, true)?;
+                    if tasks.is_empty() {
+                        continue; // every slice not done has a live dispatcher
+                    }
+                    (Self::naming("dispatch slices", &tasks, job.slice_count), Some(tasks))
+                }
                 Status::Running if stale || policy.orphaned => {
                     let (missing, tasks) = self.unfinished_chunks(&job)?;
                     if tasks.is_empty() {
@@ -41,23 +53,12 @@ impl Pipeline {
                     ("the commit did not finish".to_string(), Some(vec![Task::Commit { job: job.id.clone() }]))
                 }
                 Status::Merging if job.range_count > 0 => {
-                    let tasks = self.unfinished_ranges(&job, now, stale || policy.orphaned)?;
+                    let unstarted = stale || since(job.merging_ms) || policy.orphaned;
+                    let tasks = self.unfinished_work(&job, Stage::Reduce, now, unstarted)?;
                     if tasks.is_empty() {
                         continue;
                     }
-                    let shown: Vec<String> = tasks
-                        .iter()
-                        .take(10)
-                        .filter_map(|t| match t {
-                            Task::Reduce { range, .. } => Some(range.to_string()),
-                            _ => None,
-                        })
-                        .collect();
-                    let more = if tasks.len() > 10 { ", …" } else { "" };
-                    (
-                        format!("key ranges {}{more} of {} did not finish", shown.join(", "), job.range_count),
-                        Some(tasks),
-                    )
+                    (Self::naming("key ranges", &tasks, job.range_count), Some(tasks))
                 }
                 _ => continue,
             };
@@ -77,6 +78,20 @@ impl Pipeline {
             report.push(format!("{}: {what}; dispatched again (sweep {})", job.id, job.sweeps + 1));
         }
         Ok(report)
+    }
+
+    /// "`what` 3, 7, … of 12 did not finish" for dispatch or reduce tasks.
+    fn naming(what: &str, tasks: &[Task], of: u32) -> String {
+        let shown: Vec<String> = tasks
+            .iter()
+            .take(10)
+            .filter_map(|t| match t {
+                Task::Reduce { range: i, .. } | Task::Dispatch { slice: i, .. } => Some(i.to_string()),
+                _ => None,
+            })
+            .collect();
+        let more = if tasks.len() > 10 { ", …" } else { "" };
+        format!("{what} {}{more} of {of} did not finish", shown.join(", "))
     }
 
     /// The chunks of `job` not done, as tasks, and a line that names them.
@@ -119,23 +134,24 @@ impl Pipeline {
         Ok((format!("chunks {}{more} of {} did not finish", shown.join(", "), job.chunk_count), tasks))
     }
 
-    /// The reduce tasks of ranges not done whose lease ran out, and (when
-    /// the job is stale) of ranges whose reducer never started.
-    fn unfinished_ranges(&self, job: &Job, now: u64, stale: bool) -> Result<Vec<Task>, PipelineError> {
+    /// The tasks of `stage`'s slices or ranges not done whose lease ran
+    /// out, and (with `unstarted`) of those whose task never started.
+    fn unfinished_work(&self, job: &Job, stage: Stage, now: u64, unstarted: bool) -> Result<Vec<Task>, PipelineError> {
         let mut tasks = Vec::new();
         let mut expected = 0u32;
         let mut after = None;
-        let task = |range| Task::Reduce { job: job.id.clone(), range };
+        let task = |i| match stage {
+            Stage::Dispatch => Task::Dispatch { job: job.id.clone(), slice: i },
+            Stage::Reduce => Task::Reduce { job: job.id.clone(), range: i },
+        };
+        let count = job.work_count(stage);
         loop {
-            let page = self.jobs.range_page(&job.id, after, PAGE)?;
+            let page = self.jobs.work_page(&job.id, stage, after, PAGE)?;
             let Some(last) = page.last() else { break };
             after = Some(last.index);
             for rec in page {
-                while expected < rec.index {
-                    if stale {
-                        tasks.push(task(expected));
-                    }
-                    expected += 1;
+                if unstarted {
+                    tasks.extend((expected..rec.index.min(count)).map(task));
                 }
                 expected = rec.index + 1;
                 if !rec.done && rec.lease.as_ref().is_none_or(|l| l.until_ms <= now) {
@@ -143,9 +159,8 @@ impl Pipeline {
                 }
             }
         }
-        while expected < job.range_count && stale {
-            tasks.push(task(expected));
-            expected += 1;
+        if unstarted {
+            tasks.extend((expected..count).map(task));
         }
         Ok(tasks)
     }
