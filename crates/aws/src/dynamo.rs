@@ -122,6 +122,7 @@ fn job_from(item: &Item) -> Result<Job, StoreError> {
         bytes_done: get_n(item, "bytes_done").unwrap_or(0),
         chunks_rerun: get_n(item, "chunks_rerun").unwrap_or(0) as u32,
         sweeps: get_n(item, "sweeps").unwrap_or(0) as u32,
+        swept_ms: get_n(item, "swept_ms"),
         slice_count: get_n(item, "slice_count").unwrap_or(0) as u32,
         slices_done: get_n(item, "slices_done").unwrap_or(0) as u32,
         dispatched_ms: get_n(item, "dispatched_ms"),
@@ -896,7 +897,7 @@ impl JobStore for DynamoJobStore {
     fn record_sweep(&self, id: &str, sweeps: u32, now_ms: u64) -> Result<bool, StoreError> {
         self.update(
             id,
-            "ADD sweeps :one SET updated_ms = :now",
+            "ADD sweeps :one SET updated_ms = :now, swept_ms = :now",
             "sweeps = :seen AND NOT (#st IN (:done, :failed, :cancelled))",
             &[("#st", "status")],
             vec![

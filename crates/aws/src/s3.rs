@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use fanfold_pipeline::{ObjectMeta, ObjectStore, ObjectWriter, StoreError};
 use tokio::runtime::Handle;
@@ -179,6 +179,50 @@ impl ObjectStore for S3Store {
             .block_on(self.client.delete_object().bucket(&self.bucket).key(key).send())
             .map_err(|e| sdk_error("S3 DeleteObject", e))?;
         Ok(())
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        loop {
+            // Each page is deleted before the next is listed, so listing from the start again sees what is left.
+            let req = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1000);
+            let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("S3 ListObjectsV2", e))?;
+            let ids = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                        .map_err(|e| StoreError::Other { message: format!("S3 DeleteObjects: {e}"), retryable: false })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if ids.is_empty() {
+                return Ok(deleted);
+            }
+            let n = ids.len() as u64;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::Other { message: format!("S3 DeleteObjects: {e}"), retryable: false })?;
+            let out = self
+                .rt
+                .block_on(self.client.delete_objects().bucket(&self.bucket).delete(delete).send())
+                .map_err(|e| sdk_error("S3 DeleteObjects", e))?;
+            if let Some(e) = out.errors().first() {
+                return Err(StoreError::Other {
+                    message: format!(
+                        "S3 DeleteObjects: {}: {}",
+                        e.key().unwrap_or_default(),
+                        e.message().unwrap_or_default()
+                    ),
+                    retryable: true,
+                });
+            }
+            deleted += n;
+        }
     }
 
     fn uri(&self, key: &str) -> String {

@@ -5,8 +5,12 @@
 //! A model, not a measurement: every rate it uses is a constant below with
 //! where it comes from, and the output prints them. It simulates:
 //!
-//! 1. the split: the header read, then one async invoke per chunk task at
-//!    [`INVOKES_PER_S`];
+//! 1. the split and the dispatch tree ([`dispatch_at`]): the header read,
+//!    then the splitter invokes a dispatcher per further slice of
+//!    [`fanfold_pipeline::SLICE`] chunk tasks and sends the first slice
+//!    itself, each function at [`INVOKES_PER_S`], all of them together at
+//!    most at Lambda's account rate of [`INVOKE_RATE_PER_CONCURRENCY`]
+//!    invokes per second per unit of concurrency;
 //! 2. the chunk tasks on a pool of concurrent functions that Lambda grows by
 //!    1,000 environments per 10 s ([`RAMP`]) up to the concurrency limit;
 //!    a chunk takes the longer of its ranged read at [`S3_PER_LAMBDA`] and its
@@ -45,6 +49,12 @@ pub const S3_PER_LAMBDA: f64 = 75e6;
 pub const GET_LATENCY: f64 = 0.02;
 /// Async invokes per second from one function (assumption: ~50 ms each, 32 in flight).
 pub const INVOKES_PER_S: f64 = 640.0;
+/// Invoke requests per second per unit of account concurrency (published:
+/// "10 × the concurrent executions quota").
+pub const INVOKE_RATE_PER_CONCURRENCY: f64 = 10.0;
+/// Seconds before a dispatcher sends its first task (a cold start of a
+/// small Rust function and its first job-store calls; assumption).
+pub const DISPATCHER_START: f64 = 0.3;
 /// A reducer opens this many partial slices at once.
 pub const OPENS_IN_FLIGHT: f64 = 16.0;
 /// Lambda adds at most 1,000 execution environments per 10 s per function (published).
@@ -158,6 +168,23 @@ fn simulate(n: u64, secs: f64, limit: u64, release: impl Fn(u64) -> f64) -> f64 
     end as f64 / 1000.0
 }
 
+/// When chunk task `i` of `chunks` is sent, from the end of the split:
+/// slice 0 by the splitter after it invoked the other slices' dispatchers,
+/// slice `s` by its dispatcher, started `s` invokes in; never faster than
+/// the account's invoke rate.
+pub fn dispatch_at(i: u64, chunks: u64, concurrency: u64) -> f64 {
+    let slice = fanfold_pipeline::SLICE as u64;
+    let (s, j) = (i / slice, (i % slice) as f64);
+    let slices = chunks.div_ceil(slice);
+    let tree = if s == 0 {
+        (slices - 1) as f64 / INVOKES_PER_S + j / INVOKES_PER_S
+    } else {
+        s as f64 / INVOKES_PER_S + DISPATCHER_START + j / INVOKES_PER_S
+    };
+    let account = i as f64 / (INVOKE_RATE_PER_CONCURRENCY * concurrency.max(1) as f64);
+    tree.max(account)
+}
+
 pub fn plan(p: &PlanInput) -> Plan {
     let size = p.size as f64;
     let chunk = p.chunk_size.min(p.size).max(1) as f64;
@@ -175,8 +202,15 @@ pub fn plan(p: &PlanInput) -> Plan {
     let scan = chunk / (SCAN_PER_CORE * cpu);
     let spilled = partial_chunk > INLINE_LIMIT;
     let chunk_secs = read.max(scan) + if spilled { GET_LATENCY + partial_chunk / S3_PER_LAMBDA } else { 0.0 } + 0.05;
-    let dispatch_secs = chunks as f64 / INVOKES_PER_S;
-    let scan_end = simulate(chunks, chunk_secs, p.concurrency, |i| split_secs + i as f64 / INVOKES_PER_S);
+    let dispatch = |i| dispatch_at(i, chunks, p.concurrency);
+    let slices = chunks.div_ceil(fanfold_pipeline::SLICE as u64);
+    let dispatch_secs = (0..chunks).map(dispatch).fold(0.0, f64::max);
+    let dispatch_by = if dispatch_secs <= (chunks - 1) as f64 / (INVOKE_RATE_PER_CONCURRENCY * p.concurrency as f64) {
+        "the account's invoke rate"
+    } else {
+        "one dispatcher's invokes"
+    };
+    let scan_end = simulate(chunks, chunk_secs, p.concurrency, |i| split_secs + dispatch(i));
     let worker_mem = 200e6 + 3.0 * partial_chunk;
     if chunk_secs > MAX_SECONDS {
         refused = Some(format!("a chunk takes {chunk_secs:.0} s, more than Lambda's 900 s: use smaller chunks"));
@@ -250,8 +284,8 @@ pub fn plan(p: &PlanInput) -> Plan {
     let rgb = p.reducer_memory_mb as f64 / 1024.0;
     let lambda_gbs = gb * chunks as f64 * chunk_secs
         + rgb * (r * reduce_secs + plan_secs + commit_secs)
-        + 0.5 * (split_secs + dispatch_secs);
-    let lambda = lambda_gbs * LAMBDA_GB_S + (chunks + ranges + 3) as f64 * LAMBDA_REQUEST;
+        + 0.5 * (split_secs + slices as f64 * (DISPATCHER_START + fanfold_pipeline::SLICE as f64 / INVOKES_PER_S));
+    let lambda = lambda_gbs * LAMBDA_GB_S + (chunks + slices + ranges + 3) as f64 * LAMBDA_REQUEST;
     let s3 = s3_gets * S3_GET + s3_puts * S3_PUT;
     let ddb = ddb_writes * DDB_WRU + ddb_reads * DDB_RRU;
     let dollars = lambda + s3 + ddb;
@@ -282,7 +316,10 @@ pub fn plan(p: &PlanInput) -> Plan {
             SCAN_PER_CORE * cpu / 1e6,
             human(partial_chunk as u64)
         ),
-        format!("split           {split_secs:.1} s, then {dispatch_secs:.1} s of dispatching at {INVOKES_PER_S:.0} invokes/s"),
+        format!(
+            "split           {split_secs:.1} s; dispatch {slices} slices of up to {} tasks, {INVOKES_PER_S:.0} invokes/s each: last task sent at {dispatch_secs:.1} s (limited by {dispatch_by})",
+            fanfold_pipeline::SLICE
+        ),
         format!("scan ends       at {scan_end:.1} s"),
         format!("plan            {plan_secs:.1} s (chunk records and 64 sample windows)"),
         format!(
@@ -301,7 +338,7 @@ pub fn plan(p: &PlanInput) -> Plan {
             wall_secs, scan_end, plan_secs, reduce_end, commit_secs
         ),
         format!("requests        S3 {:.0} GETs, {:.0} PUTs; DynamoDB {:.0} write units, {:.0} read units", s3_gets, s3_puts, ddb_writes, ddb_reads),
-        format!("Lambda          ${:.4} ({:.0} GB-s, {} invocations)", lambda, lambda_gbs, chunks + ranges + 3),
+        format!("Lambda          ${:.4} ({:.0} GB-s, {} invocations)", lambda, lambda_gbs, chunks + slices + ranges + 3),
         format!("S3              ${s3:.4}"),
         format!("DynamoDB        ${ddb:.4}"),
         format!("total           ${dollars:.4}"),
@@ -365,6 +402,25 @@ mod tests {
         // A 100 GiB chunk takes more than 900 s to read.
         let big = plan(&PlanInput { chunk_size: 100 << 30, ..tb(Shape::zipf()) });
         assert!(big.refused.as_deref().unwrap().contains("a chunk takes"), "{:?}", big.refused);
+    }
+
+    #[test]
+    fn dispatch_fans_out_through_slices_within_the_account_rate() {
+        // One slice: the splitter alone, 640 a second.
+        assert!((dispatch_at(999, 1000, 1000) - 999.0 / INVOKES_PER_S).abs() < 1e-9);
+        // 100,000 chunks: a hundred dispatchers side by side, held to 10,000 invokes a second.
+        let last = (0..100_000).map(|i| dispatch_at(i, 100_000, 1000)).fold(0.0, f64::max);
+        assert!((9.9..10.1).contains(&last), "{last}");
+        // With a higher concurrency quota, the tree's own speed shows: about 2 s.
+        let last = (0..100_000).map(|i| dispatch_at(i, 100_000, 100_000)).fold(0.0, f64::max);
+        assert!((1.5..2.5).contains(&last), "{last}");
+        let p = plan(&PlanInput { size: 10_000_000_000_000, chunk_size: 100_000_000, ..tb(Shape::zipf()) });
+        assert_eq!(p.chunks, 100_000);
+        assert!(
+            p.lines.iter().any(|l| l.contains("dispatch 100 slices") && l.contains("account's invoke rate")),
+            "{:#?}",
+            p.lines
+        );
     }
 
     #[test]

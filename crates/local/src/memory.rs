@@ -357,6 +357,7 @@ impl JobStore for MemoryJobStore {
             }
             job.sweeps += 1;
             job.updated_ms = now_ms;
+            job.swept_ms = Some(now_ms);
             true
         })
     }

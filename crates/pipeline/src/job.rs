@@ -118,6 +118,9 @@ pub struct Job {
     pub chunks_rerun: u32,
     /// Times the sweeper re-dispatched this job's work.
     pub sweeps: u32,
+    /// When it last did.
+    #[serde(default)]
+    pub swept_ms: Option<u64>,
     /// Dispatch slices of [`crate::SLICE`] chunk tasks, each sent by one
     /// dispatcher; 0 until the job runs.
     #[serde(default)]
@@ -208,6 +211,7 @@ impl Job {
             bytes_done: 0,
             chunks_rerun: 0,
             sweeps: 0,
+            swept_ms: None,
             slice_count: 0,
             slices_done: 0,
             dispatched_ms: None,

@@ -61,6 +61,16 @@ pub trait ObjectStore: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Deleting a missing key is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes every object whose key starts with `prefix`; returns how
+    /// many. Bounded memory whatever their number (S3: a page of 1,000 keys
+    /// at a time, one DeleteObjects request per page).
+    fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let objs = self.list(prefix)?;
+        for o in &objs {
+            self.delete(&o.key)?;
+        }
+        Ok(objs.len() as u64)
+    }
     /// How a user (or a QuickSight manifest) addresses the object.
     fn uri(&self, key: &str) -> String;
 }

@@ -123,17 +123,11 @@ impl Pipeline {
         self.delete_prefix(id, &self.layout.partials(id), "partial");
     }
 
-    /// Deletes every object under `prefix`; best effort, failures are logged.
+    /// Deletes every object under `prefix`; best effort, failures are
+    /// logged (the bucket's lifecycle rule expires what is left).
     fn delete_prefix(&self, id: &str, prefix: &str, what: &str) {
-        match self.output.list(prefix) {
-            Ok(objs) => {
-                for o in objs {
-                    if let Err(e) = self.output.delete(&o.key) {
-                        tracing::warn!(key = o.key, error = %e, "could not delete a {what}");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(job = id, prefix, error = %e, "could not list objects to delete"),
+        if let Err(e) = self.output.delete_prefix(prefix) {
+            tracing::warn!(job = id, prefix, error = %e, "could not delete every {what}");
         }
     }
 

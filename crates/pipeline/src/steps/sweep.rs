@@ -22,7 +22,13 @@ impl Pipeline {
         let mut report = Vec::new();
         for job in self.jobs.active_jobs()? {
             let stale = now.saturating_sub(job.updated_ms) > policy.stale_ms;
-            let since = |t: Option<u64>| now.saturating_sub(t.unwrap_or(job.created_ms)) > policy.dispatch_ms;
+            // A step that takes seconds, started over `dispatch_ms` ago, and
+            // not repaired in the last `dispatch_ms` (a repair takes a moment
+            // to start: its task is an async invoke).
+            let since = |t: Option<u64>| {
+                let waited = |t: u64| now.saturating_sub(t) > policy.dispatch_ms;
+                waited(t.unwrap_or(job.created_ms)) && job.swept_ms.is_none_or(waited)
+            };
             let lease_gone = job.lease.as_ref().is_none_or(|l| l.until_ms <= now);
             let (what, tasks) = match job.status {
                 Status::Splitting if stale || since(None) || policy.orphaned => {
