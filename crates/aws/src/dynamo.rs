@@ -228,7 +228,8 @@ struct Change<'a> {
 
 impl DynamoJobStore {
     pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>, rt: Handle) -> Self {
-        DynamoJobStore { client: Client::new(config), table: table.into(), rt }
+        let conf = aws_sdk_dynamodb::config::Builder::from(config).interceptor(crate::requests::CountRequests).build();
+        DynamoJobStore { client: Client::from_conf(conf), table: table.into(), rt }
     }
 
     pub fn client(&self) -> &Client {

@@ -22,7 +22,8 @@ pub struct LambdaDispatcher {
 
 impl LambdaDispatcher {
     pub fn new(config: &aws_config::SdkConfig, worker: String, finalizer: String, rt: Handle) -> Self {
-        LambdaDispatcher { client: Client::new(config), worker, finalizer, concurrency: 32, rt }
+        let conf = aws_sdk_lambda::config::Builder::from(config).interceptor(crate::requests::CountRequests).build();
+        LambdaDispatcher { client: Client::from_conf(conf), worker, finalizer, concurrency: 32, rt }
     }
 }
 

@@ -30,10 +30,12 @@
 
 mod dynamo;
 mod lambda;
+mod requests;
 mod s3;
 
 pub use dynamo::DynamoJobStore;
 pub use lambda::LambdaDispatcher;
+pub use requests::take_request_counts;
 pub use s3::S3Store;
 pub use tokio::runtime::Handle;
 

@@ -24,7 +24,10 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(config: &aws_config::SdkConfig, bucket: impl Into<String>, rt: Handle) -> Self {
-        let conf = aws_sdk_s3::config::Builder::from(config).force_path_style(config.endpoint_url().is_some()).build();
+        let conf = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(config.endpoint_url().is_some())
+            .interceptor(crate::requests::CountRequests)
+            .build();
         S3Store { client: Client::from_conf(conf), bucket: bucket.into(), rt }
     }
 

@@ -65,12 +65,31 @@ const MB_PER_VCPU: f64 = 1769.0;
 const MAX_SECONDS: f64 = 900.0;
 /// Partials a reducer merges at once (`Config::merge_fan_in`).
 const FAN_IN: f64 = 256.0;
-/// Inline partials stay in DynamoDB up to this size (`Config::inline_limit`).
-const INLINE_LIMIT: f64 = 8192.0;
+
 /// Bytes of a chunk record besides an inline partial (report, key sketch).
 const RECORD_BYTES: f64 = 1500.0;
 /// Multipart upload part size of the S3 adapter.
 const UPLOAD_PART: f64 = 16.0 * 1048576.0;
+
+/// The requests one invocation of a step makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Requests {
+    pub s3_get: f64,
+    pub s3_put: f64,
+    pub ddb_write: f64,
+    pub ddb_read: f64,
+    pub invoke: f64,
+}
+
+impl std::fmt::Display for Requests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "S3 {:.1} GET, {:.1} PUT; DynamoDB {:.1} writes, {:.1} reads; {:.0} invokes",
+            self.s3_get, self.s3_put, self.ddb_write, self.ddb_read, self.invoke
+        )
+    }
+}
 
 /// What the data looks like.
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +136,8 @@ pub struct PlanInput {
     pub memory_mb: u64,
     pub reducer_memory_mb: u64,
     pub range_bytes: u64,
+    /// Partials up to this size stay in DynamoDB (`InlineLimit`).
+    pub inline_limit: u64,
     pub shape: Shape,
 }
 
@@ -200,7 +221,7 @@ pub fn plan(p: &PlanInput) -> Plan {
     let split_secs = 0.3;
     let read = chunk / S3_PER_LAMBDA;
     let scan = chunk / (SCAN_PER_CORE * cpu);
-    let spilled = partial_chunk > INLINE_LIMIT;
+    let spilled = partial_chunk > p.inline_limit as f64;
     let chunk_secs = read.max(scan) + if spilled { GET_LATENCY + partial_chunk / S3_PER_LAMBDA } else { 0.0 } + 0.05;
     let dispatch = |i| dispatch_at(i, chunks, p.concurrency);
     let slices = chunks.div_ceil(fanfold_pipeline::SLICE as u64);
@@ -270,15 +291,58 @@ pub fn plan(p: &PlanInput) -> Plan {
     // Each extra level writes the share once more, as ceil(chunks / K) multipart uploads, and reads them back.
     let spills = levels * (chunks as f64 / FAN_IN).ceil();
     let spill_gets = r * spills;
-    let spill_puts = r * (levels * (share_in / UPLOAD_PART).ceil() + 2.0 * spills);
+    // A stream is one PutObject up to a part, else a multipart upload (create, parts, complete).
+    let puts = |bytes: f64| if bytes <= UPLOAD_PART { 1.0 } else { (bytes / UPLOAD_PART).ceil() + 2.0 };
+    let spill_bytes = share_in * FAN_IN / n;
+    let reducer_puts = {
+        let parts = (share_out / fanfold_engine::DEFAULT_MAX_FILE_BYTES as f64).ceil().max(1.0);
+        // its parts, its range's result, its spills
+        parts * puts(share_out / parts) + 1.0 + spills * puts(spill_bytes)
+    };
     let s3_gets = 1.0 + worker_gets + 64.0 + slice_gets + spill_gets + r;
-    let part_puts = |bytes: f64| (bytes / UPLOAD_PART).ceil().max(1.0) + 2.0;
-    let s3_puts = if spilled { chunks as f64 } else { 0.0 } + r * part_puts(share_out) + spill_puts + r + 4.0;
+    let s3_puts = if spilled { chunks as f64 } else { 0.0 } + r * reducer_puts + 4.0;
     let record_kb = ((RECORD_BYTES + if spilled { 0.0 } else { partial_chunk }) / 1024.0).ceil();
     // put_chunk + mark_done (two items in a transaction, 2 units each); per range: take + done transactions.
     let ddb_writes = chunks as f64 * (record_kb + 4.0) + r * 8.0 + 12.0;
     // mark_done's count read; the plan's and every reducer's pages of chunk records.
     let ddb_reads = chunks as f64 * (1.0 + chunk_secs) + (1.0 + r) * chunks as f64 * record_kb * 1024.0 / 4096.0;
+
+    // Requests of one invocation of each step, as the code makes them (the
+    // emulator run in tests/e2e/tests/cloud.rs counts the real ones).
+    let pages = (chunks as f64 / 1000.0).ceil();
+    let per_chunk = Requests {
+        // the ranged GET (one more per 8 MiB window past the chunk's end), the partial's PUT
+        s3_get: 1.0 + (chunk / (chunk + 8.0 * 1048576.0)).floor(),
+        s3_put: if spilled { 1.0 } else { 0.0 },
+        // put_chunk, and mark_done's transaction
+        ddb_write: 2.0,
+        // the job, a status check a second, the done count, and a status check after a spill
+        ddb_read: 2.0 + chunk_secs.floor() + if spilled { 1.0 } else { 0.0 },
+        invoke: 0.0,
+    };
+    let per_slice = fanfold_pipeline::SLICE.min(chunks as u32) as f64;
+    let per_dispatcher = Requests {
+        s3_get: 0.0,
+        s3_put: 0.0,
+        // take the slice, a progress record per 100 tasks, done
+        ddb_write: 2.0 + (per_slice / fanfold_pipeline::PROGRESS_EVERY as f64).ceil(),
+        // the job, the slice's record
+        ddb_read: 2.0,
+        invoke: per_slice,
+    };
+    // The last reducer commits: it reads the totals and every range's
+    // result, writes the manifest and the summary, takes the job's lease and
+    // marks it DONE; per reducer, a share of that.
+    let per_reducer = Requests {
+        // the range plan, a slice of every partial, the spills read back
+        s3_get: 1.0 + chunks as f64 * gets_per_slice + spills + (r + 1.0) / r,
+        s3_put: reducer_puts + 2.0 / r,
+        // take the range, done
+        ddb_write: 2.0 + 2.0 / r,
+        // the job, pages of chunk records, a status check a second, the done count
+        ddb_read: 2.0 + pages + reduce_secs.floor(),
+        invoke: 0.0,
+    };
 
     let gb = p.memory_mb as f64 / 1024.0;
     let rgb = p.reducer_memory_mb as f64 / 1024.0;
@@ -333,6 +397,9 @@ pub fn plan(p: &PlanInput) -> Plan {
             levels
         ),
         format!("commit          {commit_secs:.1} s"),
+        format!("requests/chunk      {per_chunk}"),
+        format!("requests/dispatcher {per_dispatcher}"),
+        format!("requests/reducer    {per_reducer}"),
         format!(
             "wall time       {:.1} s (scan {:.1} + plan {:.1} + reduce {:.1} + commit {:.1})",
             wall_secs, scan_end, plan_secs, reduce_end, commit_secs
@@ -373,6 +440,7 @@ mod tests {
             memory_mb: 1769,
             reducer_memory_mb: 3538,
             range_bytes: 1 << 30,
+            inline_limit: 8192,
             shape,
         }
     }

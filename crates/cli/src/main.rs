@@ -81,6 +81,9 @@ enum Command {
         /// 1.0 when almost every row is its own group.
         #[arg(long)]
         partial_ratio: Option<f64>,
+        /// Partials up to this size stay in DynamoDB (the template's InlineLimit).
+        #[arg(long, default_value_t = 8192)]
+        inline_limit: u64,
     },
     /// Serve the jobs API and page, and run jobs for files dropped into DIR/incoming/.
     Serve {
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
             range_bytes,
             profile,
             partial_ratio,
+            inline_limit,
         } => {
             let shape = match (partial_ratio, profile) {
                 (Some(ratio), _) => cost_model::Shape::Unique { ratio },
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
                 memory_mb: memory,
                 reducer_memory_mb: reducer_memory,
                 range_bytes,
+                inline_limit,
                 shape,
             });
             for l in &p.lines {

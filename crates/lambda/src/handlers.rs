@@ -22,6 +22,18 @@ impl std::fmt::Display for HandlerError {
 
 impl std::error::Error for HandlerError {}
 
+/// Logs, when the invocation ends, the AWS requests it made, with the step
+/// it ran: one line `{"step": …, "requests": {"S3.GetObject": n, …}}` per
+/// invocation (`scripts/cloud-local` sums them per step).
+struct RequestLog(&'static str);
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let requests = fanfold_aws::take_request_counts();
+        tracing::info!(step = self.0, requests = %json!(requests), "requests");
+    }
+}
+
 fn bad_event(e: impl std::fmt::Display) -> HandlerError {
     HandlerError { message: format!("unexpected event: {e}"), retryable: false }
 }
@@ -89,6 +101,7 @@ fn skip(key: String, why: &str) -> SplitOutcome {
 
 /// `splitter`: an S3 object-created event → one job per new `incoming/` object.
 pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
+    let _log = RequestLog("split");
     if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
         return Ok(json!({"ignored": "s3:TestEvent"}));
     }
@@ -121,6 +134,7 @@ pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, Hand
 
 /// `worker`: one chunk task.
 pub fn worker(task: Task, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
+    let _log = RequestLog("chunk");
     match task {
         Task::Chunk { job, range, state } => {
             let r = deps.pipeline.run_chunk(&job, range, state);
@@ -134,6 +148,13 @@ pub fn worker(task: Task, deps: &Deps, _request: &str) -> Result<Value, HandlerE
 /// the commit of a job. The request id owns the leases it takes (Lambda
 /// retries an async invoke with the same id, so a retry resumes the lease).
 pub fn finalizer(task: Task, deps: &Deps, request: &str) -> Result<Value, HandlerError> {
+    let _log = RequestLog(match task {
+        Task::Dispatch { .. } => "dispatch",
+        Task::Plan { .. } => "plan",
+        Task::Reduce { .. } => "reduce",
+        Task::Commit { .. } => "commit",
+        Task::Chunk { .. } => "chunk",
+    });
     match &task {
         Task::Dispatch { .. } | Task::Plan { .. } | Task::Reduce { .. } | Task::Commit { .. } => {
             let r = deps.pipeline.run_task(&task, request);
@@ -145,6 +166,7 @@ pub fn finalizer(task: Task, deps: &Deps, request: &str) -> Result<Value, Handle
 
 /// `sweeper`: scheduled; finishes what crashed.
 pub fn sweeper(_event: Value, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
+    let _log = RequestLog("sweep");
     let did = deps
         .pipeline
         .sweep(now_ms(), &deps.sweep)
