@@ -194,10 +194,14 @@ fn two_thousand_chunks_eight_reducers_and_a_dispatcher_killed_mid_slice() {
             .collect();
         assert_eq!(nums.len(), 5, "{model}");
         // What the bill counts (S3 requests, DynamoDB writes, invokes): within 10 % or half a request.
-        // (Reads depend on how long a step runs: it checks for cancellation once a second.)
+        // (Reads depend on how long a step runs: it checks for cancellation once a second. Writes may
+        // also be up to one more: nine reducers that start together write the job item in the same
+        // transactions, and a transaction that conflicts is retried, and counted, again.)
         for (i, what) in [(0, "S3 GETs"), (1, "S3 PUTs"), (2, "DynamoDB writes"), (4, "invokes")] {
+            let slack = (0.1 * got[i]).max(0.5);
+            let retries = if i == 2 { 1.0 } else { 0.0 };
             assert!(
-                (nums[i] - got[i]).abs() <= (0.1 * got[i]).max(0.5),
+                got[i] >= nums[i] - slack && got[i] <= nums[i] + slack + retries,
                 "{step}: {what}: model {}, emulator {}\n{plan}\n{real}",
                 nums[i],
                 got[i]
