@@ -65,7 +65,6 @@ const MB_PER_VCPU: f64 = 1769.0;
 const MAX_SECONDS: f64 = 900.0;
 /// Partials a reducer merges at once (`Config::merge_fan_in`).
 const FAN_IN: f64 = 256.0;
-
 /// Bytes of a chunk record besides an inline partial (report, key sketch).
 const RECORD_BYTES: f64 = 1500.0;
 /// Multipart upload part size of the S3 adapter.
@@ -286,11 +285,8 @@ pub fn plan(p: &PlanInput) -> Plan {
     let wall_secs = scan_end + plan_secs + reduce_end + commit_secs;
 
     // Requests.
-    let worker_gets = chunks as f64 * (1.0 + (chunk / (chunk + 8.0 * 1048576.0)).floor());
-    let slice_gets = r * chunks as f64 * gets_per_slice;
     // Each extra level writes the share once more, as ceil(chunks / K) multipart uploads, and reads them back.
     let spills = levels * (chunks as f64 / FAN_IN).ceil();
-    let spill_gets = r * spills;
     // A stream is one PutObject up to a part, else a multipart upload (create, parts, complete).
     let puts = |bytes: f64| if bytes <= UPLOAD_PART { 1.0 } else { (bytes / UPLOAD_PART).ceil() + 2.0 };
     let spill_bytes = share_in * FAN_IN / n;
@@ -299,8 +295,6 @@ pub fn plan(p: &PlanInput) -> Plan {
         // its parts, its range's result, its spills
         parts * puts(share_out / parts) + 1.0 + spills * puts(spill_bytes)
     };
-    let s3_gets = 1.0 + worker_gets + 64.0 + slice_gets + spill_gets + r;
-    let s3_puts = if spilled { chunks as f64 } else { 0.0 } + r * reducer_puts + 4.0;
     let record_kb = ((RECORD_BYTES + if spilled { 0.0 } else { partial_chunk }) / 1024.0).ceil();
     // put_chunk + mark_done (two items in a transaction, 2 units each); per range: take + done transactions.
     let ddb_writes = chunks as f64 * (record_kb + 4.0) + r * 8.0 + 12.0;
@@ -343,6 +337,11 @@ pub fn plan(p: &PlanInput) -> Plan {
         ddb_read: 2.0 + pages + reduce_secs.floor(),
         invoke: 0.0,
     };
+
+    // The job's S3 requests: the split's header read and the plan's 64
+    // sample windows and totals, then every step's invocations.
+    let s3_gets = 2.0 + 64.0 + chunks as f64 * per_chunk.s3_get + r * per_reducer.s3_get;
+    let s3_puts = 4.0 + chunks as f64 * per_chunk.s3_put + r * per_reducer.s3_put;
 
     let gb = p.memory_mb as f64 / 1024.0;
     let rgb = p.reducer_memory_mb as f64 / 1024.0;

@@ -82,7 +82,7 @@ enum Command {
         #[arg(long)]
         partial_ratio: Option<f64>,
         /// Partials up to this size stay in DynamoDB (the template's InlineLimit).
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = fanfold_pipeline::Config::default().inline_limit as u64)]
         inline_limit: u64,
     },
     /// Serve the jobs API and page, and run jobs for files dropped into DIR/incoming/.
