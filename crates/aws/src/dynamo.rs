@@ -123,6 +123,8 @@ fn job_from(item: &Item) -> Result<Job, StoreError> {
         chunks_rerun: get_n(item, "chunks_rerun").unwrap_or(0) as u32,
         sweeps: get_n(item, "sweeps").unwrap_or(0) as u32,
         swept_ms: get_n(item, "swept_ms"),
+        stuck_sweeps: get_n(item, "stuck_sweeps").unwrap_or(0) as u32,
+        swept_progress: get_n(item, "swept_progress").unwrap_or(0),
         slice_count: get_n(item, "slice_count").unwrap_or(0) as u32,
         slices_done: get_n(item, "slices_done").unwrap_or(0) as u32,
         dispatched_ms: get_n(item, "dispatched_ms"),
@@ -895,15 +897,17 @@ impl JobStore for DynamoJobStore {
         Ok(out)
     }
 
-    fn record_sweep(&self, id: &str, sweeps: u32, now_ms: u64) -> Result<bool, StoreError> {
+    fn record_sweep(&self, id: &str, sweeps: u32, stuck: u32, progress: u64, now_ms: u64) -> Result<bool, StoreError> {
         self.update(
             id,
-            "ADD sweeps :one SET updated_ms = :now, swept_ms = :now",
+            "ADD sweeps :one SET updated_ms = :now, swept_ms = :now, stuck_sweeps = :stuck, swept_progress = :p",
             "sweeps = :seen AND NOT (#st IN (:done, :failed, :cancelled))",
             &[("#st", "status")],
             vec![
                 (":one", n(1)),
                 (":seen", n(sweeps)),
+                (":stuck", n(stuck)),
+                (":p", n(progress)),
                 (":now", n(now_ms)),
                 (":done", s("DONE")),
                 (":failed", s("FAILED")),

@@ -10,7 +10,7 @@
 //!   uploads through the API appear in one rename anyway).
 //! - On start, jobs that a previous run left unfinished are resumed: the
 //!   sweep re-dispatches their missing work; a job swept more than
-//!   `max_sweeps` times fails with the reason.
+//!   `max_sweeps` times in a row without progress fails with the reason.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -239,8 +239,8 @@ impl JobStore for DbJobStore {
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.mem.active_jobs()
     }
-    fn record_sweep(&self, id: &str, sweeps: u32, now: u64) -> Result<bool, StoreError> {
-        self.change(id, Touched::Job, |m| m.record_sweep(id, sweeps, now), |b| *b)
+    fn record_sweep(&self, id: &str, sweeps: u32, stuck: u32, progress: u64, now: u64) -> Result<bool, StoreError> {
+        self.change(id, Touched::Job, |m| m.record_sweep(id, sweeps, stuck, progress, now), |b| *b)
     }
 }
 

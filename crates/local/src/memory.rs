@@ -350,12 +350,14 @@ impl JobStore for MemoryJobStore {
         Ok(g.values().filter_map(|e| e.job.clone()).filter(|j| !j.status.is_final()).collect())
     }
 
-    fn record_sweep(&self, id: &str, sweeps: u32, now_ms: u64) -> Result<bool, StoreError> {
+    fn record_sweep(&self, id: &str, sweeps: u32, stuck: u32, progress: u64, now_ms: u64) -> Result<bool, StoreError> {
         self.with(id, |job, _| {
             if job.sweeps != sweeps || job.status.is_final() {
                 return false;
             }
             job.sweeps += 1;
+            job.stuck_sweeps = stuck;
+            job.swept_progress = progress;
             job.updated_ms = now_ms;
             job.swept_ms = Some(now_ms);
             true

@@ -96,9 +96,14 @@ pub struct Config {
     /// How long the planner's, committer's and a reducer's lease lasts.
     pub lease_ms: u64,
     /// How long a dispatcher's lease on its slice lasts; it is extended at
-    /// every progress record (every 100 tasks), so it only has to outlast
-    /// 100 invokes. A dispatcher that died is replaced once it runs out.
+    /// every progress record (every 100 tasks, or a third of the lease if
+    /// that comes first). A dispatcher that died is replaced once it runs out.
     pub dispatch_lease_ms: u64,
+    /// How long one dispatcher sends before it hands the rest of its slice
+    /// to a new dispatch task and returns: well inside the shortest timeout
+    /// of a function that dispatches (the splitter's 120 s). On AWS a slice
+    /// takes a second or two; an overloaded emulator is a hundred times slower.
+    pub dispatch_budget_ms: u64,
     /// Bytes read per request beyond a chunk's end before asking for more.
     pub read_window: u64,
     /// Bucket name recorded in the source (and hashed into job ids).
@@ -125,6 +130,7 @@ impl Default for Config {
             inline_limit: 8 * 1024,
             lease_ms: 15 * 60 * 1000,
             dispatch_lease_ms: 60 * 1000,
+            dispatch_budget_ms: 30 * 1000,
             read_window: 8 << 20,
             bucket: "local".into(),
             merge_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -184,7 +190,7 @@ pub struct SweepPolicy {
     /// MERGING with reducers that never started this long after the plan,
     /// is repaired then, not after `stale_ms`: these steps take seconds.
     pub dispatch_ms: u64,
-    /// Sweeps of one job before it fails.
+    /// Repairs of one job in a row with no progress between them before it fails.
     pub max_sweeps: u32,
     /// Every active job is orphaned: the process that ran it is gone (a
     /// local server starting again), so nothing is waited for.

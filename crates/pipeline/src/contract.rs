@@ -201,10 +201,13 @@ pub fn chunks_are_counted_once(store: &dyn JobStore, id: &str) {
     assert_eq!(store.chunk_page(id, None, 1).unwrap().len(), 1);
     assert!(store.chunk_page(id, Some(1), 10).unwrap().is_empty());
     // a sweep is counted once per observed value
-    assert!(store.record_sweep(id, 0, 6).unwrap());
-    assert!(!store.record_sweep(id, 0, 6).unwrap(), "a second sweeper that saw the same count loses");
+    assert!(store.record_sweep(id, 0, 1, 9, 6).unwrap());
+    assert!(!store.record_sweep(id, 0, 1, 9, 6).unwrap(), "a second sweeper that saw the same count loses");
     let j = store.get_job(id).unwrap().unwrap();
-    assert_eq!((j.sweeps, j.swept_ms), (1, Some(6)));
+    assert_eq!((j.sweeps, j.swept_ms, j.stuck_sweeps, j.swept_progress), (1, Some(6), 1, 9));
+    assert!(store.record_sweep(id, 1, 0, 12, 7).unwrap());
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!((j.sweeps, j.stuck_sweeps, j.swept_progress), (2, 0, 12), "the stuck count is set, not added");
 }
 
 pub fn reopened_chunks_take_only_the_known_state(store: &dyn JobStore, id: &str) {
@@ -264,7 +267,7 @@ pub fn leases_and_completion(store: &dyn JobStore, id: &str) {
     assert_eq!((j.status, j.outputs.clone()), (Status::Done, Some(outputs)));
     assert!(!store.take_lease(id, "f5", 10_000, 20_000).unwrap());
     assert!(!store.active_jobs().unwrap().iter().any(|j| j.id == id), "done jobs are not active");
-    assert!(!store.record_sweep(id, 0, 7).unwrap(), "final jobs are not swept");
+    assert!(!store.record_sweep(id, 0, 1, 0, 7).unwrap(), "final jobs are not swept");
 }
 
 pub fn ranges_are_leased_and_counted_once(store: &dyn JobStore, id: &str) {

@@ -121,6 +121,13 @@ pub struct Job {
     /// When it last did.
     #[serde(default)]
     pub swept_ms: Option<u64>,
+    /// Sweeps in a row with no [`Job::progress`] between them (what
+    /// `SweepPolicy::max_sweeps` bounds: a slow job that moves is not failed).
+    #[serde(default)]
+    pub stuck_sweeps: u32,
+    /// [`Job::progress`] at the last sweep.
+    #[serde(default)]
+    pub swept_progress: u64,
     /// Dispatch slices of [`crate::SLICE`] chunk tasks, each sent by one
     /// dispatcher; 0 until the job runs.
     #[serde(default)]
@@ -162,6 +169,17 @@ impl Job {
                 && id.len() <= 64
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+    }
+
+    /// A count that grows with every step a job takes and never falls:
+    /// the split, each chunk done (or rerun), each slice sent, the range
+    /// plan, each range merged. Bounded, so a job repaired only while it
+    /// moves still ends.
+    pub fn progress(&self) -> u64 {
+        [self.slice_count, self.slices_done, self.chunks_done, self.chunks_rerun, self.range_count, self.ranges_done]
+            .iter()
+            .map(|&n| u64::from(n))
+            .sum()
     }
 
     /// How many slices or key ranges the stage has.
@@ -212,6 +230,8 @@ impl Job {
             chunks_rerun: 0,
             sweeps: 0,
             swept_ms: None,
+            stuck_sweeps: 0,
+            swept_progress: 0,
             slice_count: 0,
             slices_done: 0,
             dispatched_ms: None,

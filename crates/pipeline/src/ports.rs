@@ -194,8 +194,10 @@ pub trait JobStore: Send + Sync {
     fn list_jobs(&self, limit: usize, after: Option<&str>) -> Result<JobPage, StoreError>;
     /// Jobs that are not DONE, FAILED or CANCELLED (for the sweeper).
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError>;
-    /// Counts one sweep of the job, if nobody else did since it saw `sweeps`.
-    fn record_sweep(&self, id: &str, sweeps: u32, now_ms: u64) -> Result<bool, StoreError>;
+    /// Counts one sweep of the job, if nobody else did since it saw
+    /// `sweeps`, and records `stuck` (sweeps in a row without progress) and
+    /// the job's `progress` when it was seen.
+    fn record_sweep(&self, id: &str, sweeps: u32, stuck: u32, progress: u64, now_ms: u64) -> Result<bool, StoreError>;
 }
 
 /// One page of [`JobStore::list_jobs`].

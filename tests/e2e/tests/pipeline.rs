@@ -277,12 +277,21 @@ fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
 /// A pipeline on a CSV of 2,500 chunks of 32 bytes (three dispatch slices),
 /// with a queue drained by hand, and the rows a healthy run must give.
 fn three_slices(dir: &std::path::Path) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
+    three_slices_with(dir, Config::default().dispatch_budget_ms)
+}
+
+/// [`three_slices`] with a dispatcher's time budget.
+fn three_slices_with(dir: &std::path::Path, dispatch_budget_ms: u64) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
     let mut csv = String::from("Song,Date,Number of Plays\n");
     for i in 0..2_500u32 {
         // 32 bytes a line: a chunk each
         csv.push_str(&format!("s{:08},2020-01-{:02},{:010}\n", i % 1_777, 1 + i % 28, i % 100));
     }
-    queued_pipeline(dir, csv.as_bytes(), Config { chunk_size: 32, inline_limit: 0, ..Config::default() })
+    queued_pipeline(
+        dir,
+        csv.as_bytes(),
+        Config { chunk_size: 32, inline_limit: 0, dispatch_budget_ms, ..Config::default() },
+    )
 }
 
 /// Runs every queued task, counting the chunk tasks run per chunk index.
@@ -376,6 +385,99 @@ fn a_dispatcher_that_died_mid_slice_is_resumed_where_it_stopped() {
     let twice: Vec<u32> = counts.iter().filter(|(_, &n)| n > 1).map(|(&i, _)| i).collect();
     assert_eq!(twice, (1_100..1_200).collect::<Vec<_>>(), "only the tasks sent after the last record went twice");
     assert_eq!(result_rows(&store, &id), healthy, "and each chunk counted once");
+}
+
+#[test]
+fn a_dispatcher_out_of_time_hands_the_rest_of_its_slice_on_and_nothing_is_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, store) = three_slices_with(dir.path(), 0); // every progress record is past the budget
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    let queued: Vec<Task> = q.0.lock().unwrap().iter().cloned().collect();
+    let chunks = queued.iter().filter(|t| matches!(t, Task::Chunk { .. })).count();
+    assert_eq!(chunks, fanfold_pipeline::PROGRESS_EVERY as usize, "the splitter sent one progress step of slice 0");
+    assert!(
+        matches!(queued.last(), Some(Task::Dispatch { slice: 0, .. })),
+        "and handed the rest on: {:?}",
+        queued.last()
+    );
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.slices_done, 0);
+    let mut counts = std::collections::BTreeMap::new();
+    let mut dispatchers = 0;
+    while let Some(t) = q.pop() {
+        match &t {
+            Task::Chunk { range, .. } => *counts.entry(range.index).or_insert(0) += 1,
+            Task::Dispatch { .. } => dispatchers += 1,
+            _ => {}
+        }
+        p.run_task(&t, "w").unwrap();
+    }
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!((job.status, job.slices_done), (Status::Done, 3));
+    assert_eq!(counts.len(), 2_500, "every chunk ran");
+    assert!(counts.values().all(|&n| n == 1), "and none twice: {:?}", counts.iter().find(|(_, &n)| n != 1));
+    // 25 hundreds sent by 25 invocations: the splitter, slices 1 and 2's
+    // first dispatch tasks, and 9 + 9 + 4 hand-offs (the last hundred of a slice marks it done instead).
+    assert_eq!(dispatchers, 2 + 9 + 9 + 4, "one dispatch task per hand-off");
+    let healthy = {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, q, store) = three_slices(dir.path());
+        let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+        drain(&p, &q, |_| true);
+        result_rows(&store, &id)
+    };
+    assert_eq!(result_rows(&store, &id), healthy);
+}
+
+#[test]
+fn the_sweeper_sends_each_missing_chunk_once_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, _) = three_slices(dir.path());
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    // Every dispatcher runs; of the chunk tasks only every seventh does: the
+    // records of the others are missing or (chunk 1,000 on) interleaved.
+    drain(&p, &q, |t| match t {
+        Task::Chunk { range, .. } => range.index % 7 == 0,
+        _ => true,
+    });
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 1000, ..Default::default() };
+    let did = p.sweep(fanfold_pipeline::now_ms() + 5_000, &policy).unwrap();
+    assert!(did[0].contains("chunks 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, … of 2500 did not finish"), "{did:?}");
+    let mut sent: Vec<u32> =
+        q.0.lock()
+            .unwrap()
+            .iter()
+            .map(|t| match t {
+                Task::Chunk { range, .. } => range.index,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, (0..2_500).filter(|i| i % 7 != 0).collect::<Vec<_>>(), "each missing chunk once");
+    drain(&p, &q, |_| true);
+    assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
+}
+
+#[test]
+fn a_job_repaired_again_and_again_while_it_moves_is_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, _) = manual_pipeline(dir.path(), 60_000);
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    let policy = fanfold_pipeline::SweepPolicy { stale_ms: 10, max_sweeps: 1, ..Default::default() };
+    let mut now = fanfold_pipeline::now_ms();
+    q.0.lock().unwrap().clear(); // every chunk task is lost...
+    for round in 0..5 {
+        now += 1000;
+        let did = p.sweep(now, &policy).unwrap();
+        assert!(did.len() == 1 && did[0].contains("dispatched again"), "round {round}: {did:?}");
+        // ...but one of those each repair sends gets through.
+        let one = q.pop().unwrap();
+        q.0.lock().unwrap().clear();
+        p.run_task(&one, "w").unwrap();
+    }
+    drain(&p, &q, |_| true);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!((job.status, job.sweeps), (Status::Done, 5), "five repairs, each after progress: {:?}", job.error);
 }
 
 #[test]

@@ -2,10 +2,18 @@
 
 use fanfold_engine::StartState;
 
-use super::{Pipeline, PAGE};
+use super::{Pipeline, DISPATCH_BATCH, PAGE};
 use crate::config::{PipelineError, SweepPolicy};
 use crate::job::{Job, JobError, Stage, Status};
 use crate::ports::Task;
+
+/// What a sweep does for one job.
+enum Repair {
+    Split,
+    Tasks(Vec<Task>),
+    /// The chunks not done, sent a page at a time.
+    Chunks,
+}
 
 impl Pipeline {
     /// Re-splits jobs stuck in SPLITTING; re-dispatches the dispatch slices
@@ -15,7 +23,8 @@ impl Pipeline {
     /// every chunk is done); the plan of a MERGING job whose planner's lease
     /// ran out; the reducers whose lease ran out (or that never started);
     /// the commit when every range is done. A job still stuck after
-    /// `max_sweeps` sweeps fails with the reason. Returns what it did, a
+    /// `max_sweeps` sweeps in a row with no progress (see [`Job::progress`])
+    /// fails with the reason. Returns what it did, a
     /// line per job. (With `orphaned`, leases are not waited for: a store
     /// reopened after its process died holds none, see `fanfold-local`.)
     pub fn sweep(&self, now: u64, policy: &SweepPolicy) -> Result<Vec<String>, PipelineError> {
@@ -32,31 +41,39 @@ impl Pipeline {
             let lease_gone = job.lease.as_ref().is_none_or(|l| l.until_ms <= now);
             let (what, tasks) = match job.status {
                 Status::Splitting if stale || since(None) || policy.orphaned => {
-                    ("the split did not finish".to_string(), None)
+                    ("the split did not finish".to_string(), Repair::Split)
                 }
                 Status::Running if job.slices_done < job.slice_count && (since(job.running_ms) || policy.orphaned) => {
                     let tasks = self.unfinished_work(&job, Stage::Dispatch, now, true)?;
                     if tasks.is_empty() {
                         continue; // every slice not done has a live dispatcher
                     }
-                    (Self::naming("dispatch slices", &tasks, job.slice_count), Some(tasks))
+                    (Self::naming("dispatch slices", &tasks, job.slice_count), Repair::Tasks(tasks))
                 }
                 Status::Running if stale || policy.orphaned => {
-                    let (missing, tasks) = self.unfinished_chunks(&job)?;
-                    if tasks.is_empty() {
-                        ("the plan did not start".to_string(), Some(vec![Task::Plan { job: job.id.clone() }]))
+                    let mut shown = Vec::new();
+                    let missing = self.each_unfinished_chunk(&job, |t| {
+                        if let (Task::Chunk { range, .. }, true) = (t, shown.len() < 10) {
+                            shown.push(range.index.to_string());
+                        }
+                        Ok(())
+                    })?;
+                    if missing == 0 {
+                        ("the plan did not start".to_string(), Repair::Tasks(vec![Task::Plan { job: job.id.clone() }]))
                     } else {
-                        (missing, Some(tasks))
+                        let more = if missing > 10 { ", …" } else { "" };
+                        let what = format!("chunks {}{more} of {} did not finish", shown.join(", "), job.chunk_count);
+                        (what, Repair::Chunks)
                     }
                 }
                 Status::Merging if job.range_count == 0 && (lease_gone || policy.orphaned) => {
-                    ("the plan did not finish".to_string(), Some(vec![Task::Plan { job: job.id.clone() }]))
+                    ("the plan did not finish".to_string(), Repair::Tasks(vec![Task::Plan { job: job.id.clone() }]))
                 }
                 Status::Merging if job.range_count > 0 && job.ranges_done == job.range_count => {
                     if !(lease_gone || policy.orphaned) {
                         continue;
                     }
-                    ("the commit did not finish".to_string(), Some(vec![Task::Commit { job: job.id.clone() }]))
+                    ("the commit did not finish".to_string(), Repair::Tasks(vec![Task::Commit { job: job.id.clone() }]))
                 }
                 Status::Merging if job.range_count > 0 => {
                     let unstarted = stale || since(job.merging_ms) || policy.orphaned;
@@ -64,22 +81,40 @@ impl Pipeline {
                     if tasks.is_empty() {
                         continue;
                     }
-                    (Self::naming("key ranges", &tasks, job.range_count), Some(tasks))
+                    (Self::naming("key ranges", &tasks, job.range_count), Repair::Tasks(tasks))
                 }
                 _ => continue,
             };
-            if job.sweeps >= policy.max_sweeps {
-                let msg = format!("{what} after {} attempts; see the function logs", job.sweeps + 1);
+            // Only repairs with no progress between them count towards
+            // failing the job: on a slow or overloaded system a dispatcher
+            // or reducer may lose its lease while it works, and a job that
+            // keeps moving must not fail for it.
+            let progress = job.progress();
+            let stuck = if progress > job.swept_progress { 0 } else { job.stuck_sweeps };
+            if stuck >= policy.max_sweeps {
+                let msg = format!("{what} after {} attempts; see the function logs", stuck + 1);
                 self.fail(&job.id, JobError::internal(msg.clone()))?;
                 report.push(format!("{}: failed: {msg}", job.id));
                 continue;
             }
-            if !self.jobs.record_sweep(&job.id, job.sweeps, now)? {
+            if !self.jobs.record_sweep(&job.id, job.sweeps, stuck + 1, progress, now)? {
                 continue; // another sweeper got there first
             }
             match tasks {
-                None => self.split(&job.id)?,
-                Some(t) => self.dispatch_all(t)?,
+                Repair::Split => self.split(&job.id)?,
+                Repair::Tasks(t) => self.dispatch_all(t)?,
+                Repair::Chunks => {
+                    // A page at a time: nothing here grows with the chunk count.
+                    let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+                    self.each_unfinished_chunk(&job, |t| {
+                        batch.push(t);
+                        if batch.len() == DISPATCH_BATCH {
+                            self.dispatcher.dispatch(std::mem::take(&mut batch))?;
+                        }
+                        Ok(())
+                    })?;
+                    self.dispatch_all(batch)?;
+                }
             }
             report.push(format!("{}: {what}; dispatched again (sweep {})", job.id, job.sweeps + 1));
         }
@@ -100,9 +135,18 @@ impl Pipeline {
         format!("{what} {}{more} of {of} did not finish", shown.join(", "))
     }
 
-    /// The chunks of `job` not done, as tasks, and a line that names them.
-    fn unfinished_chunks(&self, job: &Job) -> Result<(String, Vec<Task>), PipelineError> {
-        let mut tasks = Vec::new();
+    /// Calls `f` with the task of each chunk of `job` not done, reading
+    /// the chunk records a page at a time; returns how many there were.
+    fn each_unfinished_chunk(
+        &self,
+        job: &Job,
+        mut f: impl FnMut(Task) -> Result<(), PipelineError>,
+    ) -> Result<u32, PipelineError> {
+        let mut missing = 0u32;
+        let mut each = |index: u32, state: StartState| -> Result<(), PipelineError> {
+            missing += 1;
+            Self::chunk_task(job, index, state).map_or(Ok(()), &mut f)
+        };
         let mut expected = 0u32;
         let mut after = None;
         loop {
@@ -110,34 +154,19 @@ impl Pipeline {
             let Some(last) = page.last() else { break };
             after = Some(last.report.index);
             for rec in page {
-                while expected < rec.report.index {
-                    tasks.extend(Self::chunk_task(job, expected, StartState::Guess));
-                    expected += 1;
+                for i in expected..rec.report.index.min(job.chunk_count) {
+                    each(i, StartState::Guess)?;
                 }
                 expected = rec.report.index + 1;
                 if !rec.done {
-                    tasks.extend(Self::chunk_task(
-                        job,
-                        rec.report.index,
-                        rec.rerun.map_or(StartState::Guess, StartState::Known),
-                    ));
+                    each(rec.report.index, rec.rerun.map_or(StartState::Guess, StartState::Known))?;
                 }
             }
         }
-        while expected < job.chunk_count {
-            tasks.extend(Self::chunk_task(job, expected, StartState::Guess));
-            expected += 1;
+        for i in expected..job.chunk_count {
+            each(i, StartState::Guess)?;
         }
-        let shown: Vec<String> = tasks
-            .iter()
-            .take(10)
-            .filter_map(|t| match t {
-                Task::Chunk { range, .. } => Some(range.index.to_string()),
-                _ => None,
-            })
-            .collect();
-        let more = if tasks.len() > 10 { ", …" } else { "" };
-        Ok((format!("chunks {}{more} of {} did not finish", shown.join(", "), job.chunk_count), tasks))
+        Ok(missing)
     }
 
     /// The tasks of `stage`'s slices or ranges not done whose lease ran
