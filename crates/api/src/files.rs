@@ -92,11 +92,28 @@ pub struct LocalLinks {
     pub signer: Signer,
 }
 
+/// Whether a key lies under the results prefix (`results/` of
+/// `results/{job}/`): a link, even one signed with the right secret, never
+/// reads the job database, partials or uploads.
+fn downloadable(results: &str, key: &str) -> bool {
+    let root = results.split("{job}").next().unwrap_or_default();
+    !root.is_empty() && key.starts_with(root) && key_is_clean(key) && !key.split('/').any(|s| s.starts_with('_'))
+}
+
+/// No `.`/`..` or empty segments (the store refuses them too; this keeps a
+/// link from naming the same object two ways).
+fn key_is_clean(key: &str) -> bool {
+    key.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
 impl Links for LocalLinks {
     fn download(&self, key: &str) -> Result<String, StoreError> {
         Ok(format!("{}{}", self.base_url, self.signer.sign(&Method::GET, key, unix_now() + LINK_SECONDS)))
     }
     fn upload(&self, key: &str) -> Result<String, StoreError> {
+        if !key.starts_with("incoming/") || !key_is_clean(key) {
+            return Err(StoreError::InvalidKey { key: key.to_string(), reason: "uploads go under incoming/" });
+        }
         Ok(format!("{}{}", self.base_url, self.signer.sign(&Method::PUT, key, unix_now() + LINK_SECONDS)))
     }
 }
@@ -129,6 +146,9 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let (signer, q) = link_parts(&api, q)?;
     signer.check(&Method::GET, &key, &q)?;
+    if !downloadable(&api.pipeline.layout.results, &key) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only results can be downloaded"));
+    }
     let store = api.pipeline.output.clone();
     let (size, reader) = blocking(move || {
         let meta = store.head(&key)?;

@@ -99,7 +99,43 @@ pub fn router(api: Arc<Api>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth))
+        .layer(axum::middleware::from_fn(harden))
         .with_state(api)
+}
+
+/// On every answer: headers that keep the page out of frames and stop
+/// browsers from sniffing types; and an error that a layer below the
+/// handlers produced as text (413 from the body limit, a rejected path or
+/// query) rewritten into the one JSON error shape.
+async fn harden(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let message = status.canonical_reason().unwrap_or("error").to_string();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::URI_TOO_LONG => "uri_too_long",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            s if s.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        let www = r.headers().get(header::WWW_AUTHENTICATE).cloned();
+        r = ApiError::new(status, code, message).into_response();
+        if let Some(v) = www {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    let h = r.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static("frame-ancestors 'none'"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    r
 }
 
 /// Paths anyone may fetch: the page, the API document, and signed links

@@ -93,6 +93,57 @@ impl Read for Body {
     }
 }
 
+impl S3Store {
+    /// A ranged GET, of the version `etag` only when given (`If-Match`; S3
+    /// answers 412 Precondition Failed for another version).
+    fn get(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        let changed = || StoreError::Changed { key: key.to_string(), etag: etag.unwrap_or_default().to_string() };
+        if end.is_some_and(|e| start >= e) {
+            // Still say "not found" for a missing object, and "changed" for another version.
+            let meta = self.head(key)?;
+            if etag.is_some_and(|t| t != meta.etag) {
+                return Err(changed());
+            }
+            return Ok(Box::new(io::empty()));
+        }
+        let range = match end {
+            Some(e) => format!("bytes={start}-{}", e - 1),
+            None => format!("bytes={start}-"),
+        };
+        let mut req = self.client.get_object().bucket(&self.bucket).key(key).range(range);
+        if let Some(t) = etag {
+            req = req.if_match(format!("\"{t}\""));
+        }
+        match self.rt.block_on(req.send()) {
+            Ok(out) => Ok(Box::new(Body { stream: out.body, chunk: Default::default(), rt: self.rt.clone() })),
+            Err(e) => {
+                if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) {
+                    return Err(changed());
+                }
+                if let Some(s) = e.as_service_error() {
+                    if s.is_no_such_key() {
+                        return Err(StoreError::NotFound(key.to_string()));
+                    }
+                    if s.code() == Some("PreconditionFailed") {
+                        return Err(changed());
+                    }
+                    if s.code() == Some("InvalidRange") {
+                        // The range starts past the end (of the version asked for: S3 checks If-Match first).
+                        return Ok(Box::new(io::empty()));
+                    }
+                }
+                Err(sdk_error("S3 GetObject", e))
+            }
+        }
+    }
+}
+
 impl ObjectStore for S3Store {
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let out = self.rt.block_on(self.client.head_object().bucket(&self.bucket).key(key).send()).map_err(|e| {
@@ -110,30 +161,17 @@ impl ObjectStore for S3Store {
     }
 
     fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> Result<Box<dyn Read + Send>, StoreError> {
-        if end.is_some_and(|e| start >= e) {
-            // Still say "not found" for a missing object.
-            self.head(key)?;
-            return Ok(Box::new(io::empty()));
-        }
-        let range = match end {
-            Some(e) => format!("bytes={start}-{}", e - 1),
-            None => format!("bytes={start}-"),
-        };
-        let req = self.client.get_object().bucket(&self.bucket).key(key).range(range).send();
-        match self.rt.block_on(req) {
-            Ok(out) => Ok(Box::new(Body { stream: out.body, chunk: Default::default(), rt: self.rt.clone() })),
-            Err(e) => {
-                if let Some(s) = e.as_service_error() {
-                    if s.is_no_such_key() {
-                        return Err(StoreError::NotFound(key.to_string()));
-                    }
-                    if s.code() == Some("InvalidRange") {
-                        return Ok(Box::new(io::empty())); // the range starts past the end
-                    }
-                }
-                Err(sdk_error("S3 GetObject", e))
-            }
-        }
+        self.get(key, None, start, end)
+    }
+
+    fn get_range_of(
+        &self,
+        key: &str,
+        etag: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        self.get(key, Some(etag), start, end)
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 
 mod cost_model;
 mod gen;
+mod http;
 mod serve;
 mod size;
 
@@ -103,6 +104,12 @@ enum Command {
         /// Worker threads (default: number of cores).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
         workers: Option<u64>,
+        /// Open connections at most; more are closed at once (keeps the server under its descriptor limit).
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max_connections: u64,
+        /// Seconds a client has to send a request's headers (also how long an idle connection stays open).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
     },
     /// Generate test data.
     Gen {
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -129,16 +137,22 @@ fn main() -> ExitCode {
             run(file, spec, out, chunk_size, workers, range_bytes)
         }
         Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
-        Command::Serve { data, addr, token, spec, chunk_size, workers } => read_spec(spec).and_then(|spec| {
-            serve::serve(serve::ServeOptions {
-                data,
-                addr,
-                token,
-                workers: workers.map(|w| w as usize).unwrap_or_else(|| RunOptions::default().workers),
-                chunk_size,
-                spec,
+        Command::Serve { data, addr, token, spec, chunk_size, workers, max_connections, header_timeout } => {
+            read_spec(spec).and_then(|spec| {
+                serve::serve(serve::ServeOptions {
+                    data,
+                    addr,
+                    token,
+                    workers: workers.map(|w| w as usize).unwrap_or_else(|| RunOptions::default().workers),
+                    chunk_size,
+                    spec,
+                    limits: http::Limits {
+                        header_read: std::time::Duration::from_secs(header_timeout),
+                        max_connections: max_connections as usize,
+                    },
+                })
             })
-        }),
+        }
         Command::Plan {
             size,
             chunk_size,
@@ -191,7 +205,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // A rejected spec is the user's data (1); anything else is usage or I/O (2).
+            ExitCode::from(if e.is::<Rejected>() { 1 } else { 2 })
         }
     }
 }
@@ -218,13 +233,20 @@ fn progress_bar(total: u64) -> ProgressBar {
     pb
 }
 
+/// The user's spec (or data) was rejected: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Rejected(String);
+
 fn read_spec(path: Option<PathBuf>) -> Result<Spec> {
     Ok(match path {
         Some(p) => {
             // A spec is a small JSON file: never read a pipe or a device, nor more than 1 MiB.
             const MAX_SPEC: u64 = 1 << 20;
             let meta = std::fs::metadata(&p).with_context(|| format!("reading spec {}", p.display()))?;
-            anyhow::ensure!(meta.is_file(), "spec {}: not a regular file", p.display());
+            if !meta.is_file() {
+                return Err(Rejected(format!("spec {}: not a regular file", p.display())).into());
+            }
             let mut text = String::new();
             std::io::Read::read_to_string(
                 &mut std::io::Read::take(
@@ -234,8 +256,10 @@ fn read_spec(path: Option<PathBuf>) -> Result<Spec> {
                 &mut text,
             )
             .with_context(|| format!("reading spec {}", p.display()))?;
-            anyhow::ensure!(text.len() as u64 <= MAX_SPEC, "spec {}: larger than 1 MiB", p.display());
-            Spec::from_json(&text).with_context(|| format!("spec {}", p.display()))?
+            if text.len() as u64 > MAX_SPEC {
+                return Err(Rejected(format!("spec {}: larger than 1 MiB", p.display())).into());
+            }
+            Spec::from_json(&text).map_err(|e| Rejected(format!("spec {}: {e}", p.display())))?
         }
         None => Spec::default(),
     })
@@ -310,7 +334,9 @@ fn run(
             let msg =
                 job.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| format!("job ended {:?}", job.status));
             eprintln!("error: {}: {msg}", file.display());
-            Ok(ExitCode::from(1))
+            // 1: the input was rejected (the user's data); 2: it could not be read.
+            let rejected = job.error.as_ref().is_some_and(|e| e.rejected);
+            Ok(ExitCode::from(if rejected { 1 } else { 2 }))
         }
     }
 }

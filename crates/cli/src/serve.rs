@@ -38,6 +38,7 @@ pub struct ServeOptions {
     pub workers: usize,
     pub chunk_size: u64,
     pub spec: Spec,
+    pub limits: crate::http::Limits,
 }
 
 fn random_token() -> Result<String> {
@@ -109,13 +110,9 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
     println!("jobs page: {base_url}/#token={token}");
     use std::io::Write;
     std::io::stdout().flush()?;
-    rt.block_on(async move {
-        axum::serve(listener, fanfold_api::router(api))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-    })?;
+    rt.block_on(crate::http::serve(listener, fanfold_api::router(api), opts.limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
     // Unfinished jobs stay in the database and resume on the next start.
     std::process::exit(0)
 }

@@ -80,6 +80,20 @@ pub enum Error {
     Output(std::io::Error),
 }
 
+/// `s` cut to at most `max` bytes (at a character boundary) with "…" when
+/// cut: every value echoed back in a message is capped, so a message about a
+/// 1 GB header is not 1 GB.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
 /// A job's identity: 32 hex chars of SHA-256 over the source and the
 /// canonical spec. The same object (same ETag) with the same spec is the
 /// same job.
@@ -113,4 +127,14 @@ pub fn scan_slice(
         assert!(n > 0 || s.is_done(), "a whole-file feed always progresses");
     }
     s.finish()
+}
+
+#[cfg(test)]
+mod clip_tests {
+    #[test]
+    fn clip_cuts_at_a_char_boundary() {
+        assert_eq!(super::clip("abc", 3), "abc");
+        assert_eq!(super::clip("abcd", 3), "abc…");
+        assert_eq!(super::clip("aé", 2), "a…");
+    }
 }

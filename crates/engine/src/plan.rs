@@ -107,7 +107,7 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
                     line: 1 + newlines,
                     byte: start as u64,
                     column: Some(format!("column {}", c + 1)),
-                    value: Some(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    value: Some(crate::clip(&String::from_utf8_lossy(e.as_bytes()), 200).into_owned()),
                     reason: "header name is not valid UTF-8".into(),
                 }))
             }

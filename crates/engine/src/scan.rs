@@ -106,10 +106,22 @@ pub struct ChunkReport {
 
 #[derive(Clone, Copy, Debug)]
 enum Problem {
-    Ragged { found: usize },
+    Ragged {
+        found: usize,
+    },
     Number(NumberError),
     Utf8,
-    Unterminated,
+    /// `lines`: the newlines from the quote to the end of the file.
+    Unterminated {
+        lines: u64,
+        bytes: u64,
+    },
+    /// A quote inside an unquoted field, or a closing quote not followed by
+    /// a delimiter or the line's end (RFC 4180 calls the field malformed).
+    /// `lines`: the newlines inside the record the quotes delimit.
+    StrayQuote {
+        lines: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +151,10 @@ enum Parsed {
         /// The record holds only ASCII bytes above 0x01: its fields are
         /// valid UTF-8 and need no escaping in a key.
         plain: bool,
+        /// The first misplaced quote: the record is rejected. (Its extent
+        /// still follows the quote parity, so that the chunk-edge state
+        /// stays the parity of the quotes before it.)
+        bad_quote: Option<Issue>,
     },
     NeedMore,
     /// Quoted field still open at end of input: the record runs to the end.
@@ -425,30 +441,31 @@ impl<'c> ChunkScanner<'c> {
                     }
                     match self.parse_record(data, i, &mut cur, eof, g) {
                         Parsed::NeedMore => break,
-                        Parsed::Record { len, empty, scratch, plain } => {
+                        Parsed::Record { len, bad_quote: Some(issue), scratch, .. } => {
+                            self.rows += 1;
+                            let raw = &data[i..(i + len).min(data.len())];
+                            let lines = count(raw, b'\n') - u64::from(raw.last() == Some(&b'\n'));
+                            let issue = Issue { problem: Problem::StrayQuote { lines }, ..issue };
+                            self.reject_record(issue, scratch, data, i..i + len, &mut nl_cursor);
+                            i += len;
+                        }
+                        Parsed::Record { len, empty, scratch, plain, bad_quote: None } => {
                             if !empty {
                                 self.rows += 1;
                                 let row: &[u8] = if scratch { &self.scratch } else { &data[i..i + len] };
                                 match self.work.process(row, &self.fields, &self.fpos, g, plain) {
                                     Ok(true) => {}
                                     Ok(false) => self.filtered += 1,
-                                    Err(issue) => {
-                                        let row_copy;
-                                        let row: &[u8] = if scratch {
-                                            row_copy = std::mem::take(&mut self.scratch);
-                                            &row_copy
-                                        } else {
-                                            &data[i..i + len]
-                                        };
-                                        self.reject(issue, row, data, &mut nl_cursor);
-                                    }
+                                    Err(issue) => self.reject_record(issue, scratch, data, i..i + len, &mut nl_cursor),
                                 }
                             }
                             i += len;
                         }
                         Parsed::Unterminated { quote_at, field } => {
                             self.rows += 1;
-                            let issue = Issue { problem: Problem::Unterminated, col: Some(field), byte: quote_at };
+                            let tail = &data[(quote_at.saturating_sub(self.pos) as usize).min(data.len())..];
+                            let problem = Problem::Unterminated { lines: lines_of(tail), bytes: tail.len() as u64 };
+                            let issue = Issue { problem, col: Some(field), byte: quote_at };
                             self.reject(issue, &[], data, &mut nl_cursor);
                             i = data.len();
                         }
@@ -496,6 +513,24 @@ impl<'c> ChunkScanner<'c> {
         next_is_end && !prev_is_start
     }
 
+    /// [`Self::reject`] for the record at `data[at]`, whose fields are in
+    /// `scratch` (unquoted) or in `data` itself.
+    fn reject_record(
+        &mut self,
+        issue: Issue,
+        scratch: bool,
+        data: &[u8],
+        at: std::ops::Range<usize>,
+        nl_cursor: &mut (usize, u64),
+    ) {
+        if scratch {
+            let row = std::mem::take(&mut self.scratch);
+            self.reject(issue, &row, data, nl_cursor);
+        } else {
+            self.reject(issue, &data[at], data, nl_cursor);
+        }
+    }
+
     fn reject(&mut self, issue: Issue, row: &[u8], data: &[u8], nl_cursor: &mut (usize, u64)) {
         self.bad += 1;
         let sample_needed = match self.work.spec.on_bad_row {
@@ -522,8 +557,12 @@ impl<'c> ChunkScanner<'c> {
 
     fn describe(&self, issue: Issue, row: &[u8], line: u64) -> BadRow {
         let spec = self.work.spec;
-        let column =
-            issue.col.map(|c| spec.column_names.get(c).cloned().unwrap_or_else(|| format!("column {}", c + 1)));
+        let column = issue.col.map(|c| {
+            spec.column_names
+                .get(c)
+                .map(|n| crate::clip(n, 200).into_owned())
+                .unwrap_or_else(|| format!("column {}", c + 1))
+        });
         let value = issue.col.and_then(|c| self.fields.get(c)).filter(|_| !row.is_empty()).map(|&(s, e)| {
             let v = &row[s.min(row.len())..e.min(row.len())];
             let mut t = String::from_utf8_lossy(&v[..v.len().min(200)]).into_owned();
@@ -540,7 +579,24 @@ impl<'c> ChunkScanner<'c> {
                 (value, "has too many decimal places (more than 30)".to_string())
             }
             Problem::Utf8 => (value, "is not valid UTF-8".to_string()),
-            Problem::Unterminated => (None, "quoted field is never closed before the end of the file".to_string()),
+            Problem::Unterminated { lines, bytes } => (
+                None,
+                format!(
+                    "quoted field is never closed before the end of the file (from its quote to the end: {}, \
+                     {bytes} bytes)",
+                    plural(lines, "line")
+                ),
+            ),
+            Problem::StrayQuote { lines } => {
+                let mut reason = "has a quote inside an unquoted field or after a closing quote: quote the whole \
+                                  field and double the quotes inside it (\"\")"
+                    .to_string();
+                if lines > 0 {
+                    reason +=
+                        &format!("; read by its quotes, the record runs over the next {} too", plural(lines, "line"));
+                }
+                (None, reason)
+            }
         };
         BadRow { line, byte: issue.byte, column, value, reason }
     }
@@ -578,10 +634,10 @@ impl<'c> ChunkScanner<'c> {
             content -= 1;
         }
         if content == at && self.fields.is_empty() {
-            return Parsed::Record { len, empty: true, scratch: false, plain: true };
+            return Parsed::Record { len, empty: true, scratch: false, plain: true, bad_quote: None };
         }
         self.fields.push((s - at, content - at));
-        Parsed::Record { len, empty: false, scratch: false, plain: is_plain(&data[at..content]) }
+        Parsed::Record { len, empty: false, scratch: false, plain: is_plain(&data[at..content]), bad_quote: None }
     }
 
     /// The general path: fields are unquoted into `scratch`.
@@ -597,12 +653,33 @@ impl<'c> ChunkScanner<'c> {
         let mut i = 0usize;
         let mut inq = false;
         let mut quote_at = 0usize;
+        let mut bad_quote = None;
+        let mut misplaced = |at: usize, field: usize| {
+            bad_quote.get_or_insert(Issue {
+                problem: Problem::StrayQuote { lines: 0 },
+                col: Some(field),
+                byte: g + at as u64,
+            });
+        };
         // Whether the last byte in scratch is an unquoted '\r' (stripped before '\n').
         let mut cr_unquoted = false;
         loop {
             if inq {
                 let Some(h) = memchr(q, &rest[i..]) else {
                     if eof {
+                        if bad_quote.is_some() {
+                            // A stray quote opened this: that is the error to name.
+                            self.scratch.extend_from_slice(&rest[i..]);
+                            self.fields.push((field_start, self.scratch.len()));
+                            self.fpos.push(g + raw_start as u64);
+                            return Parsed::Record {
+                                len: rest.len(),
+                                empty: false,
+                                scratch: true,
+                                plain: false,
+                                bad_quote,
+                            };
+                        }
                         return Parsed::Unterminated { quote_at: g + quote_at as u64, field: self.fields.len() };
                     }
                     return Parsed::NeedMore;
@@ -615,7 +692,10 @@ impl<'c> ChunkScanner<'c> {
                         i = at + 2;
                     }
                     None if !eof => return Parsed::NeedMore,
-                    _ => {
+                    next => {
+                        if next.is_some_and(|&b| b != d && b != b'\n' && b != b'\r') {
+                            misplaced(at, self.fields.len());
+                        }
                         inq = false;
                         i = at + 1;
                     }
@@ -634,7 +714,7 @@ impl<'c> ChunkScanner<'c> {
                     }
                     self.fields.push((field_start, end));
                     self.fpos.push(g + raw_start as u64);
-                    return Parsed::Record { len: rest.len(), empty: false, scratch: true, plain: false };
+                    return Parsed::Record { len: rest.len(), empty: false, scratch: true, plain: false, bad_quote };
                 };
                 let at = i + h;
                 self.scratch.extend_from_slice(&rest[i..at]);
@@ -643,6 +723,9 @@ impl<'c> ChunkScanner<'c> {
                 }
                 let b = rest[at];
                 if b == q {
+                    if at != raw_start {
+                        misplaced(at, self.fields.len());
+                    }
                     inq = true;
                     quote_at = at;
                     i = at + 1;
@@ -660,7 +743,7 @@ impl<'c> ChunkScanner<'c> {
                     }
                     self.fields.push((field_start, end));
                     self.fpos.push(g + raw_start as u64);
-                    return Parsed::Record { len: at + 1, empty: false, scratch: true, plain: false };
+                    return Parsed::Record { len: at + 1, empty: false, scratch: true, plain: false, bad_quote };
                 }
             }
         }
@@ -808,6 +891,19 @@ fn is_plain(b: &[u8]) -> bool {
 }
 
 /// Counts a byte (SIMD).
+/// How many lines `b` spans (a last line without its newline counts).
+fn lines_of(b: &[u8]) -> u64 {
+    count(b, b'\n') + u64::from(b.last().is_some_and(|&c| c != b'\n'))
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn count(hay: &[u8], b: u8) -> u64 {
     bytecount::count(hay, b) as u64
 }

@@ -206,7 +206,8 @@ pub struct SpecError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
-    SpecError { field: field.into(), message: message.into() }
+    let (field, message) = (field.into(), message.into());
+    SpecError { field: crate::clip(&field, 200).into_owned(), message: crate::clip(&message, 1000).into_owned() }
 }
 
 impl Default for Spec {
@@ -502,9 +503,28 @@ impl Spec {
                     Err(err(path, format!("column {i} does not exist: the file has {width} columns")))
                 }
                 ColumnRef::Name(n) => match header {
-                    Some(h) => h.iter().position(|x| x == n).ok_or_else(|| {
-                        err(path, format!("column {n:?} is not in the header (columns: {})", h.join(", ")))
-                    }),
+                    Some(h) => {
+                        let mut at = h.iter().enumerate().filter(|(_, x)| *x == n).map(|(i, _)| i + 1);
+                        match (at.next(), at.next()) {
+                            (Some(i), None) => Ok(i - 1),
+                            (Some(i), Some(j)) => Err(err(
+                                path,
+                                format!(
+                                    "column {:?} is ambiguous: the header has it at positions {i} and {j}: use a \
+                                     1-based index",
+                                    crate::clip(n, 200)
+                                ),
+                            )),
+                            (None, _) => Err(err(
+                                path,
+                                format!(
+                                    "column {:?} is not in the header (columns: {})",
+                                    crate::clip(n, 200),
+                                    crate::clip(&h.join(", "), 300)
+                                ),
+                            )),
+                        }
+                    }
                     None => Err(err(path, format!("column {n:?} named, but csv.header is false: use a 1-based index"))),
                 },
             }
@@ -548,6 +568,26 @@ impl Spec {
             .collect::<Result<Vec<_>, SpecError>>()?;
         let mut output_header: Vec<String> = keys.iter().map(|(c, _)| column_names[*c].clone()).collect();
         output_header.extend(aggs.iter().map(|a| a.name.clone()));
+        // Two output columns of one name: a reader (QuickSight, Athena) cannot tell them apart.
+        let place = |i: usize| {
+            if i < keys.len() {
+                format!("group_by[{i}]")
+            } else {
+                format!("aggregates[{}]", i - keys.len())
+            }
+        };
+        for (j, name) in output_header.iter().enumerate() {
+            if let Some(i) = output_header[..j].iter().position(|x| x == name) {
+                return Err(err(
+                    place(j),
+                    format!(
+                        "output column {name:?} is also {}: every output column needs its own name (rename an \
+                         aggregate with \"as\", or drop the repeated group column)",
+                        place(i)
+                    ),
+                ));
+            }
+        }
         Ok(Compiled {
             dialect: self.csv,
             width,
@@ -613,6 +653,25 @@ mod tests {
             let e = Spec::from_json(json).unwrap_err();
             assert_eq!(e.field, field, "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn ambiguous_columns_and_repeated_output_names_are_rejected() {
+        let header: Vec<String> = ["Song", "Date", "Plays", "Plays"].iter().map(|s| s.to_string()).collect();
+        let compile = |json: &str| Spec::from_json(json).unwrap().compile(Some(&header), 4);
+        let e = compile(r#"{"group_by":["Song"],"aggregates":[{"op":"sum","column":"Plays"}]}"#).unwrap_err();
+        assert_eq!(e.field, "aggregates[0].column");
+        assert!(e.message.contains("\"Plays\" is ambiguous: the header has it at positions 3 and 4"), "{e}");
+        // By position it is fine, and an unused repeated name does not matter.
+        compile(r#"{"group_by":["Song"],"aggregates":[{"op":"sum","column":4}]}"#).unwrap();
+        let e = compile(r#"{"group_by":["Song","Song"],"aggregates":[{"op":"count"}]}"#).unwrap_err();
+        assert_eq!(e.field, "group_by[1]");
+        assert!(e.message.contains("\"Song\" is also group_by[0]"), "{e}");
+        let e = compile(r#"{"group_by":["Song","Date"],"aggregates":[{"op":"count","as":"Song"}]}"#).unwrap_err();
+        assert_eq!(e.field, "aggregates[0]");
+        assert!(e.message.contains("\"Song\" is also group_by[0]"), "{e}");
+        // (Two aggregates of one name are refused when the spec is read.)
+        assert!(Spec::from_json(r#"{"aggregates":[{"op":"count"},{"op":"count"}]}"#).is_err());
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn other_bad_input_is_named() {
     let cases: [(&[u8], &str); 4] = [
         (b"Song,Date,Number of Plays\na,b\n", "line 2 (byte 26): expected 3 fields, found 2"),
         (b"Song,Date,Number of Plays\n\xff,b,1\n", "line 2 (byte 26): column \"Song\": \"\u{fffd}\" is not valid UTF-8"),
-        (b"Song,Date,Number of Plays\na,b,1\n\"x,y,1\n", "line 3 (byte 32): column \"Song\": quoted field is never closed before the end of the file"),
+        (b"Song,Date,Number of Plays\na,b,1\n\"x,y,1\n", "line 3 (byte 32): column \"Song\": quoted field is never closed before the end of the file (from its quote to the end: 1 line, 7 bytes)"),
         (b"Song,Date,Number of Plays\na,b,99999999999999999999999999999999999999\na,b,99999999999999999999999999999999999999\n", "\"Total Number of Plays for Date\": a sum overflows the 128-bit integer range (beyond ±1.7e38)"),
     ];
     for (csv, want) in cases {

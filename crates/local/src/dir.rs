@@ -21,6 +21,12 @@ pub struct DirStore {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// No such object: not there, or a "directory" on the way is a file
+/// (`incoming/a.csv/b`).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
 fn invalid(key: &str, reason: &'static str) -> StoreError {
     StoreError::InvalidKey { key: key.to_string(), reason }
 }
@@ -75,7 +81,7 @@ impl DirStore {
         match parent.canonicalize() {
             Ok(p) if p.starts_with(&self.root) => {}
             Ok(_) => return Err(invalid(key, "leads outside the store through a link")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(key.to_string())),
+            Err(e) if is_missing(&e) => return Err(StoreError::NotFound(key.to_string())),
             Err(e) => return Err(e.into()),
         }
         if let Ok(m) = fs::symlink_metadata(&path) {
@@ -91,10 +97,9 @@ impl DirStore {
 
     fn open(&self, key: &str) -> Result<(File, fs::Metadata), StoreError> {
         let path = self.path(key, false)?;
-        let f = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::NotFound(key.to_string()),
-            _ => e.into(),
-        })?;
+        let f =
+            File::open(&path)
+                .map_err(|e| if is_missing(&e) { StoreError::NotFound(key.to_string()) } else { e.into() })?;
         let m = f.metadata()?;
         if !m.is_file() {
             return Err(StoreError::NotFound(key.to_string()));
@@ -105,7 +110,17 @@ impl DirStore {
 
 fn etag(m: &fs::Metadata) -> String {
     let mtime = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{:x}-{:x}", m.len(), mtime)
+    // The inode too: a file renamed over another with the same size and
+    // modification time (`cp -p`, `mv`) is another version.
+    format!("{:x}-{:x}-{:x}", m.len(), mtime, std::os::unix::fs::MetadataExt::ino(m))
+}
+
+/// Bytes `[start, end)` of an open file (clamped to its length).
+fn read_range(mut f: File, m: &fs::Metadata, start: u64, end: Option<u64>) -> Result<Box<dyn Read + Send>, StoreError> {
+    let end = end.unwrap_or(m.len()).min(m.len());
+    let start = start.min(end);
+    f.seek(SeekFrom::Start(start))?;
+    Ok(Box::new(f.take(end - start)))
 }
 
 struct TmpWriter {
@@ -160,11 +175,24 @@ impl ObjectStore for DirStore {
     }
 
     fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> Result<Box<dyn Read + Send>, StoreError> {
-        let (mut f, m) = self.open(key)?;
-        let end = end.unwrap_or(m.len()).min(m.len());
-        let start = start.min(end);
-        f.seek(SeekFrom::Start(start))?;
-        Ok(Box::new(f.take(end - start)))
+        let (f, m) = self.open(key)?;
+        read_range(f, &m, start, end)
+    }
+
+    fn get_range_of(
+        &self,
+        key: &str,
+        want: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        // The open file is the version read: a rename over the key after
+        // this check does not change what this reader sees.
+        let (f, m) = self.open(key)?;
+        if etag(&m) != want {
+            return Err(StoreError::Changed { key: key.to_string(), etag: want.to_string() });
+        }
+        read_range(f, &m, start, end)
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {

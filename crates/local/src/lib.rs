@@ -10,6 +10,7 @@
 mod db;
 mod dir;
 mod memory;
+mod out_dir;
 mod pool;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use db::DbJobStore;
 pub use dir::{check_key, DirStore};
 pub use memory::MemoryJobStore;
+pub use out_dir::{OutDirError, MARKER as OUT_MARKER};
 pub use pool::{Pool, PoolDispatcher};
 
 use fanfold_engine::{job_id, Spec};
@@ -67,6 +69,8 @@ pub enum RunError {
     #[error("output directory {path}: {source}")]
     Output { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
+    OutDir(#[from] OutDirError),
+    #[error(transparent)]
     Pipeline(#[from] PipelineError),
 }
 
@@ -107,19 +111,11 @@ pub fn run_file(
     let id = job_id(&bucket, name, &head.etag, spec);
 
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| PathBuf::from("fanfold-out").join(&id));
+    // Results of an earlier run into the same directory would mix with ours;
+    // only what a run wrote is removed, and never the input.
+    out_dir::prepare(&out_dir, &abs)?;
     let output =
         Arc::new(DirStore::new(&out_dir).map_err(|source| RunError::Output { path: out_dir.clone(), source })?);
-    // Results of an earlier run into the same directory would mix with ours.
-    for old in
-        output.list("").map_err(|e| RunError::Output { path: out_dir.clone(), source: std::io::Error::other(e) })?
-    {
-        let k = &old.key;
-        if (k.starts_with("part-") && k.ends_with(".csv")) || k == "manifest.json" || k == "summary.json" {
-            output
-                .delete(k)
-                .map_err(|e| RunError::Output { path: out_dir.clone(), source: std::io::Error::other(e) })?;
-        }
-    }
 
     let dispatcher = PoolDispatcher::new();
     let jobs = Arc::new(MemoryJobStore::new());

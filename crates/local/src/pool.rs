@@ -98,7 +98,15 @@ fn worker(n: usize, shared: &Shared, pipeline: &Weak<Pipeline>) {
                 shared.ready.notify_one();
             } else {
                 tracing::error!(job, attempt, error = %e, "task failed");
-                let _ = p.jobs.fail(&job, &JobError::internal(format!("{e} (after {attempt} attempts)")), now_ms());
+                let _ = p.jobs.fail(
+                    &job,
+                    &JobError::internal(if attempt > 1 {
+                        format!("{e} (after {attempt} attempts)")
+                    } else {
+                        e.to_string()
+                    }),
+                    now_ms(),
+                );
             }
         }
     }

@@ -54,6 +54,15 @@ pub fn object_store(store: &dyn ObjectStore, prefix: &str) {
     let m2 = store.head(&k("a/one.csv")).unwrap();
     assert_eq!(m2.size, 12);
     assert_ne!(m.etag, m2.etag, "new content, new etag");
+    // reads of one version: the current one reads, an earlier one is "changed"
+    let mut v = Vec::new();
+    store.get_range_of(&k("a/one.csv"), &m2.etag, 6, Some(11)).unwrap().read_to_end(&mut v).unwrap();
+    assert_eq!(v, b"there");
+    for (start, end) in [(0, None), (6, Some(11)), (5, Some(5))] {
+        let r = store.get_range_of(&k("a/one.csv"), &m.etag, start, end).map(|_| ());
+        assert!(matches!(r, Err(StoreError::Changed { .. })), "{start}..{end:?}: an earlier version: {r:?}");
+    }
+    assert!(matches!(store.get_range_of(&k("missing"), &m.etag, 0, None).map(|_| ()), Err(StoreError::NotFound(_))));
     // missing objects
     assert!(matches!(store.head(&k("missing")), Err(StoreError::NotFound(_))));
     assert!(matches!(store.get_range(&k("missing"), 0, None).map(|_| ()), Err(StoreError::NotFound(_))));

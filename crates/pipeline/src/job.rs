@@ -43,21 +43,32 @@ pub struct JobError {
     pub column: Option<String>,
 }
 
+/// A job's error message is stored with the job and sent with every status
+/// answer: at most this many bytes.
+pub const MAX_ERROR_BYTES: usize = 1000;
+
 impl JobError {
     pub fn internal(message: impl Into<String>) -> Self {
-        JobError { message: message.into(), rejected: false, line: None, byte: None, column: None }
+        JobError { message: clipped(message.into()), rejected: false, line: None, byte: None, column: None }
     }
     pub fn rejected(message: impl Into<String>) -> Self {
-        JobError { message: message.into(), rejected: true, line: None, byte: None, column: None }
+        JobError { message: clipped(message.into()), rejected: true, line: None, byte: None, column: None }
     }
     pub fn from_bad_row(b: &BadRow) -> Self {
         JobError {
-            message: b.to_string(),
+            message: clipped(b.to_string()),
             rejected: true,
             line: Some(b.line),
             byte: Some(b.byte),
-            column: b.column.clone(),
+            column: b.column.as_deref().map(|c| fanfold_engine::clip(c, 200).into_owned()),
         }
+    }
+}
+
+fn clipped(m: String) -> String {
+    match fanfold_engine::clip(&m, MAX_ERROR_BYTES) {
+        std::borrow::Cow::Borrowed(_) => m,
+        std::borrow::Cow::Owned(c) => c,
     }
 }
 

@@ -30,6 +30,12 @@ pub enum StoreError {
     InvalidKey { key: String, reason: &'static str },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The object is no longer the version a read asked for.
+    #[error(
+        "{key} changed after the job started (it was planned on ETag {etag}): a job never mixes two versions \
+         of its input; submit the new version as a new job"
+    )]
+    Changed { key: String, etag: String },
     #[error("{message}")]
     Other { message: String, retryable: bool },
 }
@@ -38,8 +44,18 @@ impl StoreError {
     /// Whether trying again may help.
     pub fn retryable(&self) -> bool {
         match self {
-            StoreError::NotFound(_) | StoreError::InvalidKey { .. } => false,
-            StoreError::Io(_) => true,
+            StoreError::NotFound(_) | StoreError::InvalidKey { .. } | StoreError::Changed { .. } => false,
+            // What a retry cannot change: the same request fails the same way.
+            StoreError::Io(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::InvalidFilename
+                    | std::io::ErrorKind::Unsupported
+            ),
             StoreError::Other { retryable, .. } => *retryable,
         }
     }
@@ -55,6 +71,16 @@ pub trait ObjectStore: Send + Sync {
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
     /// Bytes `[start, end)` (`end = None`: to the end), streamed.
     fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> Result<Box<dyn Read + Send>, StoreError>;
+    /// [`Self::get_range`] of the version `etag` only (S3: `If-Match`):
+    /// [`StoreError::Changed`] when the object is now another version. Every
+    /// read of a job's input goes through this.
+    fn get_range_of(
+        &self,
+        key: &str,
+        etag: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Box<dyn Read + Send>, StoreError>;
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
     fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
     /// Objects whose key starts with `prefix`, in key order.

@@ -25,7 +25,7 @@ fn the_bmat_example_gives_the_expected_file() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["manifest.json", "part-00000-00000.csv", "summary.json"]);
+    assert_eq!(names, [".fanfold-out", "manifest.json", "part-00000-00000.csv", "summary.json"]);
 
     let manifest: Value = serde_json::from_str(&read(dir.path().join("out/manifest.json"))).unwrap();
     let uris = manifest["fileLocations"][0]["URIs"].as_array().unwrap();
@@ -151,6 +151,23 @@ fn bad_inputs() -> Vec<(&'static [u8], &'static str, &'static str)> {
             "group_by[1]: column \"Date\" is not in the header",
         ),
         (b"", "{}", "the input is empty"),
+        // A quote inside an unquoted field (RFC 4180: malformed) names its line and the quote's byte,
+        // instead of swallowing the rows up to the next quote.
+        (
+            b"Song,Date,Number of Plays\nok,2020-01-01,1\nab\"c,2020-01-01,7\nxyz,2021-01-01,3\nq\"r,2021-01-01,4\n",
+            "{}",
+            "line 3 (byte 44): column \"Song\": has a quote inside an unquoted field or after a closing quote",
+        ),
+        (
+            b"Song,Date,Number of Plays\n\"ab\"x,2020-01-01,1\n",
+            "{}",
+            "line 2 (byte 29): column \"Song\": has a quote inside an unquoted field or after a closing quote",
+        ),
+        (
+            b"Song,Date,Number of Plays\n\"a,b\",2020-01-01,1\"2\n",
+            "{}",
+            "line 2 (byte 44): column \"Number of Plays\": has a quote inside an unquoted field",
+        ),
         // Two 38-digit sums overflow i128: in one chunk, or only when partials merge.
         (b"Song,Date,Number of Plays\na,b,99999999999999999999999999999999999999\na,b,99999999999999999999999999999999999999\n", "{}",
          "\"Total Number of Plays for Date\": a sum overflows the 128-bit integer range"),
@@ -176,6 +193,12 @@ fn bad_input_fails_with_line_byte_column_and_value() {
             );
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "case {i} succeeded");
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "case {i}: rejected input exits 1: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(err.contains(want), "case {i} chunk {chunk}: {err}");
             assert_eq!(err.lines().count(), 1, "one message, no log noise: {err}");
             assert!(!err.contains("panicked"), "{err}");
@@ -235,7 +258,7 @@ fn missing_file_and_directory_are_clear_errors() {
     // A spec that is a device (or huge) is refused, not read until memory runs out.
     let input = fixture("bmat-example.csv");
     let out = fanfold(&["run", input.to_str().unwrap(), "--spec", "/dev/zero"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not a regular file"),
         "{}",
@@ -243,7 +266,7 @@ fn missing_file_and_directory_are_clear_errors() {
     );
     std::fs::write(dir.path().join("big.json"), vec![b' '; (1 << 20) + 10]).unwrap();
     let out = fanfold(&["run", input.to_str().unwrap(), "--spec", "big.json"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("larger than 1 MiB"),
         "{}",
@@ -354,4 +377,122 @@ fn twenty_thousand_chunks_under_lambdas_descriptor_limit_give_the_same_bytes() {
     let bound = base_peak + 20_000 * 2048 + (64 << 20);
     eprintln!("peak RSS: default chunking {base_peak} B, 20,000 chunks {peak} B (bound {bound} B)");
     assert!(peak > 0 && peak < bound, "peak RSS {peak} B, bound {bound} B");
+}
+
+#[test]
+fn the_output_directory_never_loses_the_input_or_a_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    let csv = read(fixture("bmat-example.csv"));
+    // The input named like a result, in the output directory: refused, kept.
+    std::fs::write(d.join("part-00000.csv"), &csv).unwrap();
+    let out = fanfold(&["run", "part-00000.csv", "--out", "."], &d);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would be replaced by the results"), "{err}");
+    assert_eq!(read(d.join("part-00000.csv")), csv, "the input is untouched");
+    // Files fanfold did not write are named, not removed.
+    std::fs::write(dir.path().join("in.csv"), &csv).unwrap();
+    let out = fanfold(&["run", "in.csv", "--out", "d"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds part-00000.csv, which fanfold did not write"), "{err}");
+    assert_eq!(read(d.join("part-00000.csv")), csv);
+    // An input elsewhere, an output directory of its own: results replace the earlier run's only.
+    run_ok(&["run", "in.csv", "--out", "o"], dir.path());
+    std::fs::write(dir.path().join("o/notes.txt"), "mine").unwrap();
+    std::fs::write(dir.path().join("o/part-00000-00009.csv"), "stale").unwrap();
+    run_ok(&["run", "in.csv", "--out", "o"], dir.path());
+    assert_eq!(read(dir.path().join("o/notes.txt")), "mine");
+    assert!(!dir.path().join("o/part-00000-00009.csv").exists(), "an earlier run's part is replaced");
+    assert_eq!(read(dir.path().join("o/part-00000-00000.csv")), read(fixture("bmat-example.expected.csv")));
+    // The input in the output directory under another name is fine.
+    std::fs::copy(fixture("bmat-example.csv"), dir.path().join("o/plays.csv")).unwrap();
+    run_ok(&["run", "plays.csv", "--out", "."], &dir.path().join("o"));
+    assert_eq!(read(dir.path().join("o/plays.csv")), csv);
+}
+
+#[test]
+fn a_stray_quote_in_skip_mode_skips_its_record_and_says_how_far_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "Song,Date,Number of Plays\nok,2020-01-01,1\nab\"c,2020-01-01,7\nxyz,2021-01-01,3\nq\"r,2021-01-01,4\nok,2020-01-01,2\n";
+    std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+    std::fs::write(dir.path().join("spec.json"), r#"{"on_bad_row":"skip"}"#).unwrap();
+    for chunk in ["1", "3", "7", "64MiB"] {
+        run_ok(&["run", "in.csv", "--spec", "spec.json", "--out", "o", "--chunk-size", chunk], dir.path());
+        let summary: Value = serde_json::from_str(&read(dir.path().join("o/summary.json"))).unwrap();
+        assert_eq!(summary["rows_skipped"], 1, "chunk {chunk}");
+        let sample = &summary["bad_row_samples"][0];
+        assert_eq!(sample["line"], 3);
+        assert_eq!(sample["byte"], 44);
+        assert_eq!(sample["column"], "Song");
+        let reason = sample["reason"].as_str().unwrap();
+        assert!(reason.contains("the record runs over the next 2 lines too"), "{reason}");
+        assert_eq!(
+            read(dir.path().join("o/part-00000-00000.csv")),
+            "Song,Date,Total Number of Plays for Date\nok,2020-01-01,3\n",
+            "chunk {chunk}: no key with a quote or a newline in it"
+        );
+    }
+}
+
+#[test]
+fn a_header_longer_than_128_kib_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lone-CR line endings: the whole file is one line.
+    let mut csv = String::from("Song,Date,Number of Plays\r");
+    while csv.len() < 400_000 {
+        csv += "Umbrella,2020-01-01,1\r";
+    }
+    std::fs::write(dir.path().join("cr.csv"), &csv).unwrap();
+    let out = fanfold(&["run", "cr.csv", "--out", "o"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("longer than 128 KiB") && err.contains("lone CRs"), "{err}");
+    assert!(err.len() < 1000, "{} bytes of message", err.len());
+    // A short one whose names do not match: the message lists them, cut short.
+    std::fs::write(dir.path().join("cr2.csv"), &csv[..60_000]).unwrap();
+    let out = fanfold(&["run", "cr2.csv", "--out", "o"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not in the header") && err.contains('…'), "{err}");
+    assert!(err.len() < 1200, "{} bytes of message", err.len());
+}
+
+#[test]
+fn the_input_replaced_during_a_run_is_never_mixed_into_one_result() {
+    let dir = tempfile::tempdir().unwrap();
+    // Few groups: the run's time is the scan's, so the swap lands in it.
+    let a = dir.path().join("a.csv");
+    let out = fanfold(&["gen", "--profile", "zipf", "--size", "16MB", "-o", "a.csv", "--seed", "3"], dir.path());
+    assert!(out.status.success());
+    let original = std::fs::read(&a).unwrap();
+    let other: Vec<u8> =
+        original.iter().map(|&b| if b.is_ascii_digit() { b'0' + (b - b'0' + 1) % 10 } else { b }).collect();
+    std::fs::write(dir.path().join("b.csv"), &other).unwrap();
+    let t = std::time::Instant::now();
+    run_ok(&["run", "a.csv", "--out", "ref-a", "--chunk-size", "64KB", "--workers", "1"], dir.path());
+    let whole = t.elapsed();
+    run_ok(&["run", "b.csv", "--out", "ref-b", "--chunk-size", "64KB", "--workers", "1"], dir.path());
+    let child = std::process::Command::new(fanfold_bin())
+        .args(["run", "a.csv", "--out", "mixed", "--chunk-size", "64KB", "--workers", "1"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(whole / 3);
+    std::fs::rename(dir.path().join("b.csv"), &a).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // Only if the run finished before the swap (a very busy machine).
+        let got = parts(&dir.path().join("mixed"));
+        assert_eq!(rows_of(&got), rows_of(&parts(&dir.path().join("ref-a"))), "one version, never a mix");
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("a.csv changed after the job started"), "{err}");
+        assert!(!dir.path().join("mixed/summary.json").exists());
+    }
 }

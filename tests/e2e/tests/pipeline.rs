@@ -606,3 +606,39 @@ fn skew_a_hot_key_a_sorted_file_one_group_and_an_empty_result() {
     let parts = run_csv(dir.path(), "k,v\n", &spec, 1, 16, "header-only");
     assert_eq!(parts, [("part-00000-00000.csv".to_string(), "k,s,n\n".to_string())]);
 }
+
+#[test]
+fn an_input_replaced_during_the_job_fails_it_instead_of_mixing_two_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q, store) = manual_pipeline(dir.path(), 60_000);
+    let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
+    let original = std::fs::read(common::fixture("bmat-example.csv")).unwrap();
+    // The same size, other plays: `tr 0-9 1-90`.
+    let other: Vec<u8> =
+        original.iter().map(|&b| if b.is_ascii_digit() { b'0' + (b - b'0' + 1) % 10 } else { b }).collect();
+    let mut chunks_run = 0;
+    let mut changed = None;
+    while let Some(t) = q.pop() {
+        if matches!(t, Task::Chunk { .. }) {
+            chunks_run += 1;
+            if chunks_run == 2 {
+                store.put("incoming/in.csv", &other).unwrap();
+            }
+        }
+        match p.run_task(&t, "w") {
+            Ok(()) => {}
+            Err(e) => {
+                assert!(!e.retryable(), "a changed input is not retried: {e}");
+                changed.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let msg = changed.expect("a read of the replaced input fails");
+    assert!(msg.contains("incoming/in.csv changed after the job started"), "{msg}");
+    assert_ne!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done, "never DONE with two versions mixed");
+    // The new version is a new job, with its own result.
+    let again = p.submit("incoming/in.csv", &Spec::default()).unwrap();
+    assert!(again.new && again.id != id);
+    drain(&p, &q, |_| true);
+    assert_eq!(p.jobs.get_job(&again.id).unwrap().unwrap().status, Status::Done);
+}

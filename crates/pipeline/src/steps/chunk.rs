@@ -55,7 +55,8 @@ impl Pipeline {
                 }
                 if reader.is_none() {
                     window_end = (range.end.max(next) + self.config.read_window).min(size);
-                    reader = Some(self.input.get_range(&job.source.key, next, Some(window_end))?);
+                    reader =
+                        Some(self.input.get_range_of(&job.source.key, &job.source.etag, next, Some(window_end))?);
                 }
                 let to = buf.len().min(filled + READ_BUF);
                 let got = reader.as_mut().expect("opened").read(&mut buf[filled..to]).map_err(StoreError::Io)?;

@@ -126,7 +126,10 @@ impl Pipeline {
         for w in sample_windows(head.data_start, size) {
             let (from, to) = read_window(w, head.data_start, size);
             let mut bytes = Vec::with_capacity((to - from) as usize);
-            self.input.get_range(&job.source.key, from, Some(to))?.read_to_end(&mut bytes).map_err(StoreError::Io)?;
+            self.input
+                .get_range_of(&job.source.key, &job.source.etag, from, Some(to))?
+                .read_to_end(&mut bytes)
+                .map_err(StoreError::Io)?;
             runs.push(window_keys(&compiled, w, head.data_start, size, &bytes));
         }
         let keys = merge_sample(&runs).map_err(|e| PipelineError::Invalid(format!("the key sample: {e}")))?;

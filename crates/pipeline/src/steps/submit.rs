@@ -9,6 +9,9 @@ use crate::config::{now_ms, unique_owner, PipelineError, Submitted};
 use crate::job::{Job, JobError, Source, Status};
 use crate::ports::{Created, StoreError, Task};
 
+/// The longest first record (header) a job reads.
+pub const MAX_HEAD: u64 = 128 * 1024;
+
 impl Pipeline {
     /// Records a job for `key` with `spec` and splits it. The same object
     /// (same ETag) with the same spec finds the existing job instead.
@@ -97,6 +100,8 @@ impl Pipeline {
     }
 
     /// SPLITTING → RUNNING: reads the header, plans chunks, dispatches them.
+    /// The header is stored in the job item (DynamoDB: 400 KB at most), so
+    /// it may be at most [`MAX_HEAD`] bytes.
     pub fn split(&self, id: &str) -> Result<(), PipelineError> {
         let job = self.job(id)?;
         if job.status != Status::Splitting {
@@ -108,10 +113,24 @@ impl Pipeline {
         let head = loop {
             let n = want.min(size);
             let mut buf = Vec::with_capacity(n as usize);
-            self.input.get_range(&job.source.key, 0, Some(n))?.read_to_end(&mut buf).map_err(StoreError::Io)?;
+            self.input
+                .get_range_of(&job.source.key, &job.source.etag, 0, Some(n))?
+                .read_to_end(&mut buf)
+                .map_err(StoreError::Io)?;
             match read_head(&buf, size, &spec.csv) {
                 Ok(Some(h)) => break h,
-                Ok(None) if n < size => want *= 4,
+                Ok(None) if n < size && n < MAX_HEAD => want = (want * 4).min(MAX_HEAD),
+                Ok(None) if n < size => {
+                    let what = if spec.csv.header { "header" } else { "first record" };
+                    return self.fail(
+                        id,
+                        JobError::rejected(format!(
+                            "line 1: the {what} is longer than {} KiB (it is stored with the job): are the line \
+                             endings lone CRs, or is csv.quote or csv.delimiter wrong?",
+                            MAX_HEAD / 1024
+                        )),
+                    );
+                }
                 Ok(None) => return Err(PipelineError::Invalid("the object is shorter than its size".into())),
                 Err(EngineError::Rejected(b)) => return self.fail(id, JobError::from_bad_row(&b)),
                 Err(e) => return self.fail(id, JobError::rejected(e.to_string())),

@@ -20,13 +20,25 @@ pub struct Server {
 impl Server {
     /// Starts `fanfold serve` on a free loopback port and waits until it listens.
     pub fn start(data: &Path, token: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(crate::common::fanfold_bin())
+        let mut cmd = Command::new(crate::common::fanfold_bin());
+        cmd.args(["serve", "--data", data.to_str().unwrap(), "--addr", "127.0.0.1:0", "--token", token]).args(extra);
+        Self::spawn(cmd, data, token)
+    }
+
+    /// [`Self::start`] with at most `nofile` open descriptors (`ulimit -n`).
+    #[allow(dead_code)]
+    pub fn start_limited(data: &Path, token: &str, extra: &[&str], nofile: u32) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(crate::common::fanfold_bin())
             .args(["serve", "--data", data.to_str().unwrap(), "--addr", "127.0.0.1:0", "--token", token])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start fanfold serve");
+            .args(extra);
+        Self::spawn(cmd, data, token)
+    }
+
+    fn spawn(mut cmd: Command, data: &Path, token: &str) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start fanfold serve");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("serve prints its address").unwrap();
         let addr = first
