@@ -57,11 +57,21 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
     std::fs::create_dir_all(opts.data.join("incoming"))?;
     let state_dir = opts.data.join("_fanfold");
     std::fs::create_dir_all(&state_dir)?;
-    let jobs = Arc::new(
-        DbJobStore::open(&state_dir.join("jobs.redb"))
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("opening the job database (is another fanfold serve using this directory?)")?,
-    );
+    let db_path = state_dir.join("jobs.redb");
+    let jobs = Arc::new(DbJobStore::open(&db_path).map_err(|e| {
+        let m = e.to_string();
+        if m.to_ascii_lowercase().contains("already open") {
+            anyhow::anyhow!(
+                "the job database {} is in use: is another fanfold serve using this directory?",
+                db_path.display()
+            )
+        } else {
+            anyhow::anyhow!(
+                "the job database {} cannot be read ({m}): move it away to start with no jobs",
+                db_path.display()
+            )
+        }
+    })?);
     let dispatcher = PoolDispatcher::new();
     let pipeline = Arc::new(Pipeline {
         input: store.clone(),

@@ -18,8 +18,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         u => return Err(format!("unknown size unit {u:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
     };
     let v = (n * mult).round();
-    if !(1.0..=1e18).contains(&v) {
+    if v < 1.0 {
         return Err(format!("{s:?}: a size must be at least 1 byte"));
+    }
+    if v > 1e18 {
+        return Err(format!("{s:?}: a size must be at most 1 EB (10^18 bytes)"));
     }
     Ok(v as u64)
 }
@@ -51,5 +54,7 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("-5").is_err());
+        assert!(parse_size("0").unwrap_err().contains("at least 1 byte"));
+        assert!(parse_size("99999999999999999999").unwrap_err().contains("at most 1 EB"));
     }
 }

@@ -79,6 +79,7 @@ impl Decimal {
         let mut scale: i64 = 0;
         let mut seen_point = false;
         let mut significant = 0usize;
+        let mut too_many = false;
         while i < t.len() {
             let b = t[i];
             if b.is_ascii_digit() {
@@ -87,9 +88,12 @@ impl Decimal {
                     significant += 1;
                 }
                 if significant > 38 {
-                    return Err(NumberError::TooLarge);
+                    // Too many digits; still read the rest, so that a malformed
+                    // text is "not a number" rather than "too large".
+                    too_many = true;
+                } else {
+                    mantissa = mantissa * 10 + (b - b'0') as i128;
                 }
-                mantissa = mantissa * 10 + (b - b'0') as i128;
                 if seen_point {
                     scale += 1;
                 }
@@ -126,6 +130,9 @@ impl Decimal {
                 i += 1;
             }
             scale -= if eneg { -(e as i64) } else { e as i64 };
+        }
+        if too_many {
+            return Err(NumberError::TooLarge);
         }
         if scale < 0 {
             if mantissa != 0 {
@@ -356,6 +363,89 @@ mod tests {
         let mut v = Vec::new();
         p(s).write_mean(n, &mut v);
         String::from_utf8(v).unwrap()
+    }
+
+    /// A reference reading of `[ ]*[+-]?(D+(.D*)?|.D+)([eE][+-]?D+)?[ ]*`,
+    /// written independently of the parser: `None` when the grammar does not
+    /// match; `Some(None)` when the value is outside the accepted range
+    /// (over 38 significant digits, over 30 decimals, beyond i128).
+    fn reference(text: &str) -> Option<Option<(i128, u8)>> {
+        let t = text.trim_matches(' ');
+        let (neg, t) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let (num, exp) = match t.find(['e', 'E']) {
+            Some(i) => (&t[..i], Some(&t[i + 1..])),
+            None => (t, None),
+        };
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(int) || !all_digits(frac) || int.len() + frac.len() == 0 {
+            return None;
+        }
+        let exp: i128 = match exp {
+            None => 0,
+            Some(e) => {
+                let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+                if digits.is_empty() || !all_digits(digits) {
+                    return None;
+                }
+                let v: i128 = digits.parse().ok()?;
+                if e.starts_with('-') {
+                    -v
+                } else {
+                    v
+                }
+            }
+        };
+        let ds = format!("{int}{frac}");
+        let sig = ds.trim_start_matches('0');
+        if sig.len() > 38 {
+            return Some(None);
+        }
+        let m: u128 = if sig.is_empty() { 0 } else { sig.parse().unwrap() };
+        let scale = frac.len() as i128 - exp;
+        let (m, scale) = if scale < 0 {
+            if m == 0 {
+                (0, 0)
+            } else if -scale > 38 {
+                return Some(None);
+            } else {
+                match m.checked_mul(10u128.pow((-scale) as u32)) {
+                    Some(v) => (v, 0),
+                    None => return Some(None),
+                }
+            }
+        } else {
+            (m, scale)
+        };
+        if scale > MAX_SCALE as i128 || m > i128::MAX as u128 {
+            return Some(None);
+        }
+        let m = m as i128;
+        Some(Some((if neg { -m } else { m }, scale as u8)))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn random_number_text_parses_exactly_as_the_reference_or_is_rejected(
+            text in "[ ]{0,1}[+-]{0,1}[0-9]{0,45}[.]{0,1}[0-9]{0,45}([eE][+-]{0,1}[0-9]{0,25}){0,1}[ ]{0,1}|[0-9.eE+-]{0,12}"
+        ) {
+            let got = Decimal::parse(text.as_bytes());
+            match reference(&text) {
+                None => proptest::prop_assert_eq!(got, Err(NumberError::NotANumber), "{:?}", text),
+                Some(None) => proptest::prop_assert!(
+                    matches!(got, Err(NumberError::TooLarge | NumberError::TooPrecise)),
+                    "{:?}: {:?}", text, got
+                ),
+                Some(Some((mantissa, scale))) => {
+                    proptest::prop_assert_eq!(got, Ok(Decimal { mantissa, scale }), "{:?}", text)
+                }
+            }
+        }
     }
 
     #[test]

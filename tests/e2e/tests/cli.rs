@@ -337,7 +337,12 @@ fn run_limited(args: &[&str], cwd: &std::path::Path) -> (bool, String, u64) {
         .unwrap();
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak = 0u64;
+    let started = std::time::Instant::now();
     let status = loop {
+        if started.elapsed() > std::time::Duration::from_secs(300) {
+            let _ = child.kill();
+            panic!("fanfold {args:?} still running after 300 s: a hang");
+        }
         if let Ok(s) = std::fs::read_to_string(&status_file) {
             if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
                 let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
@@ -494,5 +499,46 @@ fn the_input_replaced_during_a_run_is_never_mixed_into_one_result() {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains("a.csv changed after the job started"), "{err}");
         assert!(!dir.path().join("mixed/summary.json").exists());
+    }
+}
+
+/// Seconds and peak bytes of `fanfold run FILE --chunk-size C`.
+fn timed_run(file: &std::path::Path, chunk: &str, cwd: &std::path::Path) -> (f64, u64) {
+    let t = std::time::Instant::now();
+    let (ok, err, peak) = run_limited(&["run", file.to_str().unwrap(), "--out", "timed", "--chunk-size", chunk], cwd);
+    assert!(ok, "{err}");
+    (t.elapsed().as_secs_f64(), peak)
+}
+
+/// README promises chunk sizes down to 1 byte with work O(file + longest
+/// record). Benchmark-style: four times the input at the same tiny chunk
+/// size costs about four times the time and at most four times the memory,
+/// never sixteen (measured as ratios in the same run). Before: every 1-byte
+/// chunk read 256 KiB, and a long quoted field at 64-byte chunks hung (its
+/// rescans were dropped while the plan held its lease).
+#[test]
+fn tiny_chunks_cost_linear_time_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = gen_bmat(dir.path(), "big.csv", "300kB", 5);
+    let text = std::fs::read(&big).unwrap();
+    let cut = text[..text.len() / 4].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let small = dir.path().join("small.csv");
+    std::fs::write(&small, &text[..cut]).unwrap();
+    // One quoted field of 2 MB and of 8 MB, at 64-byte chunks.
+    let field = |name: &str, n: usize| {
+        let p = dir.path().join(name);
+        let mut v = b"Song,Date,Number of Plays\n\"".to_vec();
+        v.resize(v.len() + n, b'x');
+        v.extend_from_slice(b"\",2020-01-01,1\nb,2020-01-02,2\n");
+        std::fs::write(&p, v).unwrap();
+        p
+    };
+    let (f_small, f_big) = (field("f2.csv", 2_000_000), field("f8.csv", 8_000_000));
+    for (what, a, b, chunk) in [("rows", &small, &big, "1"), ("one field", &f_small, &f_big, "64")] {
+        let (t1, m1) = timed_run(a, chunk, dir.path());
+        let (t4, m4) = timed_run(b, chunk, dir.path());
+        eprintln!("{what} at chunk size {chunk}: x1 {t1:.2} s {m1} B, x4 {t4:.2} s {m4} B");
+        assert!(t4 / t1 < 8.0, "{what}: 4x the input took {:.1}x the time", t4 / t1);
+        assert!((m4 as f64) / (m1 as f64) < 8.0, "{what}: 4x the input took {:.1}x the memory", m4 as f64 / m1 as f64);
     }
 }

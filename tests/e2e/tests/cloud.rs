@@ -239,7 +239,7 @@ fn a_rejected_input_fails_the_job_with_line_byte_and_column() {
     let out = dir.path().join("cloud");
     let run = cloud_local(&fixture("bad-number.csv"), &out, None, &[]);
     assert!(!run.ok);
-    assert!(run.stdout.contains(" FAILED"), "{}", run.stdout);
+    assert!(run.stdout.contains(" FAILED"), "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("error: line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number"),
         "{}",

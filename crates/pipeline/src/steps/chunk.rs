@@ -19,12 +19,22 @@ thread_local! {
 /// 8 MiB reads cost ~9% more CPU on the zipf benchmark.
 const READ_BUF: usize = 256 * 1024;
 
+/// What a chunk's first read asks for beyond the chunk's end: most records
+/// that straddle it end within this, and a tiny chunk reads a little more
+/// than itself instead of a whole [`READ_BUF`] (which made a file cut into
+/// a million 1-byte chunks read 250 GB).
+const FIRST_READ_SLACK: usize = 4096;
+
 impl Pipeline {
     /// Scans one chunk, stores its partial, marks it done, and dispatches
     /// the plan if it completed the chunk count.
     pub fn run_chunk(&self, id: &str, range: ChunkRange, state: StartState) -> Result<(), PipelineError> {
         let job = self.job(id)?;
-        if job.status != Status::Running {
+        // MERGING without a range plan: the plan is walking the chunks and
+        // sends rescans of the ones that guessed wrong as it goes (a rescan
+        // dropped here was never sent again, and the job hung).
+        let planning = job.status == Status::Merging && job.range_count == 0;
+        if job.status != Status::Running && !planning {
             return Ok(()); // finished, failed or cancelled meanwhile: nothing to do
         }
         let head = job.head.as_ref().ok_or_else(|| PipelineError::Invalid("running job without a head".into()))?;
@@ -41,6 +51,7 @@ impl Pipeline {
         let mut next = scanner.position(); // next byte to request
         let mut window_end = 0u64;
         let mut reader: Option<Box<dyn Read + Send>> = None;
+        let mut want = (range.end.saturating_sub(next) as usize).saturating_add(FIRST_READ_SLACK).min(READ_BUF);
         let mut cancel = CancelCheck::new();
         while !scanner.is_done() {
             if cancel.due() && self.stopped(id)? {
@@ -58,7 +69,8 @@ impl Pipeline {
                     reader =
                         Some(self.input.get_range_of(&job.source.key, &job.source.etag, next, Some(window_end))?);
                 }
-                let to = buf.len().min(filled + READ_BUF);
+                let to = buf.len().min(filled + want);
+                want = (want * 2).min(READ_BUF);
                 let got = reader.as_mut().expect("opened").read(&mut buf[filled..to]).map_err(StoreError::Io)?;
                 if got == 0 {
                     return Err(PipelineError::Invalid(format!("object ended at byte {next}, expected {size} bytes")));

@@ -111,7 +111,17 @@ impl Pipeline {
         if rescans > 0 || !again.is_empty() {
             tracing::info!(job = id, chunks = rescans + again.len() as u64, "chunks to scan again before the merge");
             self.jobs.release_lease(id, owner)?;
-            return self.dispatch_all(again);
+            self.dispatch_all(again)?;
+            // Rescans sent mid-walk may all have finished while we held the
+            // lease: the plan each last one sent found the lease taken and
+            // stopped. Without this the job waited for the sweeper (locally:
+            // forever). A second plan besides one a rescan sends after the
+            // release is harmless: the lease lets one of them through.
+            let now = self.job(id)?;
+            if now.status == Status::Running && now.chunks_done == now.chunk_count {
+                self.dispatcher.dispatch(vec![Task::Plan { job: id.to_string() }])?;
+            }
+            return Ok(());
         }
         if let Some(a) = overflow {
             let e = EngineError::SumOverflow { aggregate: compiled.aggs[a].name.clone() };
