@@ -37,7 +37,11 @@ def main(template_path, stack_name):
               "AWS::StackName": stack_name, "AWS::URLSuffix": "amazonaws.com"}
 
     with open(template_path) as f:
-        processed = transform(yaml_parse(f.read()), dict(params), NoManagedPolicies())
+        template = yaml_parse(f.read())
+    for name, p in template.get("Parameters", {}).items():
+        if name not in params and "Default" in p:
+            params[name] = str(p["Default"])  # a parameter left at its default
+    processed = transform(template, dict(params), NoManagedPolicies())
 
     def physical(logical):
         d = cfn.describe_stack_resource(StackName=stack_name, LogicalResourceId=logical)

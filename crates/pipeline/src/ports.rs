@@ -46,10 +46,11 @@ impl StoreError {
         match self {
             StoreError::NotFound(_) | StoreError::InvalidKey { .. } | StoreError::Changed { .. } => false,
             // What a retry cannot change: the same request fails the same way.
+            // (Not NotFound: a local file can be missing for a moment while a
+            // concurrent step renames or cleans up around it.)
             StoreError::Io(e) => !matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound
-                    | std::io::ErrorKind::NotADirectory
+                std::io::ErrorKind::NotADirectory
                     | std::io::ErrorKind::IsADirectory
                     | std::io::ErrorKind::PermissionDenied
                     | std::io::ErrorKind::InvalidInput
