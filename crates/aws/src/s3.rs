@@ -50,50 +50,7 @@ impl S3Store {
         let req = self.client.put_object().bucket(&self.bucket).key(key).presigned(presigning(secs)?);
         Ok(self.rt.block_on(req).map_err(|e| sdk_error("presign PUT", e))?.uri().to_string())
     }
-}
 
-fn presigning(secs: u64) -> Result<aws_sdk_s3::presigning::PresigningConfig, StoreError> {
-    aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(secs))
-        .map_err(|e| StoreError::Other { message: e.to_string(), retryable: false })
-}
-
-/// Streams an S3 body as `Read`.
-struct Body {
-    stream: ByteStream,
-    chunk: bytes_buf::Chunk,
-    rt: Handle,
-}
-
-mod bytes_buf {
-    /// The current piece of the body and how much of it was read.
-    #[derive(Default)]
-    pub struct Chunk {
-        pub data: Vec<u8>,
-        pub at: usize,
-    }
-}
-
-impl Read for Body {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.at == self.chunk.data.len() {
-            match self.rt.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(b)) => {
-                    self.chunk.data.clear();
-                    self.chunk.data.extend_from_slice(&b);
-                    self.chunk.at = 0;
-                }
-                Some(Err(e)) => return Err(io::Error::other(e)),
-            }
-        }
-        let n = out.len().min(self.chunk.data.len() - self.chunk.at);
-        out[..n].copy_from_slice(&self.chunk.data[self.chunk.at..self.chunk.at + n]);
-        self.chunk.at += n;
-        Ok(n)
-    }
-}
-
-impl S3Store {
     /// A ranged GET, of the version `etag` only when given (`If-Match`; S3
     /// answers 412 Precondition Failed for another version).
     fn get(
@@ -141,6 +98,47 @@ impl S3Store {
                 Err(sdk_error("S3 GetObject", e))
             }
         }
+    }
+}
+
+fn presigning(secs: u64) -> Result<aws_sdk_s3::presigning::PresigningConfig, StoreError> {
+    aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(secs))
+        .map_err(|e| StoreError::Other { message: e.to_string(), retryable: false })
+}
+
+/// Streams an S3 body as `Read`.
+struct Body {
+    stream: ByteStream,
+    chunk: bytes_buf::Chunk,
+    rt: Handle,
+}
+
+mod bytes_buf {
+    /// The current piece of the body and how much of it was read.
+    #[derive(Default)]
+    pub struct Chunk {
+        pub data: Vec<u8>,
+        pub at: usize,
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.at == self.chunk.data.len() {
+            match self.rt.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => {
+                    self.chunk.data.clear();
+                    self.chunk.data.extend_from_slice(&b);
+                    self.chunk.at = 0;
+                }
+                Some(Err(e)) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = out.len().min(self.chunk.data.len() - self.chunk.at);
+        out[..n].copy_from_slice(&self.chunk.data[self.chunk.at..self.chunk.at + n]);
+        self.chunk.at += n;
+        Ok(n)
     }
 }
 

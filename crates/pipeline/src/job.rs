@@ -66,10 +66,7 @@ impl JobError {
 }
 
 fn clipped(m: String) -> String {
-    match fanfold_engine::clip(&m, MAX_ERROR_BYTES) {
-        std::borrow::Cow::Borrowed(_) => m,
-        std::borrow::Cow::Owned(c) => c,
-    }
+    fanfold_engine::clip(&m, MAX_ERROR_BYTES).into_owned()
 }
 
 /// What a finished job produced.
@@ -180,6 +177,12 @@ impl Job {
                 && id.len() <= 64
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+    }
+
+    /// MERGING without a range plan: a planner holds (or held) the lease
+    /// and walks the chunks; rescans of chunks it reopened run meanwhile.
+    pub fn planning(&self) -> bool {
+        self.status == Status::Merging && self.range_count == 0
     }
 
     /// A count that grows with every step a job takes and never falls:

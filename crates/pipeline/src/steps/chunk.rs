@@ -30,11 +30,10 @@ impl Pipeline {
     /// the plan if it completed the chunk count.
     pub fn run_chunk(&self, id: &str, range: ChunkRange, state: StartState) -> Result<(), PipelineError> {
         let job = self.job(id)?;
-        // MERGING without a range plan: the plan is walking the chunks and
-        // sends rescans of the ones that guessed wrong as it goes (a rescan
-        // dropped here was never sent again, and the job hung).
-        let planning = job.status == Status::Merging && job.range_count == 0;
-        if job.status != Status::Running && !planning {
+        // While the plan walks the chunks it sends rescans of the ones that
+        // guessed wrong (a rescan dropped here was never sent again, and the
+        // job hung).
+        if job.status != Status::Running && !job.planning() {
             return Ok(()); // finished, failed or cancelled meanwhile: nothing to do
         }
         let head = job.head.as_ref().ok_or_else(|| PipelineError::Invalid("running job without a head".into()))?;

@@ -27,7 +27,7 @@ impl Pipeline {
         let job = self.job(id)?;
         let ready = match job.status {
             Status::Running => job.chunks_done == job.chunk_count,
-            Status::Merging => job.range_count == 0, // a planner that died
+            Status::Merging => job.planning(), // a planner that died
             _ => false,
         };
         if !ready {
