@@ -38,6 +38,7 @@ mod key;
 pub mod number;
 mod output;
 pub mod partial;
+pub mod pieces;
 mod plan;
 pub mod sample;
 mod scan;

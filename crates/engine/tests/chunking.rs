@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 mod common;
 
-use common::run;
+use common::{run, run_in_pieces, scan_chunk};
 use fanfold_engine::*;
 use proptest::prelude::*;
 
@@ -147,6 +147,32 @@ proptest! {
         let chunked = run(&csv, &spec(), chunk).unwrap();
         prop_assert_eq!(String::from_utf8_lossy(&chunked), String::from_utf8_lossy(&want));
     }
+
+    /// A chunk scanned in pieces on several threads (a worker with several
+    /// vCPUs) reports exactly what the chunk scanned whole reports, and its
+    /// partial is the same bytes, from any start state.
+    #[test]
+    fn a_chunk_in_pieces_is_the_chunk(csv in csv_file(), chunk in 1u64..64, pieces in 2usize..7) {
+        let mut skip = spec();
+        skip.on_bad_row = OnBadRow::Skip;
+        for spec in [spec(), skip] {
+            let head = read_head(&csv, csv.len() as u64, &spec.csv).unwrap().unwrap();
+            let compiled = head.compile(&spec).unwrap();
+            for range in plan_chunks(head.data_start, csv.len() as u64, chunk) {
+                // Wrong states too: their bad rows and samples must match as well.
+                for state in [StartState::Guess, StartState::Known(false), StartState::Known(true)] {
+                    let whole = scan_slice(&compiled, &head, range, &csv, state);
+                    let cut = scan_chunk(&compiled, &head, range, &csv, state, pieces);
+                    prop_assert_eq!(&cut.0, &whole.0, "chunk {:?} from {:?}", range, state);
+                    prop_assert!(cut.1 == whole.1, "chunk {:?} from {:?}: partials differ", range, state);
+                }
+            }
+        }
+        let spec = spec();
+        let want = naive(&csv);
+        let got = run_in_pieces(&csv, &spec, chunk, pieces).unwrap();
+        prop_assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    }
 }
 
 #[test]
@@ -164,8 +190,10 @@ fn the_bmat_example() {
 fn strict_errors_name_line_byte_column_and_value() {
     let csv = b"Song,Date,Number of Plays\nUmbrella,2020-01-02,200\nUmbrella,2020-01-01,patata\n";
     for chunk in 1..=csv.len() as u64 {
-        let e = run(csv, &Spec::default(), chunk).unwrap_err();
-        assert_eq!(e, "line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number");
+        for pieces in [1, 2, 3, 5] {
+            let e = run_in_pieces(csv, &Spec::default(), chunk, pieces).unwrap_err();
+            assert_eq!(e, "line 3 (byte 70): column \"Number of Plays\": \"patata\" is not a number");
+        }
     }
 }
 
@@ -179,7 +207,10 @@ fn other_bad_input_is_named() {
     ];
     for (csv, want) in cases {
         for chunk in 1..=csv.len() as u64 {
-            assert_eq!(run(csv, &Spec::default(), chunk).unwrap_err(), want, "chunk {chunk}");
+            for pieces in [1, 2, 3] {
+                let got = run_in_pieces(csv, &Spec::default(), chunk, pieces).unwrap_err();
+                assert_eq!(got, want, "chunk {chunk}, {pieces} pieces");
+            }
         }
     }
 }
@@ -232,5 +263,8 @@ fn large_chunks_with_awkward_key_distributions() {
             let got = run(csv.as_bytes(), &spec, chunk).unwrap();
             assert_eq!(String::from_utf8(got).unwrap(), expect, "shape {n} chunk {chunk}");
         }
+        // Pieces big enough that each builds its own partition router.
+        let got = run_in_pieces(csv.as_bytes(), &spec, csv.len() as u64, 3).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), expect, "shape {n} in 3 pieces");
     }
 }

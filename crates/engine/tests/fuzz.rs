@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::run;
+use common::{run, run_in_pieces};
 use fanfold_engine::Spec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -163,6 +163,15 @@ fn random_csv_agrees_with_rust_csv_at_every_chunk_size() {
             for c in [1, 2, 3, chunk] {
                 prop_assert_eq!(&run(&csv, &spec, c), &whole, "chunk size {}", c);
             }
+            for (c, pieces) in [(1 << 30, 2), (1 << 30, 5), (chunk, 3)] {
+                prop_assert_eq!(
+                    &run_in_pieces(&csv, &spec, c, pieces),
+                    &whole,
+                    "chunk size {} in {} pieces",
+                    c,
+                    pieces
+                );
+            }
             match &whole {
                 Ok(out) => {
                     let want = oracle(&csv);
@@ -186,6 +195,9 @@ fn random_csv_agrees_with_rust_csv_at_every_chunk_size() {
 #[test]
 fn random_bytes_never_panic_and_do_not_depend_on_the_chunking() {
     let spec = Spec::from_json(r#"{"csv":{"header":false},"group_by":[1],"aggregates":[{"op":"count"}]}"#).unwrap();
+    let skip =
+        Spec::from_json(r#"{"csv":{"header":false},"group_by":[1],"aggregates":[{"op":"count"}],"on_bad_row":"skip"}"#)
+            .unwrap();
     let bytes = proptest::collection::vec(
         prop_oneof![Just(b'"'), Just(b','), Just(b'\n'), Just(b'\r'), Just(0u8), Just(0xff), Just(b'a'), any::<u8>()],
         1..200,
@@ -196,6 +208,12 @@ fn random_bytes_never_panic_and_do_not_depend_on_the_chunking() {
             let whole = run(&csv, &spec, 1 << 30);
             prop_assert_eq!(&run(&csv, &spec, chunk), &whole);
             prop_assert_eq!(&run(&csv, &spec, 1), &whole);
+            prop_assert_eq!(&run_in_pieces(&csv, &spec, 1 << 30, 4), &whole);
+            // Skip mode: bad rows are counted and sampled, never a different result.
+            let whole = run(&csv, &skip, 1 << 30);
+            prop_assert_eq!(&run(&csv, &skip, chunk), &whole);
+            prop_assert_eq!(&run_in_pieces(&csv, &skip, 1 << 30, 3), &whole);
+            prop_assert_eq!(&run_in_pieces(&csv, &skip, chunk, 2), &whole);
             Ok(())
         })
         .unwrap();
