@@ -55,6 +55,11 @@ enum Command {
         /// result files for every chunk size and worker count.
         #[arg(long, value_parser = parse_size, default_value = "128MiB")]
         range_bytes: u64,
+        /// Threads that scan one chunk, each a piece of it, as a Lambda
+        /// worker with several vCPUs does (the result is the same; locally
+        /// the workers already scan a chunk per core).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+        scan_threads: u64,
     },
     /// Simulate a job of SIZE on AWS Lambda: chunks, waves, key ranges, requests, wall time, dollars.
     Plan {
@@ -133,8 +138,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, spec, out, chunk_size, workers, range_bytes } => {
-            run(file, spec, out, chunk_size, workers, range_bytes)
+        Command::Run { file, spec, out, chunk_size, workers, range_bytes, scan_threads } => {
+            run(file, spec, out, chunk_size, workers, range_bytes, scan_threads as usize)
         }
         Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
         Command::Serve { data, addr, token, spec, chunk_size, workers, max_connections, header_timeout } => {
@@ -272,9 +277,16 @@ fn run(
     chunk_size: Option<u64>,
     workers: Option<u64>,
     range_bytes: u64,
+    scan_threads: usize,
 ) -> Result<ExitCode> {
     let spec = read_spec(spec)?;
-    let mut opts = RunOptions { out_dir: out, even_waves: chunk_size.is_none(), range_bytes, ..RunOptions::default() };
+    let mut opts = RunOptions {
+        out_dir: out,
+        even_waves: chunk_size.is_none(),
+        range_bytes,
+        scan_threads,
+        ..RunOptions::default()
+    };
     if let Some(c) = chunk_size {
         opts.chunk_size = c;
     }

@@ -14,7 +14,10 @@
 //! `DISPATCH_SECONDS` (a dispatcher's lease, and how long a split, a
 //! dispatch or an unstarted reducer may take before the sweeper repairs it),
 //! `STALE_SECONDS`, `MAX_SWEEPS`, `DEFAULT_SPEC` (JSON; default: the BMAT
-//! job) and, for tests only, `FANFOLD_FAULTS` (see [`faults`]).
+//! job), `SCAN_THREADS` (default: one per 1,769 MB of the function's memory,
+//! Lambda's vCPU share), `READ_STREAMS` (ranged GETs in flight per scan
+//! thread, default 4) and `READ_BLOCK` (bytes per GET, default 8 MiB), and,
+//! for tests only, `FANFOLD_FAULTS` (see [`faults`]).
 
 pub mod faults;
 mod handlers;
@@ -37,6 +40,13 @@ pub struct Deps {
     pub default_spec: Spec,
     pub sweep: SweepPolicy,
     pub faults: faults::Faults,
+}
+
+/// The vCPUs Lambda gives the function: one per 1,769 MB of memory
+/// (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; 10,240 MB is six).
+fn vcpus() -> usize {
+    let mb: f64 = env_or("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1769.0);
+    (mb / 1769.0).round().max(1.0) as usize
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -86,6 +96,9 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
             lease_ms: env_or("LEASE_SECONDS", 900u64) * 1000,
             dispatch_lease_ms: dispatch_ms,
             bucket,
+            scan_threads: env_or("SCAN_THREADS", vcpus()).max(1),
+            read_streams: env_or("READ_STREAMS", 4usize).max(1),
+            read_block: env_or("READ_BLOCK", 8u64 << 20).max(1),
             ..Config::default()
         },
         faults: faults.any().then(|| Arc::new(faults.clone()) as Arc<dyn fanfold_pipeline::FaultPoints>),

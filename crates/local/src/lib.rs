@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub out_dir: Option<PathBuf>,
     /// Estimated result bytes per key range (see `Config::range_bytes`).
     pub range_bytes: u64,
+    /// Threads that scan one chunk (see `Config::scan_threads`).
+    pub scan_threads: usize,
 }
 
 impl Default for RunOptions {
@@ -50,6 +52,7 @@ impl Default for RunOptions {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             out_dir: None,
             range_bytes: Config::default().range_bytes,
+            scan_threads: Config::default().scan_threads,
         }
     }
 }
@@ -129,6 +132,7 @@ pub fn run_file(
             chunk_size: chunk_size(meta.len(), opts),
             bucket,
             range_bytes: opts.range_bytes.max(1),
+            scan_threads: opts.scan_threads.max(1),
             ..Config::default()
         },
         faults: None,
@@ -168,6 +172,7 @@ mod chunk_tests {
             even_waves,
             out_dir: None,
             range_bytes: 1 << 20,
+            scan_threads: 1,
         };
         for (size, workers, want) in [(1_000_000_000u64, 2usize, 16u64), (1_000_000_000, 3, 15), (1_000_000_000, 4, 16)]
         {

@@ -106,6 +106,17 @@ pub struct Config {
     pub dispatch_budget_ms: u64,
     /// Bytes read per request beyond a chunk's end before asking for more.
     pub read_window: u64,
+    /// Threads that scan one chunk, each a piece of it (a worker with several
+    /// vCPUs: on Lambda, one per 1,769 MB of memory). 1 locally, where the
+    /// worker pool already scans a chunk per core.
+    pub scan_threads: usize,
+    /// A chunk is cut into pieces of at least this many bytes.
+    pub min_piece: u64,
+    /// Ranged GETs in flight per scanned range (chunk or piece), each of
+    /// `read_block` bytes: one S3 stream seldom fills a function's network.
+    /// 1: one GET per window (a local file).
+    pub read_streams: usize,
+    pub read_block: u64,
     /// Bucket name recorded in the source (and hashed into job ids).
     pub bucket: String,
     /// Threads that merge groups of partials before a reducer's final merge
@@ -132,6 +143,10 @@ impl Default for Config {
             dispatch_lease_ms: 60 * 1000,
             dispatch_budget_ms: 30 * 1000,
             read_window: 8 << 20,
+            scan_threads: 1,
+            min_piece: 16 << 20,
+            read_streams: 1,
+            read_block: 8 << 20,
             bucket: "local".into(),
             merge_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             range_bytes: 128 << 20,

@@ -25,6 +25,7 @@ mod config;
 mod fan_in;
 mod job;
 mod ports;
+mod read_ahead;
 mod sources;
 mod steps;
 

@@ -191,7 +191,7 @@ proptest! {
             r#"{"group_by":["k"],"aggregates":[{"op":"sum","column":"v","as":"s"},{"op":"last","column":"t","as":"l"},{"op":"min","column":"t","as":"m"}]}"#,
         ).unwrap();
         let run = |chunk: u64, workers: usize, range_bytes: u64, out: &str| {
-            let opts = RunOptions { chunk_size: chunk, workers, even_waves: false, out_dir: Some(dir.path().join(out)), range_bytes };
+            let opts = RunOptions { chunk_size: chunk, workers, even_waves: false, out_dir: Some(dir.path().join(out)), range_bytes, scan_threads: 1 };
             let o = run_file(&input, &spec, &opts, |_| {}).unwrap();
             assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
             common::parts(&o.out_dir)
@@ -531,8 +531,14 @@ fn run_csv(
 ) -> Vec<(String, String)> {
     let input = dir.join("skew.csv");
     std::fs::write(&input, csv).unwrap();
-    let opts =
-        RunOptions { chunk_size: chunk, workers: 2, even_waves: false, out_dir: Some(dir.join(out)), range_bytes };
+    let opts = RunOptions {
+        chunk_size: chunk,
+        workers: 2,
+        even_waves: false,
+        out_dir: Some(dir.join(out)),
+        range_bytes,
+        scan_threads: 1,
+    };
     let o = run_file(&input, spec, &opts, |_| {}).unwrap();
     assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
     common::parts(&o.out_dir)
@@ -641,4 +647,114 @@ fn an_input_replaced_during_the_job_fails_it_instead_of_mixing_two_versions() {
     assert!(again.new && again.id != id);
     drain(&p, &q, |_| true);
     assert_eq!(p.jobs.get_job(&again.id).unwrap().unwrap().status, Status::Done);
+}
+
+/// Runs `csv` through a queued pipeline with `config`: the job, its result
+/// rows and its summary without the timings.
+fn run_with_config(csv: &[u8], spec: &Spec, config: Config) -> (Status, Option<String>, String, Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, queue, store) = queued_pipeline(dir.path(), csv, config);
+    let id = p.submit("incoming/in.csv", spec).unwrap().id;
+    drain(&p, &queue, |_| true);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    if job.status != Status::Done {
+        return (job.status, None, String::new(), job.error.map(|e| e.message));
+    }
+    let summary_key = format!("{}summary.json", Layout::default().results(&id));
+    let mut summary: fanfold_pipeline::Summary =
+        serde_json::from_str(&common::read(dir.path().join(summary_key))).unwrap();
+    summary.timings_ms = fanfold_pipeline::Timings { split: 0, dispatch: 0, chunks: 0, merge: 0, total: 0 };
+    summary.source.clear(); // the temporary directory's path
+                            // How many chunks guessed their start wrong depends on how many bytes
+                            // their first read gave the guess (a piece reads less), not the result.
+    summary.chunks_rerun = 0;
+    let out = result_rows(&store, &id);
+    // The job id hashes the file's identity; the rest of the summary must match.
+    (job.status, Some(out), serde_json::to_string(&summary).unwrap().replace(&id, "JOB"), None)
+}
+
+#[test]
+fn a_worker_that_scans_in_pieces_with_several_gets_in_flight_gives_the_same_job() {
+    let catalogue = std::fs::read(common::fixture("catalogue.csv")).unwrap();
+    let catalogue_spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
+    // Long quoted fields full of delimiters and newlines: pieces guess wrong.
+    let mut quoted = String::from("k,v\n");
+    for i in 0..40 {
+        quoted += &format!("\"key{}\",1\n\"x\n{}\",2\n", i % 7, "a,b\n\"\"c\"\",\n".repeat(i % 9));
+    }
+    let sum = Spec::from_json(
+        r#"{"group_by":["k"],"aggregates":[{"op":"sum","column":"v","as":"s"},{"op":"first","column":"v","as":"f"},
+            {"op":"last","column":"v","as":"l"}]}"#,
+    )
+    .unwrap();
+    // Bad rows, skipped: the counts and samples (with their line numbers) must match.
+    let mut bad = String::from("k,v\n");
+    for i in 0..400 {
+        bad += &match i % 37 {
+            0 => format!("k{},x{i}\n", i % 5),
+            1 => "short\n".to_string(),
+            _ => format!("k{},{i}\n", i % 11),
+        };
+    }
+    let mut skip = sum.clone();
+    skip.on_bad_row = fanfold_engine::OnBadRow::Skip;
+    let cases: [(&[u8], &Spec); 5] = [
+        (&catalogue, &catalogue_spec),
+        (quoted.as_bytes(), &sum),
+        (bad.as_bytes(), &skip),
+        // Fail mode: the same error, naming the same line.
+        (bad.as_bytes(), &sum),
+        (b"k,v\n", &sum),
+    ];
+    for (n, (csv, spec)) in cases.iter().enumerate() {
+        for chunk in [1u64 << 30, 97] {
+            let base = Config { chunk_size: chunk, inline_limit: 64, ..Config::default() };
+            let want = run_with_config(csv, spec, base.clone());
+            for (threads, min_piece, streams, block) in [(2, 1, 1, 8), (3, 7, 3, 5), (5, 1, 4, 64), (4, 40, 2, 1)] {
+                let config = Config {
+                    scan_threads: threads,
+                    min_piece,
+                    read_streams: streams,
+                    read_block: block,
+                    ..base.clone()
+                };
+                let got = run_with_config(csv, spec, config);
+                assert_eq!(got, want, "case {n}, chunk {chunk}, {threads} threads, {streams} streams");
+            }
+        }
+        let (status, _, _, error) = run_with_config(csv, spec, Config { chunk_size: 97, ..Config::default() });
+        assert_eq!(status == Status::Done, n != 3, "case {n}: {error:?}");
+    }
+}
+
+#[test]
+fn an_input_replaced_while_pieces_read_ahead_fails_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(common::fixture("catalogue.csv")).unwrap();
+    let config = Config {
+        chunk_size: 1 << 20,
+        scan_threads: 3,
+        min_piece: 64,
+        read_streams: 3,
+        read_block: 16,
+        ..Config::default()
+    };
+    let spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
+    let (p, q, store) = queued_pipeline(dir.path(), &original, config);
+    let id = p.submit("incoming/in.csv", &spec).unwrap().id;
+    let mut changed = None;
+    while let Some(t) = q.pop() {
+        if matches!(t, Task::Chunk { .. }) {
+            let mut other = original.clone();
+            other[original.len() / 2] ^= 1; // same size, another version
+            store.put("incoming/in.csv", &other).unwrap();
+        }
+        if let Err(e) = p.run_task(&t, "w") {
+            assert!(!e.retryable(), "a changed input is not retried: {e}");
+            changed.get_or_insert(e.to_string());
+        }
+    }
+    let msg = changed.expect("a read of the replaced input fails");
+    assert!(msg.contains("incoming/in.csv changed after the job started"), "{msg}");
+    assert_ne!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
 }

@@ -1,13 +1,16 @@
-//! Scan one chunk into its partial.
+//! Scan one chunk into its partial: on one thread, or in pieces on every
+//! core the worker has (`Config::scan_threads`), with a few ranged GETs in
+//! flight per piece (`Config::read_streams`).
 
 use std::io::Read;
 
-use fanfold_engine::{ChunkRange, ChunkScanner, ScanBuffers, StartState};
+use fanfold_engine::{pieces, ChunkRange, ChunkReport, ChunkScanner, Compiled, ScanBuffers, StartState};
 
 use super::{CancelCheck, Pipeline};
 use crate::config::{now_ms, PipelineError};
-use crate::job::{ChunkRecord, PartialRef, Status};
-use crate::ports::{StoreError, Task};
+use crate::job::{ChunkRecord, Job, PartialRef, Status};
+use crate::ports::Task;
+use crate::read_ahead::{store_error, ReadAhead};
 
 thread_local! {
     /// A worker's scan and read buffers, reused from chunk to chunk.
@@ -25,6 +28,9 @@ const READ_BUF: usize = 256 * 1024;
 /// a million 1-byte chunks read 250 GB).
 const FIRST_READ_SLACK: usize = 4096;
 
+/// A scanned range: its report, its run, and the buffers to reuse.
+type Scanned = (ChunkReport, Vec<u8>, ScanBuffers, Vec<u8>);
+
 impl Pipeline {
     /// Scans one chunk, stores its partial, marks it done, and dispatches
     /// the plan if it completed the chunk count.
@@ -39,65 +45,37 @@ impl Pipeline {
         let head = job.head.as_ref().ok_or_else(|| PipelineError::Invalid("running job without a head".into()))?;
         let spec = Self::spec_of(&job)?;
         let compiled = head.compile(&spec)?;
-        let size = job.source.size;
-        let (scan_buffers, mut buf) = BUFFERS.with(|b| b.take());
-        let mut scanner =
-            ChunkScanner::with_buffers(&compiled, range, size, range.start == head.data_start, state, scan_buffers);
-        if buf.len() < READ_BUF {
-            buf.resize(READ_BUF, 0);
-        }
-        let mut filled = 0usize;
-        let mut next = scanner.position(); // next byte to request
-        let mut window_end = 0u64;
-        let mut reader: Option<Box<dyn Read + Send>> = None;
-        let mut want = (range.end.saturating_sub(next) as usize).saturating_add(FIRST_READ_SLACK).min(READ_BUF);
-        let mut cancel = CancelCheck::new();
-        while !scanner.is_done() {
-            if cancel.due() && self.stopped(id)? {
-                tracing::info!(job = id, chunk = range.index, "job stopped; abandoning the chunk");
+        let first = range.start == head.data_start;
+        let cut = pieces::cut(range, self.config.scan_threads, self.config.min_piece);
+        let (report, run, buffers) = if cut.len() == 1 {
+            let buffers = BUFFERS.with(|b| b.take());
+            let Some((report, run, scan_buffers, buf)) =
+                self.scan_range(&job, &compiled, range, first, state, buffers)?
+            else {
+                return Ok(()); // the job stopped
+            };
+            (report, run, Some((scan_buffers, buf)))
+        } else {
+            let Some((report, run)) = self.scan_pieces(&job, &compiled, range, &cut, first, state)? else {
                 return Ok(());
-            }
-            if next < size {
-                if filled == buf.len() {
-                    // A record longer than the buffer: grow (doubling keeps it O(record)).
-                    let n = buf.len() * 2;
-                    buf.resize(n, 0);
-                }
-                if reader.is_none() {
-                    window_end = (range.end.max(next) + self.config.read_window).min(size);
-                    reader =
-                        Some(self.input.get_range_of(&job.source.key, &job.source.etag, next, Some(window_end))?);
-                }
-                let to = buf.len().min(filled + want);
-                want = (want * 2).min(READ_BUF);
-                let got = reader.as_mut().expect("opened").read(&mut buf[filled..to]).map_err(StoreError::Io)?;
-                if got == 0 {
-                    return Err(PipelineError::Invalid(format!("object ended at byte {next}, expected {size} bytes")));
-                }
-                next += got as u64;
-                filled += got;
-                if next >= window_end {
-                    reader = None;
-                }
-            }
-            let consumed = scanner.feed(&buf[..filled]);
-            buf.copy_within(consumed..filled, 0);
-            filled -= consumed;
-            if next >= size && !scanner.is_done() && consumed == 0 {
-                return Err(PipelineError::Invalid("chunk scan stalled at the end of the object".into()));
-            }
-        }
-        drop(reader);
-        let (report, run, mut scan_buffers) = scanner.finish_with_buffers();
+            };
+            (report, run, None)
+        };
         let key = self.layout.partial(id, range.index, state);
+        let mut reuse = None;
         let partial = if run.len() <= self.config.inline_limit {
             PartialRef::Inline(run)
         } else {
             self.output.put(&key, &run)?;
-            scan_buffers.run = run;
+            reuse = Some(run);
             PartialRef::Object(key.clone())
         };
-        BUFFERS.with(|b| *b.borrow_mut() = (scan_buffers, buf));
+        if let Some((mut scan_buffers, buf)) = buffers {
+            if let Some(run) = reuse {
+                scan_buffers.run = run;
+            }
+            BUFFERS.with(|b| *b.borrow_mut() = (scan_buffers, buf));
+        }
         let spilled = matches!(partial, PartialRef::Object(_));
         let rows = report.rows;
         if !self.jobs.put_chunk(id, &ChunkRecord::new(report, partial, state))? {
@@ -118,4 +96,136 @@ impl Pipeline {
         }
         Ok(())
     }
+
+    /// Scans `range` in `cut`'s pieces, one thread each (a piece is read and
+    /// scanned exactly as a chunk is), rescans the pieces whose guessed start
+    /// state the chain contradicts, and joins them into the chunk's report
+    /// and partial (`fanfold_engine::pieces`: the same bytes as one scan).
+    /// Memory: each piece's scan buffers and run, then the joined run.
+    fn scan_pieces(
+        &self,
+        job: &Job,
+        compiled: &Compiled,
+        range: ChunkRange,
+        cut: &[ChunkRange],
+        first: bool,
+        state: StartState,
+    ) -> Result<Option<(ChunkReport, Vec<u8>)>, PipelineError> {
+        let scan = |i: usize, from: StartState| {
+            let scanned = self.scan_range(job, compiled, cut[i], first && i == 0, from, Default::default())?;
+            Ok::<_, PipelineError>(scanned.map(|(report, run, ..)| (report, run)))
+        };
+        let starts: Vec<(usize, StartState)> =
+            (0..cut.len()).map(|i| (i, if i == 0 { state } else { StartState::Guess })).collect();
+        let Some(mut scanned) = on_threads(&starts, scan)? else { return Ok(None) };
+        let reports: Vec<ChunkReport> = scanned.iter().map(|s| s.0.clone()).collect();
+        let wrong: Vec<(usize, StartState)> =
+            pieces::wrong_guesses(&reports).into_iter().map(|(i, s)| (i, StartState::Known(s))).collect();
+        if !wrong.is_empty() {
+            tracing::info!(
+                job = job.id,
+                chunk = range.index,
+                pieces = wrong.len(),
+                "rescanning pieces that guessed wrong"
+            );
+            let Some(again) = on_threads(&wrong, scan)? else { return Ok(None) };
+            for ((i, _), s) in wrong.iter().zip(again) {
+                scanned[*i] = s;
+            }
+        }
+        Ok(Some(pieces::join(compiled, range, scanned, Vec::new())?))
+    }
+
+    /// Reads and scans one range (a chunk or a piece of one) from the input,
+    /// at the version the job was planned on; `None` when the job stopped.
+    fn scan_range(
+        &self,
+        job: &Job,
+        compiled: &Compiled,
+        range: ChunkRange,
+        first: bool,
+        state: StartState,
+        (scan_buffers, mut buf): (ScanBuffers, Vec<u8>),
+    ) -> Result<Option<Scanned>, PipelineError> {
+        let (id, size) = (&job.id, job.source.size);
+        let (key, etag) = (&job.source.key, &job.source.etag);
+        let mut scanner = ChunkScanner::with_buffers(compiled, range, size, first, state, scan_buffers);
+        if buf.len() < READ_BUF {
+            buf.resize(READ_BUF, 0);
+        }
+        let mut filled = 0usize;
+        let mut next = scanner.position(); // next byte to request
+        let mut window_end = 0u64;
+        let mut reader: Option<Box<dyn Read + Send>> = None;
+        let mut want = (range.end.saturating_sub(next) as usize).saturating_add(FIRST_READ_SLACK).min(READ_BUF);
+        let mut cancel = CancelCheck::new();
+        while !scanner.is_done() {
+            if cancel.due() && self.stopped(id)? {
+                tracing::info!(job = id, chunk = range.index, "job stopped; abandoning the chunk");
+                return Ok(None);
+            }
+            if next < size {
+                if filled == buf.len() {
+                    // A record longer than the buffer: grow (doubling keeps it O(record)).
+                    let n = buf.len() * 2;
+                    buf.resize(n, 0);
+                }
+                if reader.is_none() {
+                    let streams = self.config.read_streams;
+                    if streams > 1 && range.end.saturating_sub(next) > self.config.read_block {
+                        // The range itself with several GETs in flight; what
+                        // lies past its end (the end of its last record) with one.
+                        window_end = range.end;
+                        let input = self.input.clone();
+                        let block = self.config.read_block;
+                        reader = Some(Box::new(ReadAhead::new(input, key, etag, (next, window_end), streams, block)));
+                    } else {
+                        window_end = (range.end.max(next) + self.config.read_window).min(size);
+                        reader = Some(self.input.get_range_of(key, etag, next, Some(window_end))?);
+                    }
+                }
+                let to = buf.len().min(filled + want);
+                want = (want * 2).min(READ_BUF);
+                let got = reader.as_mut().expect("opened").read(&mut buf[filled..to]).map_err(store_error)?;
+                if got == 0 {
+                    return Err(PipelineError::Invalid(format!("object ended at byte {next}, expected {size} bytes")));
+                }
+                next += got as u64;
+                filled += got;
+                if next >= window_end {
+                    reader = None;
+                }
+            }
+            let consumed = scanner.feed(&buf[..filled]);
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+            if next >= size && !scanner.is_done() && consumed == 0 {
+                return Err(PipelineError::Invalid("chunk scan stalled at the end of the object".into()));
+            }
+        }
+        drop(reader);
+        let (report, run, scan_buffers) = scanner.finish_with_buffers();
+        Ok(Some((report, run, scan_buffers, buf)))
+    }
+}
+
+/// Runs `f` on each item on its own thread; the first error wins, and
+/// `None` from any (the job stopped) makes the whole `None`.
+fn on_threads<T: Send>(
+    items: &[(usize, StartState)],
+    f: impl Fn(usize, StartState) -> Result<Option<T>, PipelineError> + Sync,
+) -> Result<Option<Vec<T>>, PipelineError> {
+    let results: Vec<Result<Option<T>, PipelineError>> = std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items.iter().map(|&(i, st)| s.spawn(move || f(i, st))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        match r? {
+            Some(t) => out.push(t),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
 }
