@@ -96,13 +96,7 @@ impl Read for ReadAhead {
 /// The store's own error when a read failed with one (a replaced object
 /// stays [`StoreError::Changed`], which is not retried), else `Io`.
 pub fn store_error(e: io::Error) -> StoreError {
-    if e.get_ref().is_some_and(|inner| inner.is::<StoreError>()) {
-        match e.into_inner().map(|inner| inner.downcast::<StoreError>()) {
-            Some(Ok(store)) => return *store,
-            _ => unreachable!("checked just above"),
-        }
-    }
-    StoreError::Io(e)
+    e.downcast::<StoreError>().unwrap_or_else(StoreError::Io)
 }
 
 #[cfg(test)]
