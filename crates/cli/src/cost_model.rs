@@ -13,8 +13,10 @@
 //!    invokes per second per unit of concurrency;
 //! 2. the chunk tasks on a pool of concurrent functions that Lambda grows by
 //!    1,000 environments per 10 s ([`RAMP`]) up to the concurrency limit;
-//!    a chunk takes the longer of its ranged read at [`S3_PER_LAMBDA`] and its
-//!    scan at [`SCAN_PER_CORE`] (one thread), plus the PUT of its partial;
+//!    a chunk takes the longer of its ranged reads at [`S3_PER_LAMBDA`] (a
+//!    few GETs in flight, overlapping the scan) and its scan in pieces on
+//!    one thread per vCPU at [`SCAN_PER_CORE`] each, then the join of the
+//!    pieces' partials at [`MERGE_PER_CORE`] and the PUT of its partial;
 //! 3. the plan: paging the chunk records and reading the 64 sample windows;
 //! 4. R reducers (R from the result size, as the pipeline chooses it), each
 //!    opening a slice of every partial (an index GET and a slice GET, or one
@@ -67,6 +69,12 @@ const MAX_SECONDS: f64 = 900.0;
 const FAN_IN: f64 = 256.0;
 /// Bytes of a chunk record besides an inline partial (report, key sketch).
 const RECORD_BYTES: f64 = 1500.0;
+/// Buffers of one piece's read-ahead at the Lambda defaults (READ_STREAMS 4,
+/// READ_BLOCK 8 MiB: at most 2 × 4 + 1 blocks).
+const READ_AHEAD_BYTES: f64 = 9.0 * 8.0 * 1048576.0;
+/// Rows a piece stages before folding them into its groups (the engine's
+/// `FOLD_BYTES`).
+const STAGED_BYTES: f64 = 64.0 * 1048576.0;
 /// Multipart upload part size of the S3 adapter.
 const UPLOAD_PART: f64 = 16.0 * 1048576.0;
 
@@ -209,7 +217,10 @@ pub fn plan(p: &PlanInput) -> Plan {
     let size = p.size as f64;
     let chunk = p.chunk_size.min(p.size).max(1) as f64;
     let chunks = p.size.div_ceil(p.chunk_size.max(1)).max(1);
-    let cpu = (p.memory_mb as f64 / MB_PER_VCPU).min(1.0); // a chunk is scanned on one thread
+    // A worker scans in pieces on one thread per vCPU, as the Lambda
+    // adapter's SCAN_THREADS default: its share of the CPU, at most 6 vCPU.
+    let cpu = (p.memory_mb as f64 / MB_PER_VCPU).min(6.0);
+    let threads = cpu.round().max(1.0);
     let rcpu = (p.reducer_memory_mb as f64 / MB_PER_VCPU).min(6.0);
     let partial_chunk = p.shape.partial_of_chunk(chunk);
     let partials = partial_chunk * chunks as f64;
@@ -219,9 +230,14 @@ pub fn plan(p: &PlanInput) -> Plan {
     // 1–2. Split and scan.
     let split_secs = 0.3;
     let read = chunk / S3_PER_LAMBDA;
-    let scan = chunk / (SCAN_PER_CORE * cpu);
+    let scan_rate = SCAN_PER_CORE * cpu.min(threads);
+    let scan = chunk / scan_rate;
+    // The pieces' partials merged into the chunk's one (one thread).
+    let piece_partial = p.shape.partial_of_chunk(chunk / threads);
+    let join = if threads > 1.0 { threads * piece_partial / MERGE_PER_CORE } else { 0.0 };
     let spilled = partial_chunk > p.inline_limit as f64;
-    let chunk_secs = read.max(scan) + if spilled { GET_LATENCY + partial_chunk / S3_PER_LAMBDA } else { 0.0 } + 0.05;
+    let chunk_secs =
+        read.max(scan) + join + if spilled { GET_LATENCY + partial_chunk / S3_PER_LAMBDA } else { 0.0 } + 0.05;
     let dispatch = |i| dispatch_at(i, chunks, p.concurrency);
     let slices = chunks.div_ceil(fanfold_pipeline::SLICE as u64);
     let dispatch_secs = (0..chunks).map(dispatch).fold(0.0, f64::max);
@@ -231,7 +247,14 @@ pub fn plan(p: &PlanInput) -> Plan {
         "one dispatcher's invokes"
     };
     let scan_end = simulate(chunks, chunk_secs, p.concurrency, |i| split_secs + dispatch(i));
-    let worker_mem = 200e6 + 3.0 * partial_chunk;
+    // The runtime, per piece its read-ahead (4 streams: up to 9 blocks of
+    // 8 MiB), its staged rows (folded every 64 MiB where keys repeat), its
+    // groups and their sorted run, and with several pieces the joined
+    // partial. Measured with `fanfold run --workers 1 --chunk-size 512MB`
+    // (no read-ahead) on the 1 GB files: zipf 424 MB (this gives 357 MB),
+    // bmat 1.26 GB (1.29 GB).
+    let joined = if threads > 1.0 { partial_chunk } else { 0.0 };
+    let worker_mem = 200e6 + threads * (READ_AHEAD_BYTES + STAGED_BYTES + 2.0 * piece_partial) + joined;
     if chunk_secs > MAX_SECONDS {
         refused = Some(format!("a chunk takes {chunk_secs:.0} s, more than Lambda's 900 s: use smaller chunks"));
     } else if worker_mem > p.memory_mb as f64 * 1e6 {
@@ -357,7 +380,7 @@ pub fn plan(p: &PlanInput) -> Plan {
     let (slowest, secs) = phases.iter().copied().fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
     let why = match slowest {
         "the scan" if read > scan => "S3 reads at 75 MB/s per function",
-        "the scan" => "the scan on one vCPU",
+        "the scan" => "the scan's CPU",
         "the reducers" if open_secs > net.max(merge_cpu) => "opening a slice of every partial",
         "the reducers" if net > merge_cpu => "a reducer's 75 MB/s of network",
         "the reducers" => "the merge's CPU",
@@ -367,17 +390,19 @@ pub fn plan(p: &PlanInput) -> Plan {
     let lines = vec![
         format!("input           {} in {} chunks of {}", human(p.size), chunks, human(chunk as u64)),
         format!(
-            "workers         up to {} concurrent at {} MB ({:.2} vCPU for the scan), growing {} per {} s",
-            p.concurrency, p.memory_mb, cpu, RAMP.0, RAMP.1
+            "workers         up to {} concurrent at {} MB ({:.2} vCPU, {} scan threads), growing {} per {} s",
+            p.concurrency, p.memory_mb, cpu, threads, RAMP.0, RAMP.1
         ),
         format!(
-            "per chunk       {:.2} s (read {:.2} s at {:.0} MB/s, scan {:.2} s at {:.0} MB/s), partial {}",
+            "per chunk       {:.2} s (read {:.2} s at {:.0} MB/s, scan {:.2} s at {:.0} MB/s, join {:.2} s), partial {}, worker memory {}",
             chunk_secs,
             read,
             S3_PER_LAMBDA / 1e6,
             scan,
-            SCAN_PER_CORE * cpu / 1e6,
-            human(partial_chunk as u64)
+            scan_rate / 1e6,
+            join,
+            human(partial_chunk as u64),
+            human(worker_mem as u64)
         ),
         format!(
             "split           {split_secs:.1} s; dispatch {slices} slices of up to {} tasks, {INVOKES_PER_S:.0} invokes/s each: last task sent at {dispatch_secs:.1} s (limited by {dispatch_by})",

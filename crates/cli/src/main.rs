@@ -66,19 +66,20 @@ enum Command {
         /// Input size, e.g. 1TB.
         #[arg(value_parser = parse_size)]
         size: u64,
-        #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+        /// Bytes per chunk task (the template's ChunkSize).
+        #[arg(long, value_parser = parse_size, default_value = "512MiB")]
         chunk_size: u64,
         /// Concurrent functions (the account's concurrency limit).
         #[arg(long, default_value_t = 1000)]
         concurrency: u64,
-        /// Worker memory in MB (1769 MB = one vCPU).
+        /// Worker memory in MB (the template's WorkerMemory; 1769 MB = one vCPU).
         #[arg(long, default_value_t = 1769)]
         memory: u64,
-        /// Reducer (finalizer function) memory in MB.
-        #[arg(long, default_value_t = 3538)]
+        /// Reducer memory in MB (the template's FinalizerMemory).
+        #[arg(long, default_value_t = 1024)]
         reducer_memory: u64,
         /// Estimated result bytes per key range (the template's RangeBytes).
-        #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+        #[arg(long, value_parser = parse_size, default_value = "4GiB")]
         range_bytes: u64,
         /// The data's shape: bmat (every row its own group) or zipf (1.9 M groups).
         #[arg(long, value_enum, default_value = "zipf")]

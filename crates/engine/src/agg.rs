@@ -237,6 +237,16 @@ const BLOCK: usize = 64 * 1024;
 /// a cache miss (read for ownership) every other row, which the hardware
 /// prefetcher cannot hide across that many streams.
 const COMBINE: usize = 1024;
+/// Staged bytes after which a chunk's staged rows are folded into tables
+/// of their partitions that live until the chunk ends: a chunk's
+/// memory is then its groups plus this much, not all of its rows. A chunk
+/// of a few tens of MiB never folds and keeps the one reused table.
+const FOLD_BYTES: usize = 64 << 20;
+/// Partitions the first fold tries before it decides whether folding pays.
+const TRIAL_PARTITIONS: usize = 16;
+/// Groups per folded row above which a chunk stops folding (measured on
+/// the `fanfold gen` files: zipf's first 64 MiB of a chunk 0.39, bmat's 1.00).
+const MAX_FOLD_RATIO: f64 = 0.7;
 
 /// Routes keys to partitions so that partition order is key order: keys
 /// below the sample's common prefix go first, keys above it last, and the
@@ -336,6 +346,12 @@ pub struct ScanBuffers {
 /// stay in cache, sorts its groups and appends them to the run. A chunk
 /// with millions of distinct keys thus never probes a table larger than a
 /// few hundred kilobytes, and only one partition's groups are in memory.
+///
+/// A large chunk (a piece of a Lambda worker's 512 MiB chunk) does not keep
+/// all of its rows staged: every [`FOLD_BYTES`] staged, each partition's
+/// staged rows are folded into that partition's own table, in the order
+/// they were staged, so every group sees the same updates in the same order
+/// and the result is the same bytes.
 pub struct GroupTable {
     ops: Vec<AggOp>,
     needs_pos: bool,
@@ -349,6 +365,13 @@ pub struct GroupTable {
     combine: Vec<Vec<u8>>,
     pool: Vec<Vec<u8>>,
     rows: u64,
+    /// Bytes staged since the last fold, and how many make a fold.
+    staged_bytes: usize,
+    fold_bytes: usize,
+    /// Whether the trial fold found repeated keys.
+    folds_pay: bool,
+    /// Each partition's folded groups, once the chunk has folded.
+    folded: Vec<Option<PartTable>>,
 }
 
 /// A partition's aggregation state, reused across partitions.
@@ -364,6 +387,8 @@ struct PartTable {
     inputs: Vec<Input>,
     order: Vec<(Prefix, u32)>,
     overflow: Option<usize>,
+    /// Rows aggregated since the last reset.
+    rows: u64,
 }
 
 impl GroupTable {
@@ -380,6 +405,10 @@ impl GroupTable {
             combine: std::mem::take(&mut buffers.combine),
             pool: std::mem::take(&mut buffers.pool),
             rows: 0,
+            staged_bytes: 0,
+            fold_bytes: FOLD_BYTES,
+            folds_pay: false,
+            folded: Vec::new(),
         }
     }
 
@@ -412,6 +441,10 @@ impl GroupTable {
             let mut block = Vec::with_capacity(need);
             encode_row(&mut block, key, inputs, row, pos, self.needs_pos);
             self.parts[p].push(block);
+            self.staged_bytes += need;
+            if self.staged_bytes >= self.fold_bytes {
+                self.fold();
+            }
         }
     }
 
@@ -426,7 +459,60 @@ impl GroupTable {
             blocks.push(self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK)));
         }
         blocks.last_mut().expect("just ensured").extend_from_slice(staged);
+        self.staged_bytes += staged.len();
         staged.clear();
+        if self.staged_bytes >= self.fold_bytes {
+            self.fold();
+        }
+    }
+
+    /// Folds every partition's staged rows into its own table and returns
+    /// the blocks to the pool.
+    ///
+    /// Only where keys repeat: a partition table costs about three times a
+    /// staged row per group, so a chunk whose keys are nearly all distinct
+    /// (a bmat-like file) would grow, not shrink. The first fold is a trial
+    /// over [`TRIAL_PARTITIONS`] partitions: if they hold more than
+    /// [`MAX_FOLD_RATIO`] groups per row, the chunk stops folding and stages
+    /// the rest as a chunk that never folds does.
+    fn fold(&mut self) {
+        self.staged_bytes = 0;
+        self.folded.resize_with(PARTITIONS, || None);
+        let mut tried = 0;
+        for p in 0..self.parts.len() {
+            if !self.folds_pay && !self.parts[p].is_empty() {
+                tried += 1;
+            }
+            self.fold_partition(p);
+            if !self.folds_pay && tried == TRIAL_PARTITIONS {
+                let (rows, groups) =
+                    self.folded.iter().flatten().fold((0, 0), |(r, g), t| (r + t.rows, g + t.groups()));
+                if groups as f64 > MAX_FOLD_RATIO * rows as f64 {
+                    self.fold_bytes = usize::MAX;
+                    return;
+                }
+                self.folds_pay = true;
+            }
+        }
+    }
+
+    /// Folds partition `p`'s blocks (its write-combining buffer left
+    /// alone) into its table.
+    fn fold_partition(&mut self, p: usize) {
+        let blocks = &mut self.parts[p];
+        if blocks.is_empty() {
+            return;
+        }
+        let t = self.folded[p].get_or_insert_with(|| PartTable::new(&self.ops));
+        for b in blocks.iter() {
+            t.aggregate(b, self.needs_pos);
+        }
+        for mut b in blocks.drain(..) {
+            if b.capacity() == BLOCK {
+                b.clear();
+                self.pool.push(b);
+            }
+        }
     }
 
     fn build_router(&mut self) {
@@ -460,19 +546,7 @@ impl GroupTable {
     /// (key, accumulators, text arena). Returns the index of an aggregate
     /// whose sum overflowed, if any (its overflowing rows are left out).
     pub fn finish(mut self, buffers: &mut ScanBuffers, mut f: impl FnMut(&[u8], &[Acc], &[u8])) -> Option<usize> {
-        let mut t = buffers.table.take().unwrap_or_else(|| PartTable {
-            table: HashTable::new(),
-            hasher: hashbrown::DefaultHashBuilder::default(),
-            key_ends: Vec::new(),
-            keys: Vec::new(),
-            accs: Vec::new(),
-            texts: Vec::new(),
-            template: Vec::new(),
-            scratch: Vec::new(),
-            inputs: Vec::new(),
-            order: Vec::new(),
-            overflow: None,
-        });
+        let mut t = buffers.table.take().unwrap_or_else(|| PartTable::new(&self.ops));
         t.template = self.ops.iter().map(|o| Acc::empty(*o)).collect();
         t.overflow = None;
         if self.router.is_none() {
@@ -482,6 +556,16 @@ impl GroupTable {
         } else {
             for p in 0..self.parts.len() {
                 self.flush(p);
+                if self.folded.get(p).is_some_and(Option::is_some) {
+                    // Its last rows, then its groups.
+                    self.fold_partition(p);
+                    let mut folded = self.folded[p].take().expect("just checked");
+                    if let Some(a) = folded.overflow {
+                        t.overflow.get_or_insert(a);
+                    }
+                    folded.emit(&mut f);
+                    continue;
+                }
                 let blocks = &mut self.parts[p];
                 if blocks.is_empty() {
                     continue;
@@ -599,6 +683,27 @@ fn split_rows(b: &[u8], n_inputs: usize, needs_pos: bool) -> Vec<(usize, usize, 
 }
 
 impl PartTable {
+    fn new(ops: &[AggOp]) -> PartTable {
+        PartTable {
+            table: HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            key_ends: Vec::new(),
+            keys: Vec::new(),
+            accs: Vec::new(),
+            texts: Vec::new(),
+            template: ops.iter().map(|o| Acc::empty(*o)).collect(),
+            scratch: Vec::new(),
+            inputs: Vec::new(),
+            order: Vec::new(),
+            overflow: None,
+            rows: 0,
+        }
+    }
+
+    fn groups(&self) -> u64 {
+        self.key_ends.len() as u64
+    }
+
     fn key(&self, id: usize) -> &[u8] {
         let start = if id == 0 { 0 } else { self.key_ends[id - 1] };
         &self.keys[start..self.key_ends[id]]
@@ -610,6 +715,7 @@ impl PartTable {
         self.keys.clear();
         self.accs.clear();
         self.texts.clear();
+        self.rows = 0;
     }
 
     /// Folds staged rows into the current partition's groups.
@@ -632,6 +738,7 @@ impl PartTable {
             } else {
                 0
             };
+            self.rows += 1;
             let id = self.group(key);
             let accs = &mut self.accs[id * n..(id + 1) * n];
             if n == 1 {
@@ -713,5 +820,74 @@ impl PartTable {
             f(self.key(id), &self.accs[id * n..(id + 1) * n], &self.texts);
         }
         self.order = order;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (key, its values formatted).
+    type Group = (Vec<u8>, Vec<u8>);
+
+    /// Every group of a chunk, and whether it folded.
+    fn groups(rows: &[(u32, i64, String)], fold_bytes: usize) -> (Vec<Group>, bool) {
+        use AggOp::*;
+        let ops = [Count, Sum, Min, Max, Mean, First, Last, Min];
+        let mut buffers = ScanBuffers::default();
+        let mut t = GroupTable::new(&ops, &mut buffers);
+        t.fold_bytes = fold_bytes;
+        for (pos, (k, n, text)) in rows.iter().enumerate() {
+            let key = format!("song {k:06} with a longer name");
+            let num = Input::Num(Decimal { mantissa: *n as i128, scale: 2 });
+            let txt = if text.is_empty() { Input::Null } else { Input::Text(0, text.len()) };
+            let inputs = [Input::Present, num, num, num, num, txt, txt, txt];
+            t.add_row(key.as_bytes(), &inputs, text.as_bytes(), pos as u64 * 10);
+        }
+        let folded = t.folded.iter().any(Option::is_some);
+        let mut out = Vec::new();
+        t.finish(&mut buffers, |key, accs, arena| {
+            let mut v = Vec::new();
+            for a in accs {
+                write_value(a, arena, &mut v);
+                v.push(b',');
+            }
+            out.push((key.to_vec(), v));
+        });
+        (out, folded)
+    }
+
+    /// Folds stop where keys do not repeat (they would only add memory).
+    #[test]
+    fn folding_stops_when_keys_do_not_repeat() {
+        for (keys, pays) in [(40_000u32, false), (300, true)] {
+            let mut buffers = ScanBuffers::default();
+            let mut t = GroupTable::new(&[AggOp::Count], &mut buffers);
+            t.fold_bytes = 256 << 10;
+            for i in 0..40_000u32 {
+                let key = format!("song {:06} with a longer name", i.wrapping_mul(2_654_435_761) % keys);
+                t.add_row(key.as_bytes(), &[Input::Present], b"", 0);
+            }
+            assert_eq!(t.folds_pay, pays, "{keys} keys");
+            assert_eq!(t.fold_bytes == usize::MAX, !pays, "{keys} keys");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Folding staged rows into partition tables mid-chunk changes nothing.
+        #[test]
+        fn a_chunk_that_folds_gives_the_same_groups(
+            keys in 1u32..5000,
+            rows in prop::collection::vec((0u32..1_000_000, -1_000_000i64..1_000_000, "[a-z]{0,12}"), 8000..20000),
+            fold_kib in 16usize..128,
+        ) {
+            let rows: Vec<_> = rows.into_iter().map(|(k, n, t)| (k % keys, n, t)).collect();
+            let (want, never) = groups(&rows, usize::MAX);
+            let (got, folded) = groups(&rows, fold_kib << 10);
+            prop_assert!(!never && folded, "the test must fold");
+            prop_assert_eq!(got, want);
+        }
     }
 }
