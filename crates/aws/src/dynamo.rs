@@ -41,7 +41,7 @@ fn s(v: impl Into<String>) -> AttributeValue {
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
-fn status_name(st: Status) -> &'static str {
+const fn status_name(st: Status) -> &'static str {
     match st {
         Status::Splitting => "SPLITTING",
         Status::Running => "RUNNING",
@@ -50,6 +50,10 @@ fn status_name(st: Status) -> &'static str {
         Status::Failed => "FAILED",
         Status::Cancelled => "CANCELLED",
     }
+}
+/// A status as the item stores it.
+fn status(st: Status) -> AttributeValue {
+    s(status_name(st))
 }
 fn status_of(name: &str) -> Option<Status> {
     [Status::Splitting, Status::Running, Status::Merging, Status::Done, Status::Failed, Status::Cancelled]
@@ -160,15 +164,15 @@ fn names(stage: Stage) -> StageNames {
             prefix: "slice#",
             count: "slice_count",
             done: "slices_done",
-            take: "RUNNING",
-            finish: ["RUNNING", "MERGING"],
+            take: status_name(Status::Running),
+            finish: [status_name(Status::Running), status_name(Status::Merging)],
         },
         Stage::Reduce => StageNames {
             prefix: "range#",
             count: "range_count",
             done: "ranges_done",
-            take: "MERGING",
-            finish: ["MERGING", "MERGING"],
+            take: status_name(Status::Merging),
+            finish: [status_name(Status::Merging), status_name(Status::Merging)],
         },
     }
 }
@@ -450,8 +454,8 @@ impl JobStore for DynamoJobStore {
             "#st = :splitting",
             &[("#st", "status")],
             vec![
-                (":running", s("RUNNING")),
-                (":splitting", s("SPLITTING")),
+                (":running", status(Status::Running)),
+                (":splitting", status(Status::Splitting)),
                 (":h", s(json(head))),
                 (":cs", n(chunk_size)),
                 (":cc", n(chunk_count)),
@@ -556,8 +560,8 @@ impl JobStore for DynamoJobStore {
             "#st IN (:running, :merging) AND (attribute_not_exists(lease_until) OR lease_until <= :now OR lease_owner = :o)",
             &[("#st", "status")],
             vec![
-                (":merging", s("MERGING")),
-                (":running", s("RUNNING")),
+                (":merging", status(Status::Merging)),
+                (":running", status(Status::Running)),
                 (":o", s(owner)),
                 (":u", n(until_ms)),
                 (":now", n(now_ms)),
@@ -596,7 +600,7 @@ impl JobStore for DynamoJobStore {
                         (":rows", n(-(rows as i64))),
                         (":bytes", n(-(bytes as i64))),
                         (":one", n(1)),
-                        (":merging", s("MERGING")),
+                        (":merging", status(Status::Merging)),
                         (":o", s(owner)),
                     ],
                 },
@@ -611,7 +615,12 @@ impl JobStore for DynamoJobStore {
             "SET #st = :running REMOVE lease_owner, lease_until",
             "#st = :merging AND lease_owner = :o AND (attribute_not_exists(range_count) OR range_count = :zero)",
             &[("#st", "status")],
-            vec![(":running", s("RUNNING")), (":merging", s("MERGING")), (":o", s(owner)), (":zero", n(0))],
+            vec![
+                (":running", status(Status::Running)),
+                (":merging", status(Status::Merging)),
+                (":o", s(owner)),
+                (":zero", n(0)),
+            ],
         )? {
             return Ok(true);
         }
@@ -620,7 +629,7 @@ impl JobStore for DynamoJobStore {
             "REMOVE lease_owner, lease_until",
             "#st = :merging AND lease_owner = :o",
             &[("#st", "status")],
-            vec![(":merging", s("MERGING")), (":o", s(owner))],
+            vec![(":merging", status(Status::Merging)), (":o", s(owner))],
         )
     }
 
@@ -630,7 +639,7 @@ impl JobStore for DynamoJobStore {
             "SET range_count = :r, ranges_done = :zero, merging_ms = :now, updated_ms = :now REMOVE lease_owner, lease_until",
             "#st = :merging AND lease_owner = :o AND (attribute_not_exists(range_count) OR range_count = :zero)",
             &[("#st", "status")],
-            vec![(":r", n(ranges)), (":zero", n(0)), (":now", n(now_ms)), (":merging", s("MERGING")), (":o", s(owner))],
+            vec![(":r", n(ranges)), (":zero", n(0)), (":now", n(now_ms)), (":merging", status(Status::Merging)), (":o", s(owner))],
         )
     }
 
@@ -765,8 +774,8 @@ impl JobStore for DynamoJobStore {
             "#st = :merging AND lease_owner = :o",
             &[("#st", "status")],
             vec![
-                (":done", s("DONE")),
-                (":merging", s("MERGING")),
+                (":done", status(Status::Done)),
+                (":merging", status(Status::Merging)),
                 (":out", s(json(outputs))),
                 (":o", s(owner)),
                 (":now", n(now_ms)),
@@ -781,9 +790,9 @@ impl JobStore for DynamoJobStore {
             "attribute_exists(pk) AND NOT (#st IN (:done, :failed, :cancelled))",
             &[("#st", "status"), ("#err", "error")],
             vec![
-                (":failed", s("FAILED")),
-                (":done", s("DONE")),
-                (":cancelled", s("CANCELLED")),
+                (":failed", status(Status::Failed)),
+                (":done", status(Status::Done)),
+                (":cancelled", status(Status::Cancelled)),
                 (":e", s(json(error))),
                 (":now", n(now_ms)),
             ],
@@ -796,7 +805,12 @@ impl JobStore for DynamoJobStore {
             "SET #st = :cancelled, updated_ms = :now REMOVE lease_owner, lease_until",
             "attribute_exists(pk) AND NOT (#st IN (:done, :failed, :cancelled))",
             &[("#st", "status")],
-            vec![(":failed", s("FAILED")), (":done", s("DONE")), (":cancelled", s("CANCELLED")), (":now", n(now_ms))],
+            vec![
+                (":failed", status(Status::Failed)),
+                (":done", status(Status::Done)),
+                (":cancelled", status(Status::Cancelled)),
+                (":now", n(now_ms)),
+            ],
         )
     }
 
@@ -881,9 +895,9 @@ impl JobStore for DynamoJobStore {
                 .filter_expression("sk = :job AND #st IN (:a, :b, :c)")
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":job", s("job"))
-                .expression_attribute_values(":a", s("SPLITTING"))
-                .expression_attribute_values(":b", s("RUNNING"))
-                .expression_attribute_values(":c", s("MERGING"))
+                .expression_attribute_values(":a", status(Status::Splitting))
+                .expression_attribute_values(":b", status(Status::Running))
+                .expression_attribute_values(":c", status(Status::Merging))
                 .set_exclusive_start_key(start.take());
             let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB Scan", e))?;
             for item in page.items() {
@@ -909,9 +923,9 @@ impl JobStore for DynamoJobStore {
                 (":stuck", n(stuck)),
                 (":p", n(progress)),
                 (":now", n(now_ms)),
-                (":done", s("DONE")),
-                (":failed", s("FAILED")),
-                (":cancelled", s("CANCELLED")),
+                (":done", status(Status::Done)),
+                (":failed", status(Status::Failed)),
+                (":cancelled", status(Status::Cancelled)),
             ],
         )
     }
