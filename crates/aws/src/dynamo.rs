@@ -238,10 +238,6 @@ impl DynamoJobStore {
         DynamoJobStore { client: Client::from_conf(conf), table: table.into(), rt }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// A conditional update on the job item: `Ok(false)` if the condition failed.
     fn update(
         &self,

@@ -31,14 +31,6 @@ impl S3Store {
         S3Store { client: Client::from_conf(conf), bucket: bucket.into(), rt }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
     /// A presigned GET URL for `key`, valid for `secs`.
     pub fn presign_get(&self, key: &str, secs: u64) -> Result<String, StoreError> {
         let req = self.client.get_object().bucket(&self.bucket).key(key).presigned(presigning(secs)?);

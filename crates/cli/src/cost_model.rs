@@ -98,6 +98,13 @@ impl std::fmt::Display for Requests {
     }
 }
 
+/// The shapes the model has measurements for (`fanfold gen`'s profiles of the same names).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Profile {
+    Bmat,
+    Zipf,
+}
+
 /// What the data looks like.
 #[derive(Clone, Copy, Debug)]
 pub enum Shape {

@@ -83,7 +83,7 @@ enum Command {
         range_bytes: u64,
         /// The data's shape: bmat (every row its own group) or zipf (1.9 M groups).
         #[arg(long, value_enum, default_value = "zipf")]
-        profile: gen::Profile,
+        profile: cost_model::Profile,
         /// Instead of a profile: partial (and result) bytes per input byte,
         /// 1.0 when almost every row is its own group.
         #[arg(long)]
@@ -172,8 +172,8 @@ fn main() -> ExitCode {
         } => {
             let shape = match (partial_ratio, profile) {
                 (Some(ratio), _) => cost_model::Shape::Unique { ratio },
-                (None, gen::Profile::Bmat) => cost_model::Shape::bmat(),
-                (None, gen::Profile::Zipf) => cost_model::Shape::zipf(),
+                (None, cost_model::Profile::Bmat) => cost_model::Shape::bmat(),
+                (None, cost_model::Profile::Zipf) => cost_model::Shape::zipf(),
             };
             let p = cost_model::plan(&cost_model::PlanInput {
                 size,
