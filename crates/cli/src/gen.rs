@@ -123,6 +123,37 @@ fn zipf_rank(rng: &mut Rng, cdf: &[f64], total: f64) -> usize {
     cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
 }
 
+/// Play counts: a song drawn by Zipf rank, a uniform date, plays 1..=max.
+struct Plays {
+    names: Vec<Vec<u8>>,
+    dates: Vec<[u8; 10]>,
+    zipf: (Vec<f64>, f64),
+    max: u64,
+}
+
+impl Plays {
+    fn write(
+        &self,
+        rng: &mut Rng,
+        size: u64,
+        buf: &mut Vec<u8>,
+        out: &mut impl Write,
+        written: &mut u64,
+    ) -> io::Result<()> {
+        while *written + (buf.len() as u64) < size {
+            let r = zipf_rank(rng, &self.zipf.0, self.zipf.1);
+            buf.extend_from_slice(&self.names[r]);
+            buf.push(b',');
+            buf.extend_from_slice(&self.dates[rng.below(self.dates.len() as u64) as usize]);
+            buf.push(b',');
+            write_u64(1 + rng.below(self.max), buf);
+            buf.push(b'\n');
+            flush_full(buf, out, written)?;
+        }
+        Ok(())
+    }
+}
+
 /// `v / 100` with two decimals.
 fn cents(v: u64, out: &mut Vec<u8>) {
     write_u64(v / 100, out);
@@ -173,17 +204,8 @@ pub fn generate(profile: Profile, size: u64, seed: u64, out: &mut impl Write) ->
                     n
                 })
                 .collect();
-            let (cdf, total) = zipf_cdf(SONGS, 1.0);
-            while written + (buf.len() as u64) < size {
-                let r = zipf_rank(&mut rng, &cdf, total);
-                buf.extend_from_slice(&names[r]);
-                buf.push(b',');
-                buf.extend_from_slice(&dates[rng.below(dates.len() as u64) as usize]);
-                buf.push(b',');
-                write_u64(1 + rng.below(10_000), &mut buf);
-                buf.push(b'\n');
-                flush_full(&mut buf, out, &mut written)?;
-            }
+            let plays = Plays { names, dates, zipf: zipf_cdf(SONGS, 1.0), max: 10_000 };
+            plays.write(&mut rng, size, &mut buf, out, &mut written)?;
         }
         Profile::ZipfLong => {
             const SONGS: usize = 60_000;
@@ -200,17 +222,8 @@ pub fn generate(profile: Profile, size: u64, seed: u64, out: &mut impl Write) ->
                     n
                 })
                 .collect();
-            let (cdf, total) = zipf_cdf(SONGS, 1.1);
-            while written + (buf.len() as u64) < size {
-                let r = zipf_rank(&mut rng, &cdf, total);
-                buf.extend_from_slice(&names[r]);
-                buf.push(b',');
-                buf.extend_from_slice(&dates[rng.below(dates.len() as u64) as usize]);
-                buf.push(b',');
-                write_u64(1 + rng.below(1_000), &mut buf);
-                buf.push(b'\n');
-                flush_full(&mut buf, out, &mut written)?;
-            }
+            let plays = Plays { names, dates, zipf: zipf_cdf(SONGS, 1.1), max: 1_000 };
+            plays.write(&mut rng, size, &mut buf, out, &mut written)?;
         }
         Profile::Catalogue => {
             const CATEGORIES: usize = 40;
