@@ -8,7 +8,10 @@ all threads, Polars' lazy scan_csv(...).group_by(...).agg(...).sink_csv(...)
 (the streaming engine). `sorted` adds ORDER BY the group key (Polars then
 collects in memory and writes), so the output can be compared byte for
 byte with fanfold's, which is always in key order.
+
+THREADS=N limits DuckDB to N threads (Polars: set POLARS_MAX_THREADS=N).
 """
+import os
 import sys
 
 engine, variant, profile, src, dst = sys.argv[1:6]
@@ -32,6 +35,8 @@ if engine == "duckdb":
     import duckdb
 
     con = duckdb.connect()
+    if os.environ.get("THREADS"):
+        con.execute(f"SET threads = {int(os.environ['THREADS'])}")
     order = "ORDER BY ALL" if sort else ""
     con.execute(
         f"""COPY (

@@ -16,6 +16,9 @@
 # another popularity curve), catalogue (12 columns, group by two, sum, mean,
 # min, max and count, a where filter: bench/specs/catalogue.json).
 #
+# SCALING=1 also runs each tool once on one thread (fanfold --workers 1,
+# DuckDB SET threads = 1, POLARS_MAX_THREADS=1) and prints the speedups.
+#
 # Usage: bench/run.sh [SIZE] [PROFILE...]    (default 1GB, every profile)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -66,6 +69,17 @@ for profile in "${profiles[@]}"; do
     printf '%-10s %-8s %-7s %9.2f %7d MB %s\n' "$profile" "${tool%-sorted}" "$variant" "$s" $(( kb / 1024 )) \
       "$(python3 -c "print(f'{$s / $best:.2f}')")"
   done
+  if [ "${SCALING:-0}" = 1 ]; then
+    # One thread each, once: the speedup to the medians above (2 threads here).
+    read -r f1 _ < <(measure "fanfold-$profile-1" "$bin" run "$csv" "${spec[@]}" --workers 1 --out "out/fanfold-$profile-1")
+    read -r d1 _ < <(THREADS=1 measure "duckdb-$profile-1" .venv/bin/python peers.py duckdb fast "$profile" "$csv" "out/duckdb-$profile-1.csv")
+    read -r p1 _ < <(POLARS_MAX_THREADS=1 measure "polars-$profile-1" .venv/bin/python peers.py polars fast "$profile" "$csv" "out/polars-$profile-1.csv")
+    rm -rf "out/fanfold-$profile-1"
+    # shellcheck disable=SC2086
+    python3 -c "
+f2, d2, p2 = $(median ${secs[fanfold]}), $(median ${secs[duckdb]}), $(median ${secs[polars]})
+print(f'{\"$profile\":10} one thread: fanfold {$f1:.2f} s (x{$f1 / f2:.2f} with 2), DuckDB {$d1:.2f} s (x{$d1 / d2:.2f}), Polars {$p1:.2f} s (x{$p1 / p2:.2f})')"
+  fi
   unset secs kbs
   # Same result? Our parts joined (one header) against each peer's sorted file.
   python3 - "$profile" <<'PY'
