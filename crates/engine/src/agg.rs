@@ -100,20 +100,24 @@ fn copy_val(v: Val, from: &[u8], to: &mut Vec<u8>) -> Val {
     }
 }
 
+/// A sum (or a mean's sum) left the 128-bit range; the accumulator is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SumOverflow;
+
 /// Folds `b` (texts in `bt`) into `a` (texts in `arena`). Errors on overflow.
-pub fn combine(a: &mut Acc, arena: &mut Vec<u8>, b: &Acc, bt: &[u8]) -> Result<(), ()> {
+pub fn combine(a: &mut Acc, arena: &mut Vec<u8>, b: &Acc, bt: &[u8]) -> Result<(), SumOverflow> {
     match (a, b) {
         (Acc::Count(x), Acc::Count(y)) => *x += y,
         (Acc::Sum(x), Acc::Sum(y)) => {
             if let Some(y) = y {
                 *x = Some(match x {
-                    Some(x) => x.checked_add(*y).ok_or(())?,
+                    Some(x) => x.checked_add(*y).ok_or(SumOverflow)?,
                     None => *y,
                 });
             }
         }
         (Acc::Mean { sum, n }, Acc::Mean { sum: s2, n: n2 }) => {
-            *sum = sum.checked_add(*s2).ok_or(())?;
+            *sum = sum.checked_add(*s2).ok_or(SumOverflow)?;
             *n += n2;
         }
         (Acc::Min(x), Acc::Min(Some(y))) => {
@@ -147,7 +151,7 @@ pub fn combine(a: &mut Acc, arena: &mut Vec<u8>, b: &Acc, bt: &[u8]) -> Result<(
 
 /// Applies one row's input to an accumulator.
 #[inline]
-fn update(acc: &mut Acc, input: Input, row: &[u8], pos: u64, arena: &mut Vec<u8>) -> Result<(), ()> {
+fn update(acc: &mut Acc, input: Input, row: &[u8], pos: u64, arena: &mut Vec<u8>) -> Result<(), SumOverflow> {
     let text = |s: usize, e: usize, arena: &mut Vec<u8>| {
         let r = TextRef { off: arena.len() as u64, len: (e - s) as u32 };
         arena.extend_from_slice(&row[s..e]);
@@ -158,12 +162,12 @@ fn update(acc: &mut Acc, input: Input, row: &[u8], pos: u64, arena: &mut Vec<u8>
         (Acc::Count(c), _) => *c += 1,
         (Acc::Sum(x), Input::Num(v)) => {
             *x = Some(match x {
-                Some(x) => x.checked_add(v).ok_or(())?,
+                Some(x) => x.checked_add(v).ok_or(SumOverflow)?,
                 None => v,
             })
         }
         (Acc::Mean { sum, n }, Input::Num(v)) => {
-            *sum = sum.checked_add(v).ok_or(())?;
+            *sum = sum.checked_add(v).ok_or(SumOverflow)?;
             *n += 1;
         }
         (Acc::Min(x), Input::Num(v)) => {
