@@ -1,6 +1,6 @@
 //! The handlers: event in, pipeline step, JSON out.
 
-use fanfold_pipeline::{incoming_skip_reason, now_ms, JobError, PipelineError, StoreError, Task};
+use fanfold_pipeline::{incoming_skip_reason, now_ms, PipelineError, StoreError, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -74,7 +74,7 @@ fn step(deps: &Deps, job: &str, r: Result<(), PipelineError>) -> Result<Value, H
         Err(e @ PipelineError::UnknownJob(_)) => Err(HandlerError { message: e.to_string(), retryable: false }),
         Err(e) => {
             tracing::error!(job, error = %e, "step failed; failing the job");
-            deps.pipeline.jobs.fail(job, &JobError::internal(e.to_string()), now_ms()).map_err(|se| HandlerError {
+            deps.pipeline.fail_task(job, &e, 1).map_err(|se| HandlerError {
                 message: format!("job {job}: {e}; and failing it: {se}"),
                 retryable: true,
             })?;

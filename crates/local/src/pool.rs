@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
-use fanfold_pipeline::{now_ms, Dispatcher, JobError, Pipeline, StoreError, Task};
+use fanfold_pipeline::{Dispatcher, Pipeline, StoreError, Task};
 
 const ATTEMPTS: u32 = 3;
 
@@ -98,15 +98,7 @@ fn worker(n: usize, shared: &Shared, pipeline: &Weak<Pipeline>) {
                 shared.ready.notify_one();
             } else {
                 tracing::error!(job, attempt, error = %e, "task failed");
-                let _ = p.jobs.fail(
-                    &job,
-                    &JobError::internal(if attempt > 1 {
-                        format!("{e} (after {attempt} attempts)")
-                    } else {
-                        e.to_string()
-                    }),
-                    now_ms(),
-                );
+                let _ = p.fail_task(&job, &e, attempt);
             }
         }
     }

@@ -138,6 +138,15 @@ impl Pipeline {
         Ok(v)
     }
 
+    /// Fails `job` with a task's error that no retry will cure, or that
+    /// the last of `attempts` attempts still gave: the one place where a
+    /// failing task becomes its job's error (the local pool and the Lambda
+    /// handlers both end here).
+    pub fn fail_task(&self, job: &str, e: &PipelineError, attempts: u32) -> Result<(), StoreError> {
+        let message = if attempts > 1 { format!("{e} (after {attempts} attempts)") } else { e.to_string() };
+        self.jobs.fail(job, &JobError::internal(message), now_ms()).map(|_| ())
+    }
+
     /// Runs one task (what a worker or the finalizer function does).
     pub fn run_task(&self, task: &Task, owner: &str) -> Result<(), PipelineError> {
         match task {
