@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
-use fanfold_engine::{ChunkReport, Head, StartState};
+use fanfold_engine::{ChunkReport, Head, QuoteState, StartState};
 use fanfold_pipeline::{
     ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, PartialRef, Source, Stage, Status,
     StoreError, WorkRecord,
@@ -179,21 +179,6 @@ fn names(stage: Stage) -> StageNames {
 fn work_sk(stage: Stage, i: u32) -> String {
     format!("{}{i:07}", names(stage).prefix)
 }
-fn state_name(s: StartState) -> &'static str {
-    match s {
-        StartState::Guess => "g",
-        StartState::Known(false) => "k0",
-        StartState::Known(true) => "k1",
-    }
-}
-fn state_of(name: &str) -> Option<StartState> {
-    match name {
-        "g" => Some(StartState::Guess),
-        "k0" => Some(StartState::Known(false)),
-        "k1" => Some(StartState::Known(true)),
-        _ => None,
-    }
-}
 fn get_bool(item: &Item, k: &str) -> Option<bool> {
     item.get(k).and_then(|v| v.as_bool().ok()).copied()
 }
@@ -205,10 +190,13 @@ fn chunk_from(item: &Item) -> Result<ChunkRecord, StoreError> {
         (_, Some(k)) => PartialRef::Object(k.to_string()),
         _ => return Err(corrupt("chunk without a partial")),
     };
-    let state = get_s(item, "state").and_then(state_of).ok_or_else(|| corrupt("chunk state"))?;
+    let state = get_s(item, "state").and_then(StartState::of_code).ok_or_else(|| corrupt("chunk state"))?;
     let mut r = ChunkRecord::new(report, partial, state);
     r.done = get_bool(item, "done").unwrap_or(false);
-    r.rerun = get_bool(item, "rerun");
+    r.rerun = match get_s(item, "rerun") {
+        None => None,
+        Some(code) => Some(QuoteState::of_code(code).ok_or_else(|| corrupt("chunk rerun state"))?),
+    };
     Ok(r)
 }
 
@@ -470,7 +458,7 @@ impl JobStore for DynamoJobStore {
             .item("pk", s(format!("job#{id}")))
             .item("sk", s(chunk_sk(record.report.index)))
             .item("report", s(json(&record.report)))
-            .item("state", s(state_name(record.state)))
+            .item("state", s(record.state.code()))
             .item("done", AttributeValue::Bool(false))
             .item("ttl", n(now_s() + TTL_DAYS * 86_400))
             // A record is replaced only while the chunk is not done, and once
@@ -483,12 +471,12 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(
                 ":k",
                 match record.state {
-                    StartState::Known(k) => AttributeValue::Bool(k),
+                    StartState::Known(k) => s(k.code()),
                     StartState::Guess => s("no rerun state"),
                 },
             );
         if let StartState::Known(k) = record.state {
-            req = req.item("rerun", AttributeValue::Bool(k));
+            req = req.item("rerun", s(k.code()));
         }
         req = match &record.partial {
             PartialRef::Inline(b) => req.item("partial", AttributeValue::B(Blob::new(b.clone()))),
@@ -520,7 +508,7 @@ impl JobStore for DynamoJobStore {
                     values: vec![
                         (":true", AttributeValue::Bool(true)),
                         (":false", AttributeValue::Bool(false)),
-                        (":state", s(state_name(state))),
+                        (":state", s(state.code())),
                     ],
                 },
                 Change {
@@ -565,7 +553,7 @@ impl JobStore for DynamoJobStore {
         )
     }
 
-    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError> {
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: QuoteState) -> Result<bool, StoreError> {
         // Undo what mark_done added for this chunk.
         let Some(rec) = self.chunk_page(id, chunk.checked_sub(1), 1)?.into_iter().find(|r| r.report.index == chunk)
         else {
@@ -583,7 +571,7 @@ impl JobStore for DynamoJobStore {
                     values: vec![
                         (":true", AttributeValue::Bool(true)),
                         (":false", AttributeValue::Bool(false)),
-                        (":k", AttributeValue::Bool(state)),
+                        (":k", s(state.code())),
                     ],
                 },
                 Change {

@@ -7,7 +7,7 @@
 //!    resolves the spec's columns; [`plan_chunks`] cuts the data into ranges.
 //! 2. A [`ChunkScanner`] per range parses the records that *start* in it and
 //!    aggregates them into a key-sorted partial (a run, see [`partial`]),
-//!    reporting quote parity and newline counts.
+//!    reporting its quote-state transfer ([`quotes`]) and newline counts.
 //! 3. [`resolve_chain`] checks every chunk's quote-state guess; wrong ones
 //!    are scanned again with [`StartState::Known`].
 //! 4. [`Merger`] merges the runs (streaming k-way) and [`PartWriter`] cuts
@@ -40,6 +40,7 @@ mod output;
 pub mod partial;
 pub mod pieces;
 mod plan;
+pub mod quotes;
 pub mod sample;
 mod scan;
 pub mod sketch;
@@ -53,6 +54,7 @@ pub use output::{
     part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroup, TopGroups,
 };
 pub use plan::{chunk_count, plan_chunks, read_head, resolve_chain, Head, LineIndex};
+pub use quotes::{QuoteState, Transfer};
 pub use sample::RangePlan;
 pub use scan::{BadRow, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
 pub use sketch::{Sketch, SketchBytes};

@@ -12,6 +12,7 @@
 use std::io::Cursor;
 
 use crate::partial::RunWriter;
+use crate::quotes::{QuoteState, Transfer};
 use crate::scan::{ChunkRange, ChunkReport, MAX_SAMPLES};
 use crate::sketch::{Sketch, SketchBytes};
 use crate::spec::{AggOp, Compiled};
@@ -34,18 +35,18 @@ pub fn cut(range: ChunkRange, n: usize, min: u64) -> Vec<ChunkRange> {
 
 /// The pieces whose assumed start state the chain contradicts, each with
 /// the state it really starts in. The first piece starts where the chunk
-/// does (the chunk's own state is checked by the plan). A quote parity is a
+/// does (the chunk's own state is checked by the plan). A transfer is a
 /// property of the bytes, not of the assumed state, so one rescan of each
 /// piece named here is enough.
-pub fn wrong_guesses(pieces: &[ChunkReport]) -> Vec<(usize, bool)> {
+pub fn wrong_guesses(pieces: &[ChunkReport]) -> Vec<(usize, QuoteState)> {
     let Some(first) = pieces.first() else { return Vec::new() };
-    let mut state = first.assumed_in_quotes;
+    let mut state = first.assumed;
     let mut wrong = Vec::new();
     for (i, r) in pieces.iter().enumerate() {
-        if r.assumed_in_quotes != state {
+        if r.assumed != state {
             wrong.push((i, state));
         }
-        state ^= r.quote_parity;
+        state = r.transfer.apply(state);
     }
     wrong
 }
@@ -66,8 +67,8 @@ pub fn join(
         index: range.index,
         start: range.start,
         end: range.end,
-        assumed_in_quotes: first.assumed_in_quotes,
-        quote_parity: false,
+        assumed: first.assumed,
+        transfer: Transfer::IDENTITY,
         newlines: 0,
         rows: 0,
         filtered: 0,
@@ -86,11 +87,11 @@ pub fn join(
             b.line += before;
             b
         };
-        report.quote_parity ^= r.quote_parity;
+        report.transfer = report.transfer.then(&r.transfer);
         report.newlines += r.newlines;
         if report.error.is_some() {
             // Fail mode: the chunk's scan stops reading rows at its first
-            // error and only counts quotes and newlines from there on.
+            // error and only follows quotes and counts newlines from there on.
             continue;
         }
         report.error = r.error.clone().map(moved);

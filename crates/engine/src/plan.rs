@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::quotes::QuoteState;
 use crate::scan::{BadRow, ChunkRange, ChunkReport};
 use crate::spec::{Compiled, Dialect, Spec};
 use crate::Error;
@@ -44,8 +45,11 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
     let start = i;
     let mut fields: Vec<Vec<u8>> = vec![Vec::new()];
     let mut inq = false;
+    // Lenient quoting (see `quotes`): a quote opens quoting only here.
+    let mut field_start = true;
     while i < prefix.len() {
         let b = prefix[i];
+        let at_start = std::mem::replace(&mut field_start, false);
         if inq {
             if Some(b) == dialect.quote {
                 if prefix.get(i + 1) == dialect.quote.as_ref() {
@@ -60,10 +64,11 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
             } else {
                 fields.last_mut().unwrap().push(b);
             }
-        } else if Some(b) == dialect.quote {
+        } else if Some(b) == dialect.quote && (at_start || !dialect.lenient_quotes) {
             inq = true;
         } else if b == dialect.delimiter {
             fields.push(Vec::new());
+            field_start = true;
         } else if b == b'\n' {
             break;
         } else {
@@ -147,17 +152,17 @@ pub fn chunk_count(data_start: u64, file_size: u64, chunk_size: u64) -> u64 {
     file_size.saturating_sub(data_start).div_ceil(chunk_size)
 }
 
-/// The true quote state at each chunk's start, from the reported parities.
-/// Returns the indices of chunks that assumed the wrong state, with the
-/// state they must be scanned with.
-pub fn resolve_chain(reports: &[ChunkReport]) -> Vec<(u32, bool)> {
-    let mut state = false;
+/// The true quote state at each chunk's start, from the reported transfers
+/// (see [`crate::quotes`]). Returns the indices of chunks that assumed
+/// another state, with the state they must be scanned with.
+pub fn resolve_chain(reports: &[ChunkReport]) -> Vec<(u32, QuoteState)> {
+    let mut state = QuoteState::FieldStart;
     let mut wrong = Vec::new();
     for r in reports {
-        if r.assumed_in_quotes != state {
+        if r.assumed != state {
             wrong.push((r.index, state));
         }
-        state ^= r.quote_parity;
+        state = r.transfer.apply(state);
     }
     wrong
 }

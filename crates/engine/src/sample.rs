@@ -59,7 +59,13 @@ pub fn window_keys(spec: &Compiled, w: (u64, u64), data_start: u64, size: u64, b
     // The window's end stands in for the end of the file: a record cut there
     // is parsed short (or skipped); only the ranges' balance depends on it.
     let range = ChunkRange { index: 0, start: w.0, end: w.1.min(to) };
-    let mut s = ChunkScanner::new(&sampling, range, to, w.0 == data_start, StartState::Known(false));
+    let mut s = ChunkScanner::new(
+        &sampling,
+        range,
+        to,
+        w.0 == data_start,
+        StartState::Known(crate::quotes::QuoteState::FieldStart),
+    );
     let bytes = &bytes[..bytes.len().min((to - from) as usize)];
     let mut fed = 0usize;
     while !s.is_done() && fed <= bytes.len() {

@@ -160,6 +160,10 @@ pub struct Dialect {
     #[serde(serialize_with = "ser_opt_byte")]
     pub quote: Option<u8>,
     pub header: bool,
+    /// A quote inside an unquoted field, or a character after a closing
+    /// quote, is a literal character (Python's `csv` module, rust-csv)
+    /// instead of a bad row (RFC 4180). Defaults to `on_bad_row == skip`.
+    pub lenient_quotes: bool,
 }
 
 fn ser_byte<S: serde::Serializer>(b: &u8, s: S) -> Result<S::Ok, S::Error> {
@@ -174,7 +178,7 @@ fn ser_opt_byte<S: serde::Serializer>(b: &Option<u8>, s: S) -> Result<S::Ok, S::
 
 impl Default for Dialect {
     fn default() -> Self {
-        Dialect { delimiter: b',', quote: Some(b'"'), header: true }
+        Dialect { delimiter: b',', quote: Some(b'"'), header: true, lenient_quotes: false }
     }
 }
 
@@ -286,10 +290,11 @@ impl Spec {
         let obj = v.as_object().ok_or_else(|| err("(document)", "expected a JSON object"))?;
         check_keys(obj, "", &["csv", "group_by", "aggregates", "where", "on_bad_row", "output"])?;
         let mut spec = Spec::default();
+        let mut lenient = None;
 
         if let Some(csv) = obj.get("csv") {
             let csv = csv.as_object().ok_or_else(|| err("csv", "expected an object"))?;
-            check_keys(csv, "csv", &["delimiter", "quote", "header"])?;
+            check_keys(csv, "csv", &["delimiter", "quote", "header", "lenient_quotes"])?;
             if let Some(d) = csv.get("delimiter") {
                 spec.csv.delimiter = single_byte(d, "csv.delimiter")?;
             }
@@ -303,6 +308,11 @@ impl Spec {
             if let Some(h) = csv.get("header") {
                 spec.csv.header =
                     h.as_bool().ok_or_else(|| err("csv.header", format!("expected true or false, got {h}")))?;
+            }
+            if let Some(l) = csv.get("lenient_quotes") {
+                lenient = Some(
+                    l.as_bool().ok_or_else(|| err("csv.lenient_quotes", format!("expected true or false, got {l}")))?,
+                );
             }
             if spec.csv.quote == Some(spec.csv.delimiter) {
                 return Err(err("csv.quote", "the quote character must differ from the delimiter"));
@@ -425,6 +435,7 @@ impl Spec {
                 _ => return Err(err("on_bad_row", format!("expected \"fail\" or \"skip\", got {b}"))),
             };
         }
+        spec.csv.lenient_quotes = lenient.unwrap_or(spec.on_bad_row == OnBadRow::Skip);
 
         if let Some(o) = obj.get("output") {
             let o = o.as_object().ok_or_else(|| err("output", "expected an object"))?;

@@ -155,12 +155,15 @@ proptest! {
     fn a_chunk_in_pieces_is_the_chunk(csv in csv_file(), chunk in 1u64..64, pieces in 2usize..7) {
         let mut skip = spec();
         skip.on_bad_row = OnBadRow::Skip;
-        for spec in [spec(), skip] {
+        let mut lenient = skip.clone();
+        lenient.csv.lenient_quotes = true;
+        for spec in [spec(), skip, lenient] {
             let head = read_head(&csv, csv.len() as u64, &spec.csv).unwrap().unwrap();
             let compiled = head.compile(&spec).unwrap();
             for range in plan_chunks(head.data_start, csv.len() as u64, chunk) {
                 // Wrong states too: their bad rows and samples must match as well.
-                for state in [StartState::Guess, StartState::Known(false), StartState::Known(true)] {
+                let known = QuoteState::ALL.map(StartState::Known);
+                for state in std::iter::once(StartState::Guess).chain(known) {
                     let whole = scan_slice(&compiled, &head, range, &csv, state);
                     let cut = scan_chunk(&compiled, &head, range, &csv, state, pieces);
                     prop_assert_eq!(&cut.0, &whole.0, "chunk {:?} from {:?}", range, state);
@@ -213,6 +216,35 @@ fn other_bad_input_is_named() {
             }
         }
     }
+}
+
+/// Issue 11's stray quotes: RFC 4180 (fail mode's default) names the
+/// quote; lenient quotes (skip mode's default, or `csv.lenient_quotes`)
+/// read it as a literal character, as Python's csv module does, at every
+/// chunk size and number of pieces. Also the csv-spectrum file that has
+/// such quotes unquoted (`37°36'37.8"N`).
+#[test]
+fn stray_quotes_are_an_error_or_literal_characters() {
+    let csv = b"Song,Date,Number of Plays\nab\"c,2020-01-01,7\nxyz,2021-01-01,3\nq\"r,2021-01-01,4\n\"s\"t,2021-01-01,1\n37\xc2\xb036'37.8\"N,2021-01-01,2\n";
+    let strict = Spec::default();
+    let e = run(csv, &strict, 1 << 20).unwrap_err();
+    assert!(e.starts_with("line 2 (byte 28): column \"Song\": has a quote inside an unquoted field"), "{e}");
+    let want = "Song,Date,Total Number of Plays for Date\n\"37\u{b0}36'37.8\"\"N\",2021-01-01,2\n\"ab\"\"c\",2020-01-01,7\n\"q\"\"r\",2021-01-01,4\nst,2021-01-01,1\nxyz,2021-01-01,3\n";
+    let skip = Spec::from_json(r#"{"on_bad_row":"skip"}"#).unwrap();
+    let lenient = Spec::from_json(r#"{"csv":{"lenient_quotes":true}}"#).unwrap();
+    assert!(skip.csv.lenient_quotes && lenient.on_bad_row == OnBadRow::Fail);
+    for spec in [&skip, &lenient] {
+        for chunk in 1..=csv.len() as u64 {
+            for pieces in [1, 2, 3] {
+                let got = run_in_pieces(csv, spec, chunk, pieces).unwrap();
+                assert_eq!(String::from_utf8_lossy(&got), want, "chunk {chunk}, {pieces} pieces");
+            }
+        }
+    }
+    // Skip mode can still ask for RFC 4180: the rows are skipped, not misread.
+    let skip_strict = Spec::from_json(r#"{"on_bad_row":"skip","csv":{"lenient_quotes":false}}"#).unwrap();
+    let got = String::from_utf8(run(csv, &skip_strict, 7).unwrap()).unwrap();
+    assert!(!got.contains("ab") && !got.contains("xyz\n\"q"), "{got}");
 }
 
 /// Enough rows per chunk to build the partition router, with key shapes

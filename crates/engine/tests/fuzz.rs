@@ -5,7 +5,9 @@
 //!
 //! - Every chunking gives the same bytes or the same error, and nothing
 //!   panics.
-//! - Well-formed input is never rejected, and gives what the oracle gives.
+//! - Well-formed input is never rejected, and gives what the oracle gives;
+//!   with lenient quotes, neither is input whose only fault is where its
+//!   quotes stand (they are literal characters, as in rust-csv).
 //! - Whenever the engine accepts an input, the oracle reads the same rows.
 //! - A quoting error points at a quote character.
 //!
@@ -22,11 +24,20 @@ use fanfold_engine::Spec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-/// One field as written, and whether it is well-formed (RFC 4180). Dirty
-/// files mix in malformed ones.
-fn field(dirty: bool) -> BoxedStrategy<(Vec<u8>, bool)> {
-    let ok = |s: &str| (s.as_bytes().to_vec(), true);
-    let bad = |s: &[u8]| (s.to_vec(), false);
+/// How a field as written reads: well-formed (RFC 4180), or malformed
+/// only in where its quotes stand (fine with lenient quotes), or neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Form {
+    Bad,
+    LenientOnly,
+    Good,
+}
+
+/// One field as written, and how it reads. Dirty files mix in malformed ones.
+fn field(dirty: bool) -> BoxedStrategy<(Vec<u8>, Form)> {
+    let ok = |s: &str| (s.as_bytes().to_vec(), Form::Good);
+    let bad = |s: &[u8]| (s.to_vec(), Form::Bad);
+    let lenient = |s: &[u8]| (s.to_vec(), Form::LenientOnly);
     let good = prop_oneof![
         4 => "[a-c]{0,3}".prop_map(move |s| ok(&s)),
         1 => Just(ok("é€")),
@@ -41,62 +52,63 @@ fn field(dirty: bool) -> BoxedStrategy<(Vec<u8>, bool)> {
     }
     prop_oneof![
         20 => good,
-        1 => Just(bad(b"ab\"c")),
-        1 => Just(bad(b"\"ab\"x")),
+        1 => Just(lenient(b"ab\"c")),
+        1 => Just(lenient(b"\"ab\"x")),
         1 => Just(bad(b"\"open")),
-        1 => Just(bad(b"x\"")),
+        1 => Just(lenient(b"x\"")),
+        1 => Just(lenient(b"\"a\"b\"c")),
         1 => Just(bad(b"n\0l")),
         1 => Just(bad(b"\xff\xfe")),
     ]
     .boxed()
 }
 
-fn value(dirty: bool) -> BoxedStrategy<(Vec<u8>, bool)> {
+fn value(dirty: bool) -> BoxedStrategy<(Vec<u8>, Form)> {
     let good = prop_oneof![
-        4 => (-50i64..50).prop_map(|v| (v.to_string().into_bytes(), true)),
-        1 => Just((Vec::new(), true)),
-        1 => Just((b"\"7\"".to_vec(), true)),
+        4 => (-50i64..50).prop_map(|v| (v.to_string().into_bytes(), Form::Good)),
+        1 => Just((Vec::new(), Form::Good)),
+        1 => Just((b"\"7\"".to_vec(), Form::Good)),
     ];
     if !dirty {
         return good.boxed();
     }
-    prop_oneof![20 => good, 1 => Just((b"1\"2".to_vec(), false)), 1 => Just((b"x".to_vec(), false))].boxed()
+    prop_oneof![20 => good, 1 => Just((b"1\"2".to_vec(), Form::Bad)), 1 => Just((b"x".to_vec(), Form::Bad))].boxed()
 }
 
 /// A file: header `k,v`, rows of (key, value), in a dirty file some ragged;
-/// `\n` or `\r\n`. Returns whether every row is well-formed.
-fn file() -> impl Strategy<Value = (Vec<u8>, bool)> {
+/// `\n` or `\r\n`. Returns how the worst row reads.
+fn file() -> impl Strategy<Value = (Vec<u8>, Form)> {
     any::<bool>().prop_flat_map(|dirty| {
         let shape =
             if dirty { prop_oneof![30 => Just(0u8), 1 => Just(1), 1 => Just(3)].boxed() } else { Just(0u8).boxed() };
         let row = (field(dirty), value(dirty), shape, any::<bool>());
         proptest::collection::vec(row, 0..40).prop_map(|rows| {
             let mut csv = b"k,v\n".to_vec();
-            let mut well_formed = true;
+            let mut form = Form::Good;
             for ((k, k_ok), (v, v_ok), shape, crlf) in rows {
                 csv.extend_from_slice(&k);
                 match shape {
                     0 => {
                         csv.push(b',');
                         csv.extend_from_slice(&v);
-                        well_formed &= k_ok && v_ok;
+                        form = form.min(k_ok).min(v_ok);
                     }
-                    1 => well_formed = false, // one field
+                    1 => form = Form::Bad, // one field
                     _ => {
                         csv.extend_from_slice(b",1,2"); // three fields
-                        well_formed = false;
+                        form = Form::Bad;
                     }
                 }
                 csv.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
             }
-            (csv, well_formed)
+            (csv, form)
         })
     })
 }
 
-fn spec() -> Spec {
-    Spec::from_json(r#"{"group_by":["k"],"aggregates":[{"op":"count","as":"n"},{"op":"sum","column":"v","as":"s"}]}"#)
-        .unwrap()
+fn spec(lenient: bool) -> Spec {
+    let aggs = r#""aggregates":[{"op":"count","as":"n"},{"op":"sum","column":"v","as":"s"}]"#;
+    Spec::from_json(&format!(r#"{{"csv":{{"lenient_quotes":{lenient}}},"group_by":["k"],{aggs}}}"#)).unwrap()
 }
 
 /// Key → (rows, sum of `v` if any).
@@ -152,13 +164,16 @@ fn cases() -> u32 {
     std::env::var("FANFOLD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
 }
 
-#[test]
-fn random_csv_agrees_with_rust_csv_at_every_chunk_size() {
-    let spec = spec();
+/// The engine at every chunking against the oracle. RFC 4180 quoting
+/// accepts only what is well-formed; lenient quoting also reads misplaced
+/// quotes as literal characters, as rust-csv (and Python) do.
+fn agrees_with_rust_csv(lenient: bool) {
+    let spec = spec(lenient);
+    let must_accept = if lenient { Form::LenientOnly } else { Form::Good };
     let mut runner = TestRunner::new(Config { cases: cases(), ..Config::default() });
     let strategy = (file(), 1u64..64);
     runner
-        .run(&strategy, |((csv, well_formed), chunk)| {
+        .run(&strategy, |((csv, form), chunk)| {
             let whole = run(&csv, &spec, 1 << 30);
             for c in [1, 2, 3, chunk] {
                 prop_assert_eq!(&run(&csv, &spec, c), &whole, "chunk size {}", c);
@@ -179,7 +194,7 @@ fn random_csv_agrees_with_rust_csv_at_every_chunk_size() {
                     prop_assert_eq!(read_result(out), want.unwrap());
                 }
                 Err(e) => {
-                    prop_assert!(!well_formed, "a well-formed file was rejected: {}", e);
+                    prop_assert!(form < must_accept, "a file that reads as {:?} was rejected: {}", form, e);
                     prop_assert!(e.starts_with("line "), "the error names the line: {}", e);
                     if e.contains("quote") {
                         let byte: usize = e.split("(byte ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
@@ -193,11 +208,25 @@ fn random_csv_agrees_with_rust_csv_at_every_chunk_size() {
 }
 
 #[test]
+fn random_csv_agrees_with_rust_csv_at_every_chunk_size() {
+    agrees_with_rust_csv(false);
+}
+
+#[test]
+fn with_lenient_quotes_random_csv_reads_as_rust_csv_reads_it() {
+    agrees_with_rust_csv(true);
+}
+
+#[test]
 fn random_bytes_never_panic_and_do_not_depend_on_the_chunking() {
     let spec = Spec::from_json(r#"{"csv":{"header":false},"group_by":[1],"aggregates":[{"op":"count"}]}"#).unwrap();
     let skip =
         Spec::from_json(r#"{"csv":{"header":false},"group_by":[1],"aggregates":[{"op":"count"}],"on_bad_row":"skip"}"#)
             .unwrap();
+    let strict_skip = Spec::from_json(
+        r#"{"csv":{"header":false,"lenient_quotes":false},"group_by":[1],"aggregates":[{"op":"count"}],"on_bad_row":"skip"}"#,
+    )
+    .unwrap();
     let bytes = proptest::collection::vec(
         prop_oneof![Just(b'"'), Just(b','), Just(b'\n'), Just(b'\r'), Just(0u8), Just(0xff), Just(b'a'), any::<u8>()],
         1..200,
@@ -214,6 +243,10 @@ fn random_bytes_never_panic_and_do_not_depend_on_the_chunking() {
             prop_assert_eq!(&run(&csv, &skip, chunk), &whole);
             prop_assert_eq!(&run_in_pieces(&csv, &skip, 1 << 30, 3), &whole);
             prop_assert_eq!(&run_in_pieces(&csv, &skip, chunk, 2), &whole);
+            prop_assert_eq!(&run(&csv, &skip, 1), &whole);
+            let whole = run(&csv, &strict_skip, 1 << 30);
+            prop_assert_eq!(&run(&csv, &strict_skip, chunk), &whole);
+            prop_assert_eq!(&run_in_pieces(&csv, &strict_skip, chunk, 2), &whole);
             Ok(())
         })
         .unwrap();

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use fanfold_engine::{Head, StartState};
+use fanfold_engine::{Head, QuoteState, StartState};
 use fanfold_pipeline::{
     ChunkRecord, Created, Job, JobError, JobPage, JobStore, Outputs, Stage, Status, StoreError, WorkRecord,
 };
@@ -191,7 +191,7 @@ impl JobStore for DbJobStore {
     fn take_lease(&self, id: &str, owner: &str, now: u64, until: u64) -> Result<bool, StoreError> {
         self.change(id, Touched::Job, |m| m.take_lease(id, owner, now, until), |b| *b)
     }
-    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError> {
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: QuoteState) -> Result<bool, StoreError> {
         self.change(id, Touched::Chunk(chunk), |m| m.reopen_chunk(id, owner, chunk, state), |b| *b)
     }
     fn release_lease(&self, id: &str, owner: &str) -> Result<bool, StoreError> {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use fanfold_engine::{Head, StartState};
+use fanfold_engine::{Head, QuoteState, StartState};
 use fanfold_pipeline::{
     ChunkRecord, Created, Job, JobError, JobPage, JobStore, Lease, Outputs, Stage, Status, StoreError, WorkRecord,
 };
@@ -199,7 +199,7 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError> {
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: QuoteState) -> Result<bool, StoreError> {
         self.with(id, |job, e| {
             if job.status != Status::Merging || !lease_ok(job, owner) {
                 return false;

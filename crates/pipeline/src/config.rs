@@ -59,12 +59,7 @@ impl Layout {
     /// The partial of `chunk` scanned from `state` (a scan with a known
     /// state never overwrites the validated partial of another).
     pub fn partial(&self, job: &str, chunk: u32, state: fanfold_engine::StartState) -> String {
-        let s = match state {
-            fanfold_engine::StartState::Guess => "g",
-            fanfold_engine::StartState::Known(false) => "k0",
-            fanfold_engine::StartState::Known(true) => "k1",
-        };
-        format!("{}{chunk:07}-{s}", self.partials(job))
+        format!("{}{chunk:07}-{}", self.partials(job), state.code())
     }
     /// The range plan (splitter keys).
     pub fn ranges(&self, job: &str) -> String {

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 
-use fanfold_engine::{ChunkRange, ChunkReport, Head, StartState};
+use fanfold_engine::{ChunkRange, ChunkReport, Head, QuoteState, StartState};
 
 use crate::job::{ChunkRecord, Job, JobError, Outputs, PartialRef, Source, Stage, Status};
 use crate::ports::{Created, Dispatcher, JobStore, ObjectStore, StoreError, Task};
@@ -123,8 +123,8 @@ pub fn record(index: u32, partial: PartialRef) -> ChunkRecord {
             index,
             start: 10 * index as u64,
             end: 10 * index as u64 + 10,
-            assumed_in_quotes: false,
-            quote_parity: false,
+            assumed: QuoteState::FieldStart,
+            transfer: fanfold_engine::Transfer::IDENTITY,
             newlines: 1,
             rows: 3,
             filtered: 0,
@@ -195,7 +195,11 @@ pub fn chunks_are_counted_once(store: &dyn JobStore, id: &str) {
     assert_eq!(store.mark_done(id, 0, StartState::Guess, 3, 10, 3).unwrap(), Some(1));
     assert_eq!(store.mark_done(id, 0, StartState::Guess, 3, 10, 3).unwrap(), None, "a duplicate adds nothing");
     assert_eq!(store.mark_done(id, 2, StartState::Guess, 3, 10, 3).unwrap(), None, "no record, nothing to mark");
-    assert_eq!(store.mark_done(id, 1, StartState::Known(true), 3, 10, 3).unwrap(), None, "the record is of a guess");
+    assert_eq!(
+        store.mark_done(id, 1, StartState::Known(QuoteState::InQuotes), 3, 10, 3).unwrap(),
+        None,
+        "the record is of a guess"
+    );
     assert_eq!(store.mark_done(id, 1, StartState::Guess, 3, 10, 4).unwrap(), Some(2));
     assert!(!store.put_chunk(id, &record(1, PartialRef::Inline(vec![1]))).unwrap(), "a done chunk is not replaced");
     let j = store.get_job(id).unwrap().unwrap();
@@ -225,29 +229,32 @@ pub fn reopened_chunks_take_only_the_known_state(store: &dyn JobStore, id: &str)
         assert!(store.put_chunk(id, &record(c, PartialRef::Inline(vec![c as u8]))).unwrap());
         assert_eq!(store.mark_done(id, c, StartState::Guess, 3, 10, 3).unwrap(), Some(c + 1));
     }
-    assert!(!store.reopen_chunk(id, "p", 1, true).unwrap(), "reopen needs the lease");
+    assert!(!store.reopen_chunk(id, "p", 1, QuoteState::InQuotes).unwrap(), "reopen needs the lease");
     assert!(store.take_lease(id, "p", 10, 100).unwrap());
     assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Merging);
-    assert!(!store.reopen_chunk(id, "q", 1, true).unwrap(), "someone else's lease");
-    assert!(store.reopen_chunk(id, "p", 1, true).unwrap());
-    assert!(!store.reopen_chunk(id, "p", 1, true).unwrap(), "a chunk not done is not reopened");
+    assert!(!store.reopen_chunk(id, "q", 1, QuoteState::InQuotes).unwrap(), "someone else's lease");
+    assert!(store.reopen_chunk(id, "p", 1, QuoteState::InQuotes).unwrap());
+    assert!(!store.reopen_chunk(id, "p", 1, QuoteState::InQuotes).unwrap(), "a chunk not done is not reopened");
     let j = store.get_job(id).unwrap().unwrap();
     assert_eq!((j.chunks_done, j.rows, j.bytes_done, j.chunks_rerun), (1, 3, 10, 1), "its counters are taken back");
     assert!(store.release_lease(id, "p").unwrap());
     let j = store.get_job(id).unwrap().unwrap();
     assert_eq!((j.status, j.lease.clone()), (Status::Running, None));
     let recs = store.chunk_page(id, Some(0), 10).unwrap();
-    assert_eq!((recs[0].done, recs[0].rerun), (false, Some(true)));
+    assert_eq!((recs[0].done, recs[0].rerun), (false, Some(QuoteState::InQuotes)));
     // a late scan from the guess is refused; the known state is taken, once
     assert!(!store.put_chunk(id, &record(1, PartialRef::Inline(vec![9]))).unwrap());
     let mut known = record(1, PartialRef::Inline(vec![7]));
-    known.state = StartState::Known(true);
-    known.report.assumed_in_quotes = true;
+    known.state = StartState::Known(QuoteState::InQuotes);
+    known.report.assumed = QuoteState::InQuotes;
     assert!(store.put_chunk(id, &known).unwrap());
     assert_eq!(store.mark_done(id, 1, StartState::Guess, 3, 10, 5).unwrap(), None);
-    assert_eq!(store.mark_done(id, 1, StartState::Known(true), 3, 10, 5).unwrap(), Some(2));
+    assert_eq!(store.mark_done(id, 1, StartState::Known(QuoteState::InQuotes), 3, 10, 5).unwrap(), Some(2));
     let rec = &store.chunk_page(id, Some(0), 10).unwrap()[0];
-    assert_eq!((rec.done, rec.state, &rec.partial), (true, StartState::Known(true), &PartialRef::Inline(vec![7])));
+    assert_eq!(
+        (rec.done, rec.state, &rec.partial),
+        (true, StartState::Known(QuoteState::InQuotes), &PartialRef::Inline(vec![7]))
+    );
 }
 
 pub fn leases_and_completion(store: &dyn JobStore, id: &str) {

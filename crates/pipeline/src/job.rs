@@ -1,6 +1,6 @@
 //! The records the job store keeps.
 
-use fanfold_engine::{BadRow, ChunkRange, ChunkReport, Head, PartInfo, StartState, TopGroup};
+use fanfold_engine::{BadRow, ChunkRange, ChunkReport, Head, PartInfo, QuoteState, StartState, TopGroup};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,7 +286,7 @@ pub struct ChunkRecord {
     /// Set by the job store when the chunk must be scanned again with this
     /// known start state (its guess was wrong).
     #[serde(default)]
-    pub rerun: Option<bool>,
+    pub rerun: Option<QuoteState>,
 }
 
 impl ChunkRecord {

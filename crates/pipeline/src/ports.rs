@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 
-use fanfold_engine::{ChunkRange, StartState};
+use fanfold_engine::{ChunkRange, QuoteState, StartState};
 use serde::{Deserialize, Serialize};
 
 use crate::job::{ChunkRecord, Job, JobError, Outputs, Stage, Status, WorkRecord};
@@ -154,7 +154,7 @@ pub trait JobStore: Send + Sync {
     /// Holding the lease: the chunk must be scanned again with `state`
     /// (its guess was wrong): it is no longer done, its counters are taken
     /// back and only a scan with that state is accepted.
-    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: bool) -> Result<bool, StoreError>;
+    fn reopen_chunk(&self, id: &str, owner: &str, chunk: u32, state: QuoteState) -> Result<bool, StoreError>;
     /// Holding the lease: releases it and goes back to RUNNING (chunks are
     /// to be scanned again).
     fn release_lease(&self, id: &str, owner: &str) -> Result<bool, StoreError>;

@@ -14,7 +14,7 @@
 use std::io::Read;
 
 use fanfold_engine::sample::{merge_sample, read_window, sample_windows, window_keys};
-use fanfold_engine::{BadRow, Error as EngineError, RangePlan, Sketch, StartState, MAX_SAMPLES};
+use fanfold_engine::{BadRow, Error as EngineError, QuoteState, RangePlan, Sketch, StartState, MAX_SAMPLES};
 
 use super::{Pipeline, DISPATCH_BATCH, PAGE};
 use crate::config::{now_ms, PipelineError, ScanTotals};
@@ -42,7 +42,7 @@ impl Pipeline {
 
         let mut totals = ScanTotals::default();
         let mut sketch = Sketch::default();
-        let mut in_quotes = false; // the true state at the next chunk's start
+        let mut state = QuoteState::FieldStart; // the true state at the next chunk's start
         let mut newlines = head.newlines_before_data;
         let mut expected = 0u32;
         let mut again: Vec<Task> = Vec::new(); // chunks to scan (again)
@@ -67,9 +67,9 @@ impl Pipeline {
                         r.index,
                         rec.rerun.map_or(StartState::Guess, StartState::Known),
                     ));
-                } else if r.assumed_in_quotes != in_quotes {
-                    if self.jobs.reopen_chunk(id, owner, r.index, in_quotes)? {
-                        again.extend(Self::chunk_task(&job, r.index, StartState::Known(in_quotes)));
+                } else if r.assumed != state {
+                    if self.jobs.reopen_chunk(id, owner, r.index, state)? {
+                        again.extend(Self::chunk_task(&job, r.index, StartState::Known(state)));
                     }
                 } else if again.is_empty() && rescans == 0 {
                     // Every chunk before this one is right: its error is real, and the first.
@@ -96,7 +96,7 @@ impl Pipeline {
                         .ok_or_else(|| PipelineError::Invalid(format!("chunk {}: malformed key sketch", r.index)))?;
                     sketch.merge(&chunk_sketch);
                 }
-                in_quotes ^= r.quote_parity;
+                state = r.transfer.apply(state);
                 newlines += r.newlines;
                 if again.len() >= DISPATCH_BATCH {
                     rescans += again.len() as u64;
