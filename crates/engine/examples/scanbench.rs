@@ -1,4 +1,5 @@
-//! Times one thread's chunk scan phases on a file: `scanbench FILE [CHUNK_MB] [MAX_MB]`.
+//! Times one thread's chunk scan phases on a file: `scanbench FILE [CHUNK_MB] [MAX_MB]`
+//! (`SPEC=spec.json` for another spec than the BMAT job).
 use std::time::Instant;
 
 use fanfold_engine::*;
@@ -9,21 +10,34 @@ fn main() {
     let chunk: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(64) << 20;
     let max: usize = args.get(3).map(|s| s.parse::<usize>().unwrap() << 20).unwrap_or(file.len()).min(file.len());
     let file = &file[..max];
-    let spec = Spec::default();
+    let spec = match std::env::var("SPEC") {
+        Ok(p) => Spec::from_json(&std::fs::read_to_string(p).expect("read the spec")).expect("a valid spec"),
+        Err(_) => Spec::default(),
+    };
     let head = read_head(file, file.len() as u64, &spec.csv).unwrap().unwrap();
     let compiled = head.compile(&spec).unwrap();
     let (mut feed, mut fin) = (0.0, 0.0);
     let mut rows = 0;
     let mut buffers = ScanBuffers::default();
     let mut runs = Vec::new();
-    for range in plan_chunks(head.data_start, file.len() as u64, chunk) {
+    let ranges = plan_chunks(head.data_start, file.len() as u64, chunk);
+    // The chain first, from the reports alone (as the plan step does), so
+    // that the timed scans below are the right ones, wrong guesses rescanned.
+    let reports: Vec<ChunkReport> =
+        ranges.iter().map(|&r| scan_slice(&compiled, &head, r, file, StartState::Guess).0).collect();
+    let mut states = vec![StartState::Guess; ranges.len()];
+    for (i, s) in resolve_chain(&reports) {
+        states[i as usize] = StartState::Known(s);
+    }
+    println!("{} of {} chunks guessed wrong", states.iter().filter(|s| **s != StartState::Guess).count(), ranges.len());
+    for (range, state) in ranges.into_iter().zip(states) {
         let t = Instant::now();
         let mut s = ChunkScanner::with_buffers(
             &compiled,
             range,
             file.len() as u64,
             range.start == head.data_start,
-            StartState::Guess,
+            state,
             buffers,
         );
         while !s.is_done() {
