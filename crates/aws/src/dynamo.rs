@@ -27,6 +27,8 @@ const TTL_DAYS: u64 = 30;
 
 /// The partition that lists jobs newest first (`sk` = [`Job::list_key`]).
 const LIST_PK: &str = "jobs";
+/// The partition of jobs not known to have ended (the sweeper's work list).
+const ACTIVE_PK: &str = "active";
 
 #[derive(Clone)]
 pub struct DynamoJobStore {
@@ -336,20 +338,35 @@ impl DynamoJobStore {
 
     /// Items of the job whose sort keys lie in `[from, to]`, at most `limit`.
     fn query_range(&self, id: &str, from: String, to: String, limit: usize) -> Result<Vec<Item>, StoreError> {
+        self.query_items(format!("job#{id}"), Some((from, to)), limit)
+    }
+
+    /// The items of partition `pk` (with sort keys in `between`, if given),
+    /// at most `limit`, a page of up to 1,000 at a time.
+    fn query_items(
+        &self,
+        pk: String,
+        between: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         while out.len() < limit {
-            let req = self
+            let mut req = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .consistent_read(true)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":pk", s(format!("job#{id}")))
-                .expression_attribute_values(":a", s(&from))
-                .expression_attribute_values(":b", s(&to))
+                .expression_attribute_values(":pk", s(&pk))
                 .limit((limit - out.len()).min(1000) as i32)
                 .set_exclusive_start_key(start.take());
+            req = match &between {
+                Some((a, b)) => req
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+                    .expression_attribute_values(":a", s(a))
+                    .expression_attribute_values(":b", s(b)),
+                None => req.key_condition_expression("pk = :pk"),
+            };
             let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB Query", e))?;
             out.extend(page.items().iter().cloned());
             match page.last_evaluated_key() {
@@ -358,6 +375,46 @@ impl DynamoJobStore {
             }
         }
         Ok(out)
+    }
+
+    /// The job items of `ids` (100 keys per BatchGetItem); ids whose job
+    /// item is gone (expired) are left out.
+    fn jobs_of(&self, ids: &[String]) -> Result<HashMap<String, Job>, StoreError> {
+        let mut found: HashMap<String, Job> = HashMap::new();
+        for batch in ids.chunks(100) {
+            let keys: Vec<Item> = batch
+                .iter()
+                .map(|id| {
+                    let (pk, sk) = job_key(id);
+                    HashMap::from([("pk".to_string(), pk), ("sk".to_string(), sk)])
+                })
+                .collect();
+            let mut pending = Some(
+                aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| corrupt(&e.to_string()))?,
+            );
+            for _attempt in 0..8 {
+                let Some(want) = pending.take() else { break };
+                let req = self.client.batch_get_item().request_items(&self.table, want);
+                let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB BatchGetItem", e))?;
+                for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                    let job = job_from(item)?;
+                    found.insert(job.id.clone(), job);
+                }
+                pending =
+                    out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
+            }
+            if pending.is_some() {
+                return Err(StoreError::Other {
+                    message: "DynamoDB BatchGetItem: keys left unprocessed".into(),
+                    retryable: true,
+                });
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -391,15 +448,14 @@ impl JobStore for DynamoJobStore {
             }
             Err(e) => return Err(sdk_error("DynamoDB PutItem", e)),
         }
-        // Jobs by source object; not part of any condition.
-        let src = format!("src#{}/{}", job.source.bucket, job.source.key);
+        // The jobs the sweeper looks at; an entry outlives its job's end
+        // until the next sweep (see `active_jobs`).
         let req = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(src))
-            .item("sk", s(format!("job#{}", job.id)))
-            .item("created_ms", n(job.created_ms))
+            .item("pk", s(ACTIVE_PK))
+            .item("sk", s(&job.id))
             .item("ttl", n(ttl));
         self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB PutItem", e))?;
         // Jobs newest first: one partition, sorted by creation time.
@@ -831,65 +887,34 @@ impl JobStore for DynamoJobStore {
         if ids.is_empty() {
             return Ok(JobPage::default());
         }
-        let mut found: HashMap<String, Job> = HashMap::new();
-        let keys: Vec<Item> = ids
-            .iter()
-            .map(|(_, id)| {
-                let (pk, sk) = job_key(id);
-                HashMap::from([("pk".to_string(), pk), ("sk".to_string(), sk)])
-            })
-            .collect();
-        let mut pending = Some(
-            aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| corrupt(&e.to_string()))?,
-        );
-        for _attempt in 0..8 {
-            let Some(want) = pending.take() else { break };
-            let req = self.client.batch_get_item().request_items(&self.table, want);
-            let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB BatchGetItem", e))?;
-            for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                let job = job_from(item)?;
-                found.insert(job.id.clone(), job);
-            }
-            pending = out.unprocessed_keys().and_then(|u| u.get(&self.table)).filter(|k| !k.keys().is_empty()).cloned();
-        }
-        if pending.is_some() {
-            return Err(StoreError::Other {
-                message: "DynamoDB BatchGetItem: keys left unprocessed".into(),
-                retryable: true,
-            });
-        }
+        let ids_only: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        let mut found = self.jobs_of(&ids_only)?;
         // A list entry whose job item expired first is skipped.
         let jobs = ids.into_iter().filter_map(|(_, id)| found.remove(&id)).collect();
         Ok(JobPage { jobs, next: next.flatten() })
     }
 
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        // The active partition, not a scan: a table holds every chunk record
+        // of every job, and a sweep must not read them all.
+        let ids: Vec<String> = self
+            .query_items(ACTIVE_PK.into(), None, usize::MAX)?
+            .iter()
+            .filter_map(|i| get_s(i, "sk").map(str::to_string))
+            .collect();
+        let mut found = self.jobs_of(&ids)?;
         let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let req = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .filter_expression("sk = :job AND #st IN (:a, :b, :c)")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":job", s("job"))
-                .expression_attribute_values(":a", status(Status::Splitting))
-                .expression_attribute_values(":b", status(Status::Running))
-                .expression_attribute_values(":c", status(Status::Merging))
-                .set_exclusive_start_key(start.take());
-            let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB Scan", e))?;
-            for item in page.items() {
-                out.push(job_from(item)?);
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
+        for id in ids {
+            match found.remove(&id) {
+                Some(job) if matches!(job.status, Status::Splitting | Status::Running | Status::Merging) => {
+                    out.push(job)
+                }
+                _ => {
+                    // Ended (or expired): its entry goes. Best effort: the next sweep retries.
+                    let req =
+                        self.client.delete_item().table_name(&self.table).key("pk", s(ACTIVE_PK)).key("sk", s(&id));
+                    let _ = self.rt.block_on(req.send());
+                }
             }
         }
         Ok(out)

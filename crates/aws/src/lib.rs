@@ -21,7 +21,8 @@
 //! pk=job#<id>  sk=chunk#0000042  report (JSON), partial (binary, ≤ 8 KiB) or partial_key,
 //!                                state, done, rerun, ttl
 //! pk=job#<id>  sk=range#00007    done, lease_owner, lease_until, ttl
-//! pk=src#<bucket>/<key>  sk=job#<id>   jobs by source object (scripts/cloud-local reads it)
+//! pk=active   sk=<id>           jobs not known to have ended: the sweeper's list
+//!                                (a sweep drops the entries of jobs that ended)
 //! pk=jobs      sk=<created_ms:013>.<id>  id: jobs newest first (GET /jobs)
 //! ```
 //! Marking a chunk or a range done is one `TransactWriteItems`: the flag on
