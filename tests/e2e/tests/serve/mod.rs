@@ -114,8 +114,21 @@ pub fn split_url(url: &str) -> (String, String) {
 }
 
 pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> Resp {
+    request_within(addr, method, path, token, body, Duration::from_secs(60))
+}
+
+/// [`request`], giving up (a panic) when an answer takes longer than `wait`.
+#[allow(dead_code)]
+pub fn request_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    wait: Duration,
+) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
