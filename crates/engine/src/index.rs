@@ -83,7 +83,7 @@ pub fn slice_of(restarts: &[(u64, Vec<u8>)], index_at: u64, lo: Option<&[u8]>, h
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agg::Acc;
+    use crate::acc::Acc;
     use crate::partial::{index_at, ops_of, slice_header, RunReader, RunWriter};
     use crate::spec::AggOp;
 

@@ -32,11 +32,12 @@
 //! assert_eq!(out, b"Umbrella,2020-01-01,150\n");
 //! ```
 
+mod acc;
 mod agg;
 pub mod index;
 mod key;
+mod merge;
 pub mod number;
-mod output;
 pub mod partial;
 pub mod pieces;
 mod plan;
@@ -45,14 +46,15 @@ pub mod sample;
 mod scan;
 pub mod sketch;
 mod spec;
+mod top;
+mod write;
 
 use sha2::{Digest, Sha256};
 
-pub use agg::{Acc, ScanBuffers};
+pub use acc::Acc;
+pub use agg::ScanBuffers;
 pub use index::RunIndex;
-pub use output::{
-    part_name, push_csv_field, Group, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroup, TopGroups,
-};
+pub use merge::{Group, Merger};
 pub use plan::{chunk_count, plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use quotes::{QuoteState, Transfer};
 pub use sample::RangePlan;
@@ -62,6 +64,8 @@ pub use spec::{
     AggOp, Aggregate, ColumnRef, Compiled, Dialect, Filter, FilterOp, GroupColumn, OnBadRow, Spec, SpecError,
     Transform, DEFAULT_MAX_FILE_BYTES,
 };
+pub use top::{TopGroup, TopGroups};
+pub use write::{part_name, push_csv_field, PartInfo, PartSink, PartWriter, RowFormatter};
 
 /// Engine errors. Data errors carry a position.
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,7 @@
 
 use std::io::{self, Read};
 
-use crate::agg::{Acc, TextRef, Val};
+use crate::acc::{Acc, TextRef, Val};
 use crate::key::common_prefix;
 use crate::number::Decimal;
 use crate::spec::AggOp;

@@ -2,7 +2,8 @@
 //! key and aggregate inputs into the chunk's group table.
 
 use super::{Issue, Problem};
-use crate::agg::{GroupTable, Input};
+use crate::acc::Input;
+use crate::agg::GroupTable;
 use crate::key::push_field;
 use crate::number::Decimal;
 use crate::spec::{AggOp, Compiled, FilterOp, Transform};

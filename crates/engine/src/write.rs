@@ -1,0 +1,262 @@
+//! Writing results: [`RowFormatter`] turns merged groups into CSV rows and
+//! [`PartWriter`] cuts them into files of at most `max_file_bytes` each, the
+//! header row included in every file.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::acc::{write_value, Acc};
+use crate::key::for_each_field;
+use crate::Error;
+
+/// Appends one CSV field, quoted when it holds a delimiter, quote or line break.
+pub fn push_csv_field(out: &mut Vec<u8>, v: &[u8], delimiter: u8) {
+    let needs = v.iter().any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r');
+    if !needs {
+        out.extend_from_slice(v);
+        return;
+    }
+    out.push(b'"');
+    for &b in v {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// Formats result rows: decoded key fields, then aggregate values.
+pub struct RowFormatter {
+    delimiter: u8,
+    scratch: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl RowFormatter {
+    pub fn new(delimiter: u8) -> Self {
+        RowFormatter { delimiter, scratch: Vec::new(), value: Vec::new() }
+    }
+
+    pub fn header(&self, names: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                out.push(self.delimiter);
+            }
+            push_csv_field(&mut out, n.as_bytes(), self.delimiter);
+        }
+        out.push(b'\n');
+        out
+    }
+
+    /// Appends one row (with its newline) to `out`.
+    pub fn row(&mut self, key: &[u8], accs: &[Acc], texts: &[u8], out: &mut Vec<u8>) {
+        let d = self.delimiter;
+        let mut first = true;
+        let plain = !key.iter().any(|&b| b == 1 || b == d || b == b'"' || b == b'\n' || b == b'\r');
+        if plain {
+            // No escapes and nothing to quote: the key's field terminators become delimiters.
+            let start = out.len();
+            out.extend_from_slice(&key[..key.len().saturating_sub(1)]);
+            for b in &mut out[start..] {
+                if *b == 0 {
+                    *b = d;
+                }
+            }
+            first = key.is_empty();
+        } else {
+            for_each_field(key, &mut self.scratch, |f| {
+                if !first {
+                    out.push(d);
+                }
+                first = false;
+                push_csv_field(out, f, d);
+            });
+        }
+        for a in accs {
+            if !first {
+                out.push(d);
+            }
+            first = false;
+            self.value.clear();
+            write_value(a, texts, &mut self.value);
+            push_csv_field(out, &self.value, d);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Where the parts go.
+pub trait PartSink {
+    /// Starts part `index` (0-based).
+    fn begin(&mut self, index: usize) -> io::Result<()>;
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Ends the current part.
+    fn end(&mut self, info: &PartInfo) -> io::Result<()>;
+}
+
+/// One written part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub index: usize,
+    pub name: String,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// The name of part `index` of key range `range`: name order is key order.
+pub fn part_name(range: usize, index: usize) -> String {
+    format!("part-{range:05}-{index:05}.csv")
+}
+
+/// Cuts rows into parts of at most `max_bytes`, each starting with the header.
+pub struct PartWriter<S> {
+    sink: S,
+    range: usize,
+    max: u64,
+    header: Vec<u8>,
+    current: Option<PartInfo>,
+    parts: Vec<PartInfo>,
+    buf: Vec<u8>,
+}
+
+const FLUSH_AT: usize = 1 << 20;
+
+impl<S: PartSink> PartWriter<S> {
+    /// Parts of key range 0 (see [`Self::for_range`]).
+    pub fn new(sink: S, max_bytes: u64, header: Vec<u8>) -> Result<Self, Error> {
+        Self::for_range(sink, max_bytes, header, 0)
+    }
+
+    /// Writes the parts of key range `range` (their names carry it).
+    pub fn for_range(sink: S, max_bytes: u64, header: Vec<u8>, range: usize) -> Result<Self, Error> {
+        if header.len() as u64 > max_bytes {
+            return Err(Error::RowTooLarge { bytes: header.len() as u64, max: max_bytes, what: "the header row" });
+        }
+        Ok(PartWriter {
+            sink,
+            range,
+            max: max_bytes,
+            header,
+            current: None,
+            parts: Vec::new(),
+            buf: Vec::with_capacity(FLUSH_AT * 2),
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.sink.write(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> io::Result<()> {
+        if let Some(p) = self.current.take() {
+            self.flush()?;
+            self.sink.end(&p)?;
+            self.parts.push(p);
+        }
+        Ok(())
+    }
+
+    fn open_next(&mut self) -> io::Result<()> {
+        let index = self.parts.len();
+        self.sink.begin(index)?;
+        self.buf.extend_from_slice(&self.header);
+        self.current =
+            Some(PartInfo { index, name: part_name(self.range, index), bytes: self.header.len() as u64, rows: 0 });
+        Ok(())
+    }
+
+    /// Appends one formatted row (ending in a newline).
+    pub fn push_row(&mut self, row: &[u8]) -> Result<(), Error> {
+        let len = row.len() as u64;
+        if self.header.len() as u64 + len > self.max {
+            return Err(Error::RowTooLarge {
+                bytes: self.header.len() as u64 + len,
+                max: self.max,
+                what: "a result row with the header",
+            });
+        }
+        let fits = self.current.as_ref().is_some_and(|p| p.bytes + len <= self.max);
+        if !fits {
+            self.close_current().map_err(Error::Output)?;
+            self.open_next().map_err(Error::Output)?;
+        }
+        let p = self.current.as_mut().expect("opened");
+        p.bytes += len;
+        p.rows += 1;
+        self.buf.extend_from_slice(row);
+        if self.buf.len() >= FLUSH_AT {
+            self.flush().map_err(Error::Output)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the last part (a header-only part when there were no rows).
+    pub fn finish(mut self) -> Result<(Vec<PartInfo>, S), Error> {
+        if self.current.is_none() && self.parts.is_empty() {
+            self.open_next().map_err(Error::Output)?;
+        }
+        self.finish_parts()
+    }
+
+    /// Closes the last part; no part at all when there were no rows (a key
+    /// range that holds no groups writes nothing).
+    pub fn finish_parts(mut self) -> Result<(Vec<PartInfo>, S), Error> {
+        self.close_current().map_err(Error::Output)?;
+        Ok((self.parts, self.sink))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Mem {
+        parts: Vec<Vec<u8>>,
+    }
+    impl PartSink for Mem {
+        fn begin(&mut self, index: usize) -> io::Result<()> {
+            assert_eq!(index, self.parts.len());
+            self.parts.push(Vec::new());
+            Ok(())
+        }
+        fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+            self.parts.last_mut().unwrap().extend_from_slice(bytes);
+            Ok(())
+        }
+        fn end(&mut self, info: &PartInfo) -> io::Result<()> {
+            assert_eq!(info.bytes as usize, self.parts[info.index].len());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parts_respect_the_cap_including_header() {
+        let mut w = PartWriter::new(Mem::default(), 10, b"h,v\n".to_vec()).unwrap();
+        for r in ["a,1\n", "b,2\n", "c,3\n"] {
+            w.push_row(r.as_bytes()).unwrap();
+        }
+        let (parts, sink) = w.finish().unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(sink.parts[0], b"h,v\na,1\n");
+        assert!(sink.parts.iter().all(|p| p.len() <= 10));
+        let mut w = PartWriter::new(Mem::default(), 10, b"h,v\n".to_vec()).unwrap();
+        assert!(matches!(w.push_row(b"toolong,1\n"), Err(Error::RowTooLarge { .. })));
+        let (parts, sink) = PartWriter::new(Mem::default(), 10, b"h,v\n".to_vec()).unwrap().finish().unwrap();
+        assert_eq!((parts.len(), &sink.parts[0][..]), (1, &b"h,v\n"[..]));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        let mut o = Vec::new();
+        push_csv_field(&mut o, b"a\"b,c", b',');
+        assert_eq!(o, b"\"a\"\"b,c\"");
+    }
+}
