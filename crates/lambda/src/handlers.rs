@@ -22,6 +22,23 @@ impl std::fmt::Display for HandlerError {
 
 impl std::error::Error for HandlerError {}
 
+impl HandlerError {
+    /// The Lambda `errorType` of a retryable failure (Lambda's retry, or the
+    /// sweeper, can finish the work).
+    pub const RETRYABLE: &'static str = "fanfold.Retryable";
+    /// The Lambda `errorType` of a failure no retry can help.
+    pub const PERMANENT: &'static str = "fanfold.Permanent";
+}
+
+/// Retryability in the invocation's `errorType`, where Lambda's logs,
+/// metrics and destinations show it, not only in the message.
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        let error_type = if e.retryable { HandlerError::RETRYABLE } else { HandlerError::PERMANENT };
+        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
+    }
+}
+
 /// Logs, when the invocation ends, the AWS requests it made, with the step
 /// it ran: one line `{"step": …, "requests": {"S3.GetObject": n, …}}` per
 /// invocation (`scripts/cloud-local` sums them per step).

@@ -165,7 +165,7 @@ pub async fn run_api() -> Result<(), lambda_runtime::Error> {
     lambda_http::run(fanfold_api::router(Arc::new(api))).await
 }
 
-async fn serve<F>(f: F) -> Result<serde_json::Value, lambda_runtime::Error>
+async fn serve<F>(f: F) -> Result<serde_json::Value, lambda_runtime::Diagnostic>
 where
     F: FnOnce() -> Result<serde_json::Value, HandlerError> + Send + 'static,
 {
@@ -175,6 +175,7 @@ where
             tracing::error!(error = %e, retryable = e.retryable, "invocation failed");
             Err(e.into())
         }
-        Err(join) => Err(format!("handler panicked: {join}").into()),
+        // A bug, not the data: a retry (on another environment) may get past it.
+        Err(join) => Err(HandlerError { message: format!("handler panicked: {join}"), retryable: true }.into()),
     }
 }

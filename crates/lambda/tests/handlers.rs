@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fanfold_engine::Spec;
-use fanfold_lambda::{faults::Faults, finalizer, splitter, sweeper, worker, Deps};
+use fanfold_lambda::{faults::Faults, finalizer, splitter, sweeper, worker, Deps, HandlerError};
 use fanfold_local::{DirStore, MemoryJobStore};
 use fanfold_pipeline::{Config, Layout, ObjectStore, Pipeline, Status, SweepPolicy, Task};
 use serde_json::Value;
@@ -115,7 +115,14 @@ fn worker_finalizer_and_sweeper_events_parse_and_run() {
     let (deps, _q, _) = deps(dir.path());
     // Unknown jobs: the worker's step fails for good, so the invocation reports it and does not ask for a retry.
     let w = worker(serde_json::from_value(event("worker-chunk.json")).unwrap(), &deps, "r");
-    assert!(w.is_err_and(|e| !e.retryable), "an unknown job cannot be fixed by retrying");
+    let e = w.expect_err("an unknown job");
+    assert!(!e.retryable, "an unknown job cannot be fixed by retrying");
+    // Lambda sees it in the error type, not only in the message.
+    let d = lambda_runtime::Diagnostic::from(e);
+    assert_eq!(d.error_type, HandlerError::PERMANENT);
+    assert!(d.error_message.contains("a retry cannot help"), "{}", d.error_message);
+    let retry = HandlerError { message: "throttled".into(), retryable: true };
+    assert_eq!(lambda_runtime::Diagnostic::from(retry).error_type, "fanfold.Retryable");
     for e in ["finalizer-plan.json", "finalizer-reduce.json", "finalizer-commit.json"] {
         let f = finalizer(serde_json::from_value(event(e)).unwrap(), &deps, "r");
         assert!(f.is_err_and(|e| !e.retryable), "{e}");
