@@ -910,10 +910,10 @@ impl JobStore for DynamoJobStore {
                     out.push(job)
                 }
                 _ => {
-                    // Ended (or expired): its entry goes. Best effort: the next sweep retries.
+                    // Ended (or expired): its entry goes.
                     let req =
                         self.client.delete_item().table_name(&self.table).key("pk", s(ACTIVE_PK)).key("sk", s(&id));
-                    let _ = self.rt.block_on(req.send());
+                    self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB DeleteItem", e))?;
                 }
             }
         }
