@@ -28,7 +28,9 @@ fn half_sent_headers_are_timed_out_and_the_server_stays_under_its_descriptor_lim
     let half = |n: usize| -> Vec<TcpStream> {
         (0..n)
             .filter_map(|_| {
-                let mut s = TcpStream::connect(&srv.addr).ok()?;
+                // Bounded: a connect the kernel cannot queue retries its SYN for minutes.
+                let addr: std::net::SocketAddr = srv.addr.parse().expect("a socket address");
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
                 s.write_all(b"GET /jobs HTTP/1.1\r\nHost: x\r\n").ok()?;
                 Some(s)
             })
