@@ -34,20 +34,29 @@ pub enum Val {
 /// One aggregate's state for one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Acc {
+    /// Rows counted (with a column: its non-empty values).
     Count(u64),
+    /// The sum so far; `None` before the first value.
     Sum(Option<Decimal>),
+    /// A mean, as its sum and count.
     Mean {
+        /// The sum of the values.
         sum: Decimal,
+        /// How many values.
         n: u64,
     },
+    /// The smallest value so far.
     Min(Option<Val>),
+    /// The largest value so far.
     Max(Option<Val>),
     /// (global byte offset of the row, value)
     First(Option<(u64, TextRef)>),
+    /// The last value in file order, with its row's global byte offset.
     Last(Option<(u64, TextRef)>),
 }
 
 impl Acc {
+    /// The state of `op` before any row.
     pub fn empty(op: AggOp) -> Acc {
         match op {
             AggOp::Count => Acc::Count(0),

@@ -14,6 +14,7 @@ use crate::partial::{get_varint, FOOTER, INDEX_MAGIC};
 /// The restart entries of a run: `(byte offset, whole key)`, in key order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunIndex {
+    /// (offset in the run, first key there) every so many groups.
     pub restarts: Vec<(u64, Vec<u8>)>,
     /// Where the entries end (and the index starts).
     pub index_at: u64,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! fanfold's engine: exact group-by aggregation of CSV byte ranges.
 //!
 //! Pure and synchronous: no threads, no I/O beyond `Read`, no paths. The
@@ -72,18 +73,35 @@ pub use write::{part_name, push_csv_field, PartInfo, PartSink, PartWriter, RowFo
 #[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
+    /// The spec does not fit the file.
     Spec(#[from] SpecError),
     #[error("the input is empty: no header or records")]
+    /// The input holds no record.
     EmptyInput,
     #[error("{0}")]
+    /// A bad row in `fail` mode, or a bad header.
     Rejected(BadRow),
     #[error("{what} is {bytes} bytes, more than output.max_file_bytes = {max}")]
-    RowTooLarge { bytes: u64, max: u64, what: &'static str },
+    /// A result row (or header) bigger than a part may be.
+    RowTooLarge {
+        /// The row's size.
+        bytes: u64,
+        /// `output.max_file_bytes`.
+        max: u64,
+        /// Which row: the header, or a result row.
+        what: &'static str,
+    },
     #[error("{aggregate:?}: a sum overflows the 128-bit integer range (beyond ±1.7e38)")]
-    SumOverflow { aggregate: String },
+    /// A sum left the 128-bit range.
+    SumOverflow {
+        /// The aggregate's output name.
+        aggregate: String,
+    },
     #[error("reading a partial aggregate: {0}")]
+    /// A partial could not be read (corrupt or truncated).
     Partial(std::io::Error),
     #[error("writing output: {0}")]
+    /// A result file could not be written.
     Output(std::io::Error),
 }
 

@@ -11,7 +11,9 @@ pub const MAX_SCALE: u8 = 30;
 /// An exact decimal number `mantissa / 10^scale`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Decimal {
+    /// The digits, as an integer.
     pub mantissa: i128,
+    /// Digits after the decimal point.
     pub scale: u8,
 }
 
@@ -33,14 +35,19 @@ pub fn pow10(n: u8) -> i128 {
 /// Why a text is not a number we accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NumberError {
+    /// Not of the form `[+-]digits[.digits][e[+-]digits]`.
     NotANumber,
+    /// More than 38 significant digits, or an exponent out of range.
     TooLarge,
+    /// More than 30 decimal places.
     TooPrecise,
 }
 
 impl Decimal {
+    /// Zero, with no decimals.
     pub const ZERO: Decimal = Decimal { mantissa: 0, scale: 0 };
 
+    /// An integer, with no decimals.
     pub fn from_int(v: i128) -> Self {
         Decimal { mantissa: v, scale: 0 }
     }

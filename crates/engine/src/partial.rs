@@ -34,6 +34,7 @@ use crate::number::Decimal;
 use crate::spec::AggOp;
 
 const MAGIC: &[u8; 3] = b"FFP";
+/// The format version a run's footer carries.
 pub const VERSION: u8 = 2;
 /// Bytes of entries between indexed restarts, at first.
 pub const INDEX_STRIDE: usize = 32 * 1024;
@@ -125,6 +126,7 @@ pub struct RunWriter {
 }
 
 impl RunWriter {
+    /// A writer of runs of the aggregates `ops`.
     pub fn new(ops: &[AggOp]) -> Self {
         Self::with_buffer(ops, Vec::new())
     }
@@ -150,6 +152,7 @@ impl RunWriter {
         }
     }
 
+    /// Appends a group (keys in ascending order).
     pub fn push(&mut self, key: &[u8], accs: &[Acc], arena: &[u8]) {
         let restart = self.indexed && (self.groups == 0 || self.out.len() - self.last_restart >= self.stride);
         let shared = if restart {
@@ -214,6 +217,7 @@ impl RunWriter {
         std::mem::take(&mut self.out)
     }
 
+    /// Groups written so far.
     pub fn groups(&self) -> u64 {
         self.groups
     }
@@ -308,11 +312,14 @@ pub struct RunReader<R> {
     hi: Option<Vec<u8>>,
     /// Current entry.
     pub key: Vec<u8>,
+    /// The current group's accumulators.
     pub accs: Vec<Acc>,
+    /// The current group's text arena.
     pub texts: Vec<u8>,
 }
 
 impl<R: Read> RunReader<R> {
+    /// Reads the run's header from `src`.
     pub fn new(src: R) -> io::Result<Self> {
         let mut r = RunReader {
             src,
@@ -347,6 +354,7 @@ impl<R: Read> RunReader<R> {
         Ok(r)
     }
 
+    /// The aggregates of the run.
     pub fn ops(&self) -> &[AggOp] {
         &self.ops
     }

@@ -17,6 +17,7 @@ pub struct Head {
     pub data_start: u64,
     /// Newlines before `data_start`.
     pub newlines_before_data: u64,
+    /// The header's names, if the dialect has a header.
     pub header: Option<Vec<String>>,
     /// Fields of the first record (the header, or the first data row).
     pub width: usize,
@@ -127,6 +128,7 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
 }
 
 impl Head {
+    /// Resolves `spec`'s columns against this head.
     pub fn compile(&self, spec: &Spec) -> Result<Compiled, Error> {
         spec.compile(self.header.as_deref(), self.width).map_err(Error::Spec)
     }
@@ -173,6 +175,7 @@ pub struct LineIndex {
 }
 
 impl LineIndex {
+    /// The index of the chunks of `reports`, in chunk order.
     pub fn new(head: &Head, reports: &[ChunkReport]) -> Self {
         let mut acc = head.newlines_before_data;
         let before = reports

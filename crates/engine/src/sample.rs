@@ -95,6 +95,7 @@ pub fn merge_sample(runs: &[Vec<u8>]) -> io::Result<Vec<Vec<u8>>> {
 /// `[splitters[r - 1], splitters[r])` (open at both ends of the key space).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangePlan {
+    /// The first key of every range after the first, ascending.
     pub splitters: Vec<Vec<u8>>,
 }
 
@@ -121,6 +122,7 @@ impl RangePlan {
         RangePlan { splitters }
     }
 
+    /// How many key ranges.
     pub fn ranges(&self) -> usize {
         self.splitters.len() + 1
     }
@@ -142,6 +144,7 @@ impl RangePlan {
         out
     }
 
+    /// The plan [`Self::encode`] wrote.
     pub fn decode(b: &[u8]) -> io::Result<RangePlan> {
         let bad = || io::Error::new(io::ErrorKind::InvalidData, "corrupt range plan");
         if b.get(..4) != Some(b"FFR\x01") {

@@ -46,6 +46,7 @@ pub fn key_hash(key: &[u8]) -> u64 {
 }
 
 impl Sketch {
+    /// Counts a key.
     pub fn add(&mut self, key: &[u8]) {
         let h = key_hash(key);
         let i = (h >> (64 - P)) as usize;
@@ -55,6 +56,7 @@ impl Sketch {
         }
     }
 
+    /// Adds another sketch's keys.
     pub fn merge(&mut self, other: &Sketch) {
         for (a, b) in self.regs.iter_mut().zip(&other.regs) {
             *a = (*a).max(*b);
@@ -93,6 +95,7 @@ impl Sketch {
         }
     }
 
+    /// A sketch from its bytes; `None` if they are not one.
     pub fn from_bytes(b: &[u8]) -> Option<Sketch> {
         let mut s = Sketch::default();
         match b.split_first()? {
@@ -115,6 +118,7 @@ impl Sketch {
 pub struct SketchBytes(Vec<u8>);
 
 impl SketchBytes {
+    /// The bytes of a sketch.
     pub fn of(s: &Sketch) -> Self {
         SketchBytes(s.to_bytes())
     }

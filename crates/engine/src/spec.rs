@@ -16,6 +16,7 @@ use crate::number::Decimal;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ColumnRef {
+    /// A header name.
     Name(String),
     /// 1-based, as a user writes it.
     Index(usize),
@@ -32,30 +33,44 @@ impl std::fmt::Display for ColumnRef {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+/// A transform of a group column's value.
 pub enum Transform {
+    /// Unicode lower case.
     Lower,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A group-by column.
 pub struct GroupColumn {
+    /// Which column.
     pub column: ColumnRef,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// How its values are changed first.
     pub transform: Option<Transform>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+/// An aggregate function.
 pub enum AggOp {
+    /// Rows, or with a column its non-empty values.
     Count,
+    /// The exact decimal sum.
     Sum,
+    /// The smallest value (numbers before text).
     Min,
+    /// The largest value (numbers before text).
     Max,
+    /// The mean, rounded half away from zero to 10 decimals.
     Mean,
+    /// The first value in file order.
     First,
+    /// The last value in file order.
     Last,
 }
 
 impl AggOp {
+    /// The spec's names of the functions.
     pub const ALL: [(&'static str, AggOp); 7] = [
         ("count", AggOp::Count),
         ("sum", AggOp::Sum),
@@ -65,6 +80,7 @@ impl AggOp {
         ("first", AggOp::First),
         ("last", AggOp::Last),
     ];
+    /// The spec's name of `self`.
     pub fn name(self) -> &'static str {
         AggOp::ALL.iter().find(|(_, o)| *o == self).map(|(n, _)| *n).unwrap_or("?")
     }
@@ -77,33 +93,47 @@ impl AggOp {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One aggregate of the output.
 pub struct Aggregate {
+    /// The function.
     pub op: AggOp,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its column (`None` for a row count).
     pub column: Option<ColumnRef>,
     #[serde(rename = "as")]
+    /// The output column's name.
     pub name: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// A `where` comparison.
 pub enum FilterOp {
     #[serde(rename = "=")]
+    /// Equal.
     Eq,
     #[serde(rename = "!=")]
+    /// Not equal.
     Ne,
     #[serde(rename = "<")]
+    /// Less than.
     Lt,
     #[serde(rename = "<=")]
+    /// Less than or equal.
     Le,
     #[serde(rename = ">")]
+    /// Greater than.
     Gt,
     #[serde(rename = ">=")]
+    /// Greater than or equal.
     Ge,
     #[serde(rename = "in")]
+    /// One of a list.
     In,
     #[serde(rename = "empty")]
+    /// The field is empty.
     Empty,
     #[serde(rename = "not_empty")]
+    /// The field is not empty.
     NotEmpty,
 }
 
@@ -120,8 +150,11 @@ const FILTER_OPS: [(&str, FilterOp); 9] = [
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// One `where` condition.
 pub struct Filter {
+    /// The column compared.
     pub column: ColumnRef,
+    /// The comparison.
     pub op: FilterOp,
     /// Empty for `empty`/`not_empty`, one value for comparisons, the list for `in`.
     pub values: Vec<String>,
@@ -146,8 +179,11 @@ impl Serialize for Filter {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+/// What a bad row does.
 pub enum OnBadRow {
+    /// The job fails at the first bad row.
     Fail,
+    /// Bad rows are counted, sampled and left out.
     Skip,
 }
 
@@ -155,10 +191,12 @@ pub enum OnBadRow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Dialect {
     #[serde(serialize_with = "ser_byte")]
+    /// The field delimiter.
     pub delimiter: u8,
     /// `None`: quotes are ordinary characters.
     #[serde(serialize_with = "ser_opt_byte")]
     pub quote: Option<u8>,
+    /// Whether the first record names the columns.
     pub header: bool,
     /// A quote inside an unquoted field, or a character after a closing
     /// quote, is a literal character (Python's `csv` module, rust-csv)
@@ -182,17 +220,24 @@ impl Default for Dialect {
     }
 }
 
+/// The default cap of one result file, in bytes.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 500_000_000;
 
 /// A validated job spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Spec {
+    /// The input's dialect.
     pub csv: Dialect,
+    /// The group key's columns.
     pub group_by: Vec<GroupColumn>,
+    /// The aggregates, in output order.
     pub aggregates: Vec<Aggregate>,
     #[serde(rename = "where")]
+    /// Conditions every row must meet.
     pub filters: Vec<Filter>,
+    /// What a bad row does.
     pub on_bad_row: OnBadRow,
+    /// How results are written.
     pub output: OutputSpec,
 }
 
@@ -205,7 +250,9 @@ pub struct OutputSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid spec: {field}: {message}")]
 pub struct SpecError {
+    /// Where in the spec, such as `aggregates[0].column`.
     pub field: String,
+    /// What is wrong there.
     pub message: String,
 }
 
@@ -286,6 +333,7 @@ impl Spec {
         Spec::from_value(&v)
     }
 
+    /// A spec from parsed JSON (see [`Self::from_json`]).
     pub fn from_value(v: &Value) -> Result<Spec, SpecError> {
         let obj = v.as_object().ok_or_else(|| err("(document)", "expected a JSON object"))?;
         check_keys(obj, "", &["csv", "group_by", "aggregates", "where", "on_bad_row", "output"])?;
@@ -485,13 +533,19 @@ pub struct CompiledAgg {
 /// A spec resolved against a file's header: every column is a 0-based index.
 #[derive(Clone, Debug)]
 pub struct Compiled {
+    /// The input's dialect.
     pub dialect: Dialect,
     /// Number of fields every record must have.
     pub width: usize,
+    /// The group key's columns, with their transforms.
     pub keys: Vec<(usize, Option<Transform>)>,
+    /// The aggregates, in output order.
     pub aggs: Vec<CompiledAgg>,
+    /// The `where` conditions.
     pub filters: Vec<CompiledFilter>,
+    /// What a bad row does.
     pub on_bad_row: OnBadRow,
+    /// The cap of one result file.
     pub max_file_bytes: u64,
     /// Column names for messages: the header's, or `column N`.
     pub column_names: Vec<String>,

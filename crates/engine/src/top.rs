@@ -8,6 +8,7 @@ use crate::key::for_each_field;
 /// One of the largest groups by the first aggregate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopGroup {
+    /// The group's key fields.
     pub key: Vec<String>,
     /// The first aggregate's output text (exact).
     pub value: String,
@@ -25,6 +26,7 @@ pub struct TopGroups {
 }
 
 impl TopGroups {
+    /// Keeps the `n` largest.
     pub fn new(n: usize) -> Self {
         TopGroups { n, items: Vec::with_capacity(n + 1), floor: f64::NEG_INFINITY }
     }

@@ -35,10 +35,12 @@ pub struct RowFormatter {
 }
 
 impl RowFormatter {
+    /// Rows with fields separated by `delimiter`.
     pub fn new(delimiter: u8) -> Self {
         RowFormatter { delimiter, scratch: Vec::new(), value: Vec::new() }
     }
 
+    /// The header row of `names`.
     pub fn header(&self, names: &[String]) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, n) in names.iter().enumerate() {
@@ -92,6 +94,7 @@ impl RowFormatter {
 pub trait PartSink {
     /// Starts part `index` (0-based).
     fn begin(&mut self, index: usize) -> io::Result<()>;
+    /// Appends bytes to the current part.
     fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Ends the current part.
     fn end(&mut self, info: &PartInfo) -> io::Result<()>;
@@ -100,9 +103,13 @@ pub trait PartSink {
 /// One written part.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartInfo {
+    /// The part's position in its range.
     pub index: usize,
+    /// Its file name.
     pub name: String,
+    /// Its size, header included.
     pub bytes: u64,
+    /// Its data rows.
     pub rows: u64,
 }
 

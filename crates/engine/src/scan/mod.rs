@@ -72,8 +72,11 @@ impl StartState {
 /// A byte range of the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRange {
+    /// The chunk's position in the job.
     pub index: u32,
+    /// First byte (global offset).
     pub start: u64,
+    /// One past the last byte.
     pub end: u64,
 }
 
@@ -81,10 +84,15 @@ pub struct ChunkRange {
 /// start and `byte`) until [`crate::plan::LineIndex`] makes it global.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadRow {
+    /// Line (chunk-local until made global).
     pub line: u64,
+    /// Global byte offset of the field, or of the quote for a quoting error.
     pub byte: u64,
+    /// The column's name, when one column is at fault.
     pub column: Option<String>,
+    /// The value, clipped to 200 bytes.
     pub value: Option<String>,
+    /// What is wrong.
     pub reason: String,
 }
 
@@ -104,8 +112,11 @@ impl std::fmt::Display for BadRow {
 /// What a chunk reports besides its partial.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkReport {
+    /// The chunk's position in the job.
     pub index: u32,
+    /// First byte of the range.
     pub start: u64,
+    /// One past the last byte.
     pub end: u64,
     /// The quote state the scan assumed at `start`.
     pub assumed: QuoteState,
@@ -119,9 +130,11 @@ pub struct ChunkReport {
     pub filtered: u64,
     /// Rows rejected (skip mode) — in fail mode see `error`.
     pub bad_rows: u64,
+    /// Up to [`MAX_SAMPLES`] rejected rows (skip mode).
     pub samples: Vec<BadRow>,
     /// The first rejected row in fail mode.
     pub error: Option<BadRow>,
+    /// Groups in the partial.
     pub groups: u64,
     /// Index of an aggregate whose sum overflowed the 128-bit range.
     pub overflow: Option<usize>,
@@ -129,6 +142,7 @@ pub struct ChunkReport {
     #[serde(default)]
     pub run_bytes: u64,
     #[serde(default)]
+    /// Where the partial's key index starts.
     pub index_at: u64,
     /// The chunk's group keys, for sizing the job's key ranges.
     #[serde(default)]
@@ -263,6 +277,7 @@ impl<'c> ChunkScanner<'c> {
         self.pos
     }
 
+    /// Whether the chunk's last record has been read.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }
