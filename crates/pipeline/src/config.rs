@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::job::OutputPart;
 use crate::ports::StoreError;
 
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -37,7 +38,9 @@ pub fn incoming_skip_reason(key: &str) -> Option<&'static str> {
 /// local run's output directory).
 #[derive(Clone, Debug)]
 pub struct Layout {
+    /// The results' prefix (`{job}` replaced by the id).
     pub results: String,
+    /// The prefix of the job's working objects.
     pub partials: String,
 }
 
@@ -49,6 +52,7 @@ impl Default for Layout {
 }
 
 impl Layout {
+    /// Where job `job`'s results go.
     pub fn results(&self, job: &str) -> String {
         self.results.replace("{job}", job)
     }
@@ -80,6 +84,7 @@ impl Layout {
 }
 
 #[derive(Clone, Debug)]
+/// How a pipeline cuts, reads and leases; the same on every adapter.
 pub struct Config {
     /// Bytes per chunk task.
     pub chunk_size: u64,
@@ -111,6 +116,7 @@ pub struct Config {
     /// `read_block` bytes: one S3 stream seldom fills a function's network.
     /// 1: one GET per window (a local file).
     pub read_streams: usize,
+    /// Bytes per ranged GET of a read-ahead.
     pub read_block: u64,
     /// Bucket name recorded in the source (and hashed into job ids).
     pub bucket: String,
@@ -169,12 +175,16 @@ impl Config {
 #[non_exhaustive]
 pub enum PipelineError {
     #[error(transparent)]
+    /// An object or job store failed.
     Store(#[from] StoreError),
     #[error("job {0} not found")]
+    /// No job has this id.
     UnknownJob(String),
     #[error("{0}")]
+    /// The engine refused the input or a partial.
     Engine(#[from] EngineError),
     #[error("{0}")]
+    /// Stored state that cannot be (a bug, or a store edited by hand).
     Invalid(String),
 }
 
@@ -216,6 +226,7 @@ impl Default for SweepPolicy {
 /// `submit`'s answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Submitted {
+    /// The job id.
     pub id: String,
     /// `false`: the same source and spec were already known.
     pub new: bool,
@@ -224,45 +235,66 @@ pub struct Submitted {
 /// `summary.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Summary {
+    /// The job id.
     pub job_id: String,
+    /// The input, as `bucket/key` or a path.
     pub source: String,
+    /// The input's size.
     pub input_bytes: u64,
+    /// Non-empty records read.
     pub rows_read: u64,
+    /// Rows dropped by `where`.
     pub rows_filtered: u64,
+    /// Bad rows left out (`skip` mode).
     pub rows_skipped: u64,
+    /// Up to ten of them, with line, byte and column.
     pub bad_row_samples: Vec<BadRow>,
+    /// Groups in the result.
     pub groups: u64,
+    /// Chunk tasks the input was cut into.
     pub chunks: u64,
+    /// Chunks scanned again from the known quote state.
     pub chunks_rerun: u32,
     /// Key ranges, each merged by its own reducer.
     #[serde(default)]
     pub ranges: u32,
+    /// The result files, in key order.
     pub output_files: Vec<OutputPart>,
     /// The largest groups by the first aggregate (when it is numeric).
     #[serde(default)]
     pub top_groups: Vec<TopGroup>,
+    /// Where the time went.
     pub timings_ms: Timings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A job's phases, in milliseconds.
 pub struct Timings {
     /// From the job's creation to reading the header and cutting the chunks.
     pub split: u64,
     /// From the job's creation to the last chunk task sent.
     #[serde(default)]
     pub dispatch: u64,
+    /// From the chunks' start to the last chunk done (the scan).
     pub chunks: u64,
+    /// From the last chunk done to DONE (plan, reducers, commit).
     pub merge: u64,
+    /// From creation to DONE.
     pub total: u64,
 }
 
 /// What the planner learned from the chunk records, kept for the summary.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScanTotals {
+    /// Non-empty records read.
     pub rows_read: u64,
+    /// Rows dropped by `where`.
     pub rows_filtered: u64,
+    /// Bad rows left out (`skip` mode).
     pub rows_skipped: u64,
+    /// Up to ten of them.
     pub bad_row_samples: Vec<BadRow>,
+    /// Chunk tasks.
     pub chunks: u64,
     /// Bytes of all partials (what the reducers read together).
     pub partial_bytes: u64,

@@ -5,16 +5,24 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// Where a job stands: SPLITTING → RUNNING → MERGING → DONE, FAILED or CANCELLED.
 pub enum Status {
+    /// Reading the head and cutting the chunks.
     Splitting,
+    /// Chunk tasks run.
     Running,
+    /// The plan, the reducers, the commit.
     Merging,
+    /// The results are written.
     Done,
+    /// Failed, with the reason.
     Failed,
+    /// Cancelled by a user.
     Cancelled,
 }
 
 impl Status {
+    /// Whether nothing can change the job any more.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Done | Status::Failed | Status::Cancelled)
     }
@@ -23,9 +31,13 @@ impl Status {
 /// Where the input is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
+    /// The bucket (or `local`).
     pub bucket: String,
+    /// The object's key.
     pub key: String,
+    /// The version the job reads (every read checks it).
     pub etag: String,
+    /// The object's size.
     pub size: u64,
 }
 
@@ -33,13 +45,18 @@ pub struct Source {
 /// the same input cannot help.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
+    /// What went wrong, for people.
     pub message: String,
+    /// The input's fault (a retry cannot help).
     pub rejected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The bad row's line, when a row is at fault.
     pub line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its byte offset.
     pub byte: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its column.
     pub column: Option<String>,
 }
 
@@ -48,12 +65,15 @@ pub struct JobError {
 pub const MAX_ERROR_BYTES: usize = 1000;
 
 impl JobError {
+    /// A failure of the system, not of the input.
     pub fn internal(message: impl Into<String>) -> Self {
         JobError { message: clipped(message.into()), rejected: false, line: None, byte: None, column: None }
     }
+    /// The input's fault.
     pub fn rejected(message: impl Into<String>) -> Self {
         JobError { message: clipped(message.into()), rejected: true, line: None, byte: None, column: None }
     }
+    /// The input's fault, at a bad row.
     pub fn from_bad_row(b: &BadRow) -> Self {
         JobError {
             message: clipped(b.to_string()),
@@ -78,7 +98,9 @@ pub struct Outputs {
     /// How many parts there are.
     #[serde(default)]
     pub part_count: u64,
+    /// The QuickSight manifest's key.
     pub manifest: String,
+    /// `summary.json`'s key.
     pub summary: String,
 }
 
@@ -93,13 +115,18 @@ impl Outputs {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One result file.
 pub struct OutputPart {
+    /// Its key.
     pub key: String,
+    /// Its size, header included.
     pub bytes: u64,
+    /// Its data rows.
     pub rows: u64,
 }
 
 impl OutputPart {
+    /// The part `p` written under `key`.
     pub fn new(key: String, p: &PartInfo) -> Self {
         OutputPart { key, bytes: p.bytes, rows: p.rows }
     }
@@ -108,19 +135,26 @@ impl OutputPart {
 /// A job, as the job store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
+    /// Hash of source and spec (see `fanfold_engine::job_id`).
     pub id: String,
+    /// Where it stands.
     pub status: Status,
+    /// The input.
     pub source: Source,
     /// The canonical spec JSON.
     pub spec: String,
+    /// The input's head, once split.
     pub head: Option<Head>,
     /// The chunk plan: `chunk_count` ranges of `chunk_size` bytes from the
     /// head's data start (kept compact: a 1 TB job has ~15k chunks).
     pub chunk_size: u64,
+    /// How many chunk tasks.
     pub chunk_count: u32,
     /// Chunks marked done (an O(1) counter; each chunk's record has its flag).
     pub chunks_done: u32,
+    /// Rows read by the chunks done.
     pub rows: u64,
+    /// Input bytes of the chunks done.
     pub bytes_done: u64,
     /// Chunks scanned again after a wrong quote-state guess.
     pub chunks_rerun: u32,
@@ -153,11 +187,17 @@ pub struct Job {
     pub ranges_done: u32,
     /// When the merge started (the range plan was made).
     pub merging_ms: Option<u64>,
+    /// Why it failed.
     pub error: Option<JobError>,
+    /// Where the results are, once DONE.
     pub outputs: Option<Outputs>,
+    /// Who holds the job (splitter, planner, committer) and until when.
     pub lease: Option<Lease>,
+    /// Creation time (ms).
     pub created_ms: u64,
+    /// When the chunk tasks started (ms).
     pub running_ms: Option<u64>,
+    /// The last change (ms).
     pub updated_ms: u64,
 }
 
@@ -223,12 +263,16 @@ impl Job {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A time-limited claim on a job, slice or range.
 pub struct Lease {
+    /// Who holds it (a request id).
     pub owner: String,
+    /// Until when (ms); after that anyone may take it.
     pub until_ms: u64,
 }
 
 impl Job {
+    /// A new job in SPLITTING.
     pub fn new(id: String, source: Source, spec: String, now_ms: u64) -> Self {
         Job {
             id,
@@ -275,7 +319,9 @@ pub enum PartialRef {
 /// A chunk's result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRecord {
+    /// What the scan reported.
     pub report: ChunkReport,
+    /// Where its partial is.
     pub partial: PartialRef,
     /// The quote state the scan started with (a scan with a known state
     /// replaces a wrong guess).
@@ -290,6 +336,7 @@ pub struct ChunkRecord {
 }
 
 impl ChunkRecord {
+    /// A record not yet done, of a scan from `state`.
     pub fn new(report: ChunkReport, partial: PartialRef, state: StartState) -> Self {
         ChunkRecord { report, partial, state, done: false, rerun: None }
     }
@@ -318,8 +365,11 @@ pub enum Stage {
 /// The state of one slice's dispatcher or one key range's reducer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkRecord {
+    /// The slice's or range's index.
     pub index: u32,
+    /// Whether its work is done.
     pub done: bool,
+    /// Who is doing it, until when.
     pub lease: Option<Lease>,
     /// How far the holder got (dispatch: chunk tasks of the slice sent, so
     /// that a retry resumes there); 0 for a reducer.
@@ -328,6 +378,7 @@ pub struct WorkRecord {
 }
 
 impl WorkRecord {
+    /// A record of work not started.
     pub fn new(index: u32) -> Self {
         WorkRecord { index, done: false, lease: None, next: 0 }
     }
@@ -337,7 +388,9 @@ impl WorkRecord {
 /// partials; the committer reads one per range).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeResult {
+    /// Its result files, in key order.
     pub parts: Vec<OutputPart>,
+    /// Its groups.
     pub groups: u64,
     /// The range's largest groups by the first aggregate.
     pub top_groups: Vec<TopGroup>,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! fanfold's pipeline: the steps of a job, written once against narrow ports.
 //!
 //! ```text

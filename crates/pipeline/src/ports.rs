@@ -15,7 +15,9 @@ use crate::job::{ChunkRecord, Job, JobError, Outputs, Stage, Status, WorkRecord}
 /// A stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
+    /// The object's key.
     pub key: String,
+    /// Its size.
     pub size: u64,
     /// Changes whenever the content changes.
     pub etag: String,
@@ -23,21 +25,42 @@ pub struct ObjectMeta {
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+/// A failure of an object or job store.
 pub enum StoreError {
     #[error("no object or item {0:?}")]
+    /// No such object or item.
     NotFound(String),
     #[error("invalid key {key:?}: {reason}")]
-    InvalidKey { key: String, reason: &'static str },
+    /// A key the store refuses (it would leave the store's root, say).
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     #[error("{0}")]
+    /// A local I/O error.
     Io(#[from] std::io::Error),
     /// The object is no longer the version a read asked for.
     #[error(
         "{key} changed after the job started (it was planned on ETag {etag}): a job never mixes two versions \
          of its input; submit the new version as a new job"
     )]
-    Changed { key: String, etag: String },
+    /// The object is no longer the version a read asked for.
+    Changed {
+        /// The object's key.
+        key: String,
+        /// The version the job was planned on.
+        etag: String,
+    },
     #[error("{message}")]
-    Other { message: String, retryable: bool },
+    /// Anything else, and whether a retry may help.
+    Other {
+        /// What happened.
+        message: String,
+        /// Whether a retry may help.
+        retryable: bool,
+    },
 }
 
 impl StoreError {
@@ -64,11 +87,13 @@ impl StoreError {
 
 /// A streaming upload; nothing is visible under the key until `finish`.
 pub trait ObjectWriter: Write + Send {
+    /// Makes the object visible, whole.
     fn finish(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// S3 or a directory.
 pub trait ObjectStore: Send + Sync {
+    /// The object's size and version.
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
     /// Bytes `[start, end)` (`end = None`: to the end), streamed.
     fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> Result<Box<dyn Read + Send>, StoreError>;
@@ -82,7 +107,9 @@ pub trait ObjectStore: Send + Sync {
         start: u64,
         end: Option<u64>,
     ) -> Result<Box<dyn Read + Send>, StoreError>;
+    /// Writes a whole object (replacing any).
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A streaming upload to `key`.
     fn put_stream(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
     /// Objects whose key starts with `prefix`, in key order.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
@@ -105,7 +132,9 @@ pub trait ObjectStore: Send + Sync {
 /// The result of a conditional create.
 #[derive(Debug)]
 pub enum Created {
+    /// The job was created.
     New,
+    /// It existed already: here it is.
     Exists(Box<Job>),
 }
 
@@ -116,6 +145,7 @@ pub enum Created {
 pub trait JobStore: Send + Sync {
     /// Creates the job unless a job with its id exists.
     fn create_job(&self, job: &Job) -> Result<Created, StoreError>;
+    /// The job, if there is one.
     fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// SPLITTING → RUNNING with the plan: `chunk_count` chunks, sent by
     /// `slice_count` dispatchers. `false` if the job was not SPLITTING.
@@ -230,6 +260,7 @@ pub trait JobStore: Send + Sync {
 /// One page of [`JobStore::list_jobs`].
 #[derive(Clone, Debug, Default)]
 pub struct JobPage {
+    /// The jobs, newest first.
     pub jobs: Vec<Job>,
     /// The cursor of the next page; `None` on the last one.
     pub next: Option<String>,
@@ -240,18 +271,47 @@ pub struct JobPage {
 #[serde(tag = "task", rename_all = "snake_case")]
 pub enum Task {
     /// Scan one chunk into a partial.
-    Chunk { job: String, range: ChunkRange, state: StartState },
+    /// Scan one chunk.
+    Chunk {
+        /// The job.
+        job: String,
+        /// The chunk's bytes.
+        range: ChunkRange,
+        /// The quote state to scan from (a guess, or the chain's).
+        state: StartState,
+    },
     /// Every chunk is done: check them, choose the key ranges, start the reducers.
-    Plan { job: String },
+    /// Check the chunks' chain, then plan the key ranges.
+    Plan {
+        /// The job.
+        job: String,
+    },
     /// Send the chunk tasks of one slice of [`crate::SLICE`] chunks.
-    Dispatch { job: String, slice: u32 },
+    /// Send one slice of a job's chunk tasks.
+    Dispatch {
+        /// The job.
+        job: String,
+        /// Which slice of its chunk tasks.
+        slice: u32,
+    },
     /// Merge one key range of every partial into result parts.
-    Reduce { job: String, range: u32 },
+    /// Merge one key range.
+    Reduce {
+        /// The job.
+        job: String,
+        /// Which key range.
+        range: u32,
+    },
     /// Every range is done: write the manifest and summary, DONE.
-    Commit { job: String },
+    /// Write the manifest and summary, and DONE.
+    Commit {
+        /// The job.
+        job: String,
+    },
 }
 
 impl Task {
+    /// The job the task is for.
     pub fn job(&self) -> &str {
         match self {
             Task::Chunk { job, .. }
@@ -265,5 +325,6 @@ impl Task {
 
 /// Lambda async invoke, or a local worker pool.
 pub trait Dispatcher: Send + Sync {
+    /// Sends the tasks (each at least once).
     fn dispatch(&self, tasks: Vec<Task>) -> Result<(), StoreError>;
 }

@@ -37,12 +37,19 @@ const PAGE: usize = 1000;
 
 /// The steps, bound to their ports.
 pub struct Pipeline {
+    /// Where inputs are read.
     pub input: Arc<dyn ObjectStore>,
+    /// Where results and working objects go.
     pub output: Arc<dyn ObjectStore>,
+    /// Job state.
     pub jobs: Arc<dyn JobStore>,
+    /// Sends tasks.
     pub dispatcher: Arc<dyn Dispatcher>,
+    /// Where results go.
     pub layout: Layout,
+    /// Chunk size, leases, read-ahead.
     pub config: Config,
+    /// Fault injection for tests; `None` in production.
     pub faults: Option<Arc<dyn FaultPoints>>,
 }
 
