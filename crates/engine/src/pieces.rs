@@ -82,9 +82,10 @@ pub fn join(
         sketch: SketchBytes::default(),
     };
     for (r, _) in &pieces {
-        let before = report.newlines;
+        let (before, records) = (report.newlines, report.rows);
         let moved = |mut b: crate::BadRow| {
             b.line += before;
+            b.record += records;
             b
         };
         report.transfer = report.transfer.then(&r.transfer);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::quotes::QuoteState;
-use crate::scan::{BadRow, ChunkRange, ChunkReport};
+use crate::scan::{BadRow, BadRowKind, ChunkRange, ChunkReport};
 use crate::spec::{Compiled, Dialect, Spec};
 use crate::Error;
 
@@ -84,6 +84,8 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
         return Err(Error::Rejected(BadRow {
             line: 1 + newlines,
             byte: start as u64,
+            record: 0,
+            kind: BadRowKind::BadHeader,
             column: None,
             value: None,
             reason: "quoted field is never closed before the end of the file".into(),
@@ -112,6 +114,8 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
                 return Err(Error::Rejected(BadRow {
                     line: 1 + newlines,
                     byte: start as u64,
+                    record: 0,
+                    kind: BadRowKind::BadHeader,
                     column: Some(format!("column {}", c + 1)),
                     value: Some(crate::clip(&String::from_utf8_lossy(e.as_bytes()), 200).into_owned()),
                     reason: "header name is not valid UTF-8".into(),
@@ -169,29 +173,32 @@ pub fn resolve_chain(reports: &[ChunkReport]) -> Vec<(u32, QuoteState)> {
     wrong
 }
 
-/// Global line numbers from per-chunk newline counts.
+/// Global line and record numbers from per-chunk newline and row counts.
 pub struct LineIndex {
-    before: Vec<u64>,
+    /// (newlines, records) before each chunk.
+    before: Vec<(u64, u64)>,
 }
 
 impl LineIndex {
     /// The index of the chunks of `reports`, in chunk order.
     pub fn new(head: &Head, reports: &[ChunkReport]) -> Self {
-        let mut acc = head.newlines_before_data;
+        let mut acc = (head.newlines_before_data, 0);
         let before = reports
             .iter()
             .map(|r| {
                 let b = acc;
-                acc += r.newlines;
+                acc = (acc.0 + r.newlines, acc.1 + r.rows);
                 b
             })
             .collect();
         LineIndex { before }
     }
 
-    /// Makes a chunk-local bad row global (1-based line).
+    /// Makes a chunk-local bad row global (1-based line and record).
     pub fn globalize(&self, chunk: u32, mut bad: BadRow) -> BadRow {
-        bad.line += 1 + self.before[chunk as usize];
+        let (lines, records) = self.before[chunk as usize];
+        bad.line += 1 + lines;
+        bad.record += records;
         bad
     }
 }

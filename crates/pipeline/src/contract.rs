@@ -164,6 +164,7 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     listing_is_newest_first_in_pages(store, &format!("{id}-p"));
 }
 
+/// Creating a job twice creates it once; the second call finds it.
 pub fn create_is_conditional(store: &dyn JobStore, id: &str) {
     assert!(store.get_job(id).unwrap().is_none());
     // conditional create: the second one loses and sees the first
@@ -184,6 +185,7 @@ pub fn create_is_conditional(store: &dyn JobStore, id: &str) {
     assert!(store.active_jobs().unwrap().iter().any(|j| j.id == id));
 }
 
+/// A chunk marked done twice counts once; only the call that completes the count says so.
 pub fn chunks_are_counted_once(store: &dyn JobStore, id: &str) {
     running(store, id, 3);
     // chunk records, inline and spilled; an inline partial at the limit survives
@@ -223,6 +225,7 @@ pub fn chunks_are_counted_once(store: &dyn JobStore, id: &str) {
     assert_eq!((j.sweeps, j.stuck_sweeps, j.swept_progress), (2, 0, 12), "the stuck count is set, not added");
 }
 
+/// A reopened chunk accepts only a scan from the state it was reopened with.
 pub fn reopened_chunks_take_only_the_known_state(store: &dyn JobStore, id: &str) {
     running(store, id, 2);
     for c in 0..2 {
@@ -257,6 +260,8 @@ pub fn reopened_chunks_take_only_the_known_state(store: &dyn JobStore, id: &str)
     );
 }
 
+/// The job's lease: one holder until it runs out; the range plan is made
+/// once; completion needs the lease; a done job is neither active nor swept.
 pub fn leases_and_completion(store: &dyn JobStore, id: &str) {
     running(store, id, 0);
     // the job's lease: one holder at a time, until it expires
@@ -286,6 +291,7 @@ pub fn leases_and_completion(store: &dyn JobStore, id: &str) {
     assert!(!store.record_sweep(id, 0, 1, 0, 7).unwrap(), "final jobs are not swept");
 }
 
+/// Each key range is leased by one reducer and counted done once.
 pub fn ranges_are_leased_and_counted_once(store: &dyn JobStore, id: &str) {
     let r = Stage::Reduce;
     running(store, id, 0);
@@ -317,6 +323,7 @@ pub fn ranges_are_leased_and_counted_once(store: &dyn JobStore, id: &str) {
     assert!(!store.take_work(id, r, 1, "r1", 110, 200).unwrap(), "a cancelled job's ranges are not taken");
 }
 
+/// A dispatch slice resumes where it stopped and counts done once.
 pub fn dispatch_slices_resume_and_count_once(store: &dyn JobStore, id: &str) {
     let d = Stage::Dispatch;
     assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
@@ -355,6 +362,7 @@ pub fn dispatch_slices_resume_and_count_once(store: &dyn JobStore, id: &str) {
     assert!(!store.work_progress(id, d, 1, "d1", 5, 163, 600).unwrap(), "a slice never taken has no progress");
 }
 
+/// DONE, FAILED and CANCELLED never change again.
 pub fn final_states_stay_final(store: &dyn JobStore, id: &str) {
     // fail works from a running state
     assert!(matches!(store.create_job(&job(id)).unwrap(), Created::New));
@@ -377,6 +385,7 @@ pub fn final_states_stay_final(store: &dyn JobStore, id: &str) {
     assert_eq!(store.status(&format!("{id}-missing")).unwrap(), None);
 }
 
+/// Jobs list newest first, a page at a time.
 pub fn listing_is_newest_first_in_pages(store: &dyn JobStore, id: &str) {
     let base = 9_000_000_000_000u64;
     let ids: Vec<String> = (0..5).map(|i| format!("{id}-l{i}")).collect();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn run_ok(args: &[&str], cwd: &std::path::Path) -> String {
     let out = fanfold(args, cwd);
@@ -446,6 +446,8 @@ fn a_stray_quote_in_skip_mode_is_a_literal_or_skips_its_record() {
         let sample = &summary["bad_row_samples"][0];
         assert_eq!(sample["line"], 3);
         assert_eq!(sample["byte"], 44);
+        assert_eq!(sample["record"], 2, "chunk {chunk}: the second data record");
+        assert_eq!(sample["kind"], json!({"misplaced_quote": {"lines": 2}}));
         assert_eq!(sample["column"], "Song");
         let reason = sample["reason"].as_str().unwrap();
         assert!(reason.contains("the record runs over the next 2 lines too"), "{reason}");

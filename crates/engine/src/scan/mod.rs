@@ -80,20 +80,68 @@ pub struct ChunkRange {
     pub end: u64,
 }
 
-/// A rejected row. `line` is chunk-local (newlines between the chunk's
-/// start and `byte`) until [`crate::plan::LineIndex`] makes it global.
+/// A rejected row, with its position (as rust-csv's `Position`: line,
+/// byte, record) and column. `line` and `record` are chunk-local (counted
+/// from the chunk's start) until [`crate::plan::LineIndex`] makes them
+/// global.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadRow {
     /// Line (chunk-local until made global).
     pub line: u64,
     /// Global byte offset of the field, or of the quote for a quoting error.
     pub byte: u64,
+    /// The data record's number, 1-based (chunk-local until made global);
+    /// 0 for the header.
+    #[serde(default)]
+    pub record: u64,
+    /// What is wrong, for programs (`reason` says it for people).
+    #[serde(default)]
+    pub kind: BadRowKind,
     /// The column's name, when one column is at fault.
     pub column: Option<String>,
     /// The value, clipped to 200 bytes.
     pub value: Option<String>,
     /// What is wrong.
     pub reason: String,
+}
+
+/// What is wrong with a rejected row. In JSON a snake_case name, or an
+/// object `{"name": {fields}}` for the kinds with fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRowKind {
+    /// Not as many fields as the first record.
+    WrongFieldCount {
+        /// The first record's fields.
+        expected: usize,
+        /// This record's.
+        found: usize,
+    },
+    /// A value that must be a number is not one.
+    NotANumber,
+    /// A number of more than 38 digits, or beyond the exponent range.
+    TooLarge,
+    /// A number of more than 30 decimal places.
+    TooPrecise,
+    /// A key or text value that is not valid UTF-8.
+    InvalidUtf8,
+    /// A quoted field never closed before the end of the file.
+    UnclosedQuote {
+        /// Newlines from the quote to the end.
+        lines: u64,
+        /// Bytes from the quote to the end.
+        bytes: u64,
+    },
+    /// A quote inside an unquoted field or after a closing quote (RFC 4180).
+    MisplacedQuote {
+        /// Newlines inside the record the quotes delimit.
+        lines: u64,
+    },
+    /// A header that cannot be read.
+    BadHeader,
+    /// Recorded by a version that did not say.
+    #[default]
+    Other,
 }
 
 impl std::fmt::Display for BadRow {
@@ -508,6 +556,15 @@ impl<'c> ChunkScanner<'c> {
     }
 
     fn describe(&self, issue: Issue, row: &[u8], line: u64) -> BadRow {
+        let kind = match issue.problem {
+            Problem::Ragged { found } => BadRowKind::WrongFieldCount { expected: self.work.spec.width, found },
+            Problem::Number(NumberError::NotANumber) => BadRowKind::NotANumber,
+            Problem::Number(NumberError::TooLarge) => BadRowKind::TooLarge,
+            Problem::Number(NumberError::TooPrecise) => BadRowKind::TooPrecise,
+            Problem::Utf8 => BadRowKind::InvalidUtf8,
+            Problem::Unterminated { lines, bytes } => BadRowKind::UnclosedQuote { lines, bytes },
+            Problem::StrayQuote { lines } => BadRowKind::MisplacedQuote { lines },
+        };
         let spec = self.work.spec;
         let column = issue.col.map(|c| {
             spec.column_names
@@ -550,7 +607,8 @@ impl<'c> ChunkScanner<'c> {
                 (None, reason)
             }
         };
-        BadRow { line, byte: issue.byte, column, value, reason }
+        // `rows` already counts this record.
+        BadRow { line, byte: issue.byte, record: self.rows, kind, column, value, reason }
     }
 
     /// Ends the scan: the report and the key-sorted partial.

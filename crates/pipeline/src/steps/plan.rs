@@ -76,6 +76,7 @@ impl Pipeline {
                     if let Some(e) = &r.error {
                         let mut e: BadRow = e.clone();
                         e.line += 1 + newlines;
+                        e.record += totals.rows_read; // the rows of the chunks before
                         return self.fail(id, JobError::from_bad_row(&e));
                     }
                     overflow = overflow.or(r.overflow);
@@ -83,6 +84,7 @@ impl Pipeline {
                         if totals.bad_row_samples.len() < MAX_SAMPLES {
                             let mut s = s.clone();
                             s.line += 1 + newlines;
+                            s.record += totals.rows_read;
                             totals.bad_row_samples.push(s);
                         }
                     }
