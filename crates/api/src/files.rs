@@ -95,9 +95,10 @@ pub struct LocalLinks {
 /// Whether a key lies under the results prefix (`results/` of
 /// `results/{job}/`): a link, even one signed with the right secret, never
 /// reads the job database, partials or uploads.
-fn downloadable(results: &str, key: &str) -> bool {
-    let root = results.split("{job}").next().unwrap_or_default();
-    !root.is_empty() && key.starts_with(root) && key_is_clean(key) && !key.split('/').any(|s| s.starts_with('_'))
+fn downloadable(results: Option<&str>, key: &str) -> bool {
+    results.is_some_and(|root| key.starts_with(root))
+        && key_is_clean(key)
+        && !key.split('/').any(|s| s.starts_with('_'))
 }
 
 /// No `.`/`..` or empty segments (the store refuses them too; this keeps a
@@ -146,7 +147,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let (signer, q) = link_parts(&api, q)?;
     signer.check(&Method::GET, &key, &q)?;
-    if !downloadable(&api.pipeline.layout.results, &key) {
+    if !downloadable(api.pipeline.layout.results_root(), &key) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only results can be downloaded"));
     }
     let store = api.pipeline.output.clone();

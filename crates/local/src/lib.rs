@@ -24,7 +24,7 @@ pub use out_dir::{OutDirError, MARKER as OUT_MARKER};
 pub use pool::{Pool, PoolDispatcher};
 
 use fanfold_engine::{job_id, Spec};
-use fanfold_pipeline::{Config, Job, Layout, ObjectStore, Pipeline, PipelineError, Status, Summary};
+use fanfold_pipeline::{Config, Job, Layout, ObjectStore, Pipeline, PipelineError, ResultsAt, Status, Summary};
 
 /// Options of a local run.
 #[derive(Clone, Debug)]
@@ -127,7 +127,7 @@ pub fn run_file(
         output: output.clone(),
         jobs: jobs.clone(),
         dispatcher: Arc::new(dispatcher.clone()),
-        layout: Layout { results: String::new(), partials: "_fanfold/partials/{job}/".into() },
+        layout: Layout { results: ResultsAt::Root, partials: "_fanfold/partials/{job}/".into() },
         config: Config {
             chunk_size: chunk_size(meta.len(), opts),
             bucket,

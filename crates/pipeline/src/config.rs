@@ -34,27 +34,47 @@ pub fn incoming_skip_reason(key: &str) -> Option<&'static str> {
 }
 
 /// Where results and the job's working objects go. `{job}` is replaced by
-/// the job id. An empty `results` writes results at the store's root (a
-/// local run's output directory).
+/// the job id.
 #[derive(Clone, Debug)]
 pub struct Layout {
-    /// The results' prefix (`{job}` replaced by the id).
-    pub results: String,
+    /// Where a job's results go.
+    pub results: ResultsAt,
     /// The prefix of the job's working objects.
     pub partials: String,
+}
+
+/// Where a job's results go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResultsAt {
+    /// Under a prefix of their own: `{job}` in the template becomes the
+    /// job id (`results/{job}/`), so one store holds many jobs' results.
+    PerJob(String),
+    /// At the store's root: the store is one run's output directory
+    /// (`fanfold run --out DIR`).
+    Root,
 }
 
 impl Default for Layout {
     /// The bucket layout of `docs/architecture.md`.
     fn default() -> Self {
-        Layout { results: "results/{job}/".into(), partials: "_fanfold/partials/{job}/".into() }
+        Layout { results: ResultsAt::PerJob("results/{job}/".into()), partials: "_fanfold/partials/{job}/".into() }
     }
 }
 
 impl Layout {
     /// Where job `job`'s results go.
     pub fn results(&self, job: &str) -> String {
-        self.results.replace("{job}", job)
+        match &self.results {
+            ResultsAt::PerJob(template) => template.replace("{job}", job),
+            ResultsAt::Root => String::new(),
+        }
+    }
+    /// The prefix every job's results share (`results/`), if they have one.
+    pub fn results_root(&self) -> Option<&str> {
+        match &self.results {
+            ResultsAt::PerJob(template) => template.split("{job}").next().filter(|r| !r.is_empty()),
+            ResultsAt::Root => None,
+        }
     }
     /// Everything a job keeps while it runs: deleted when it ends.
     pub fn partials(&self, job: &str) -> String {

@@ -34,8 +34,8 @@ mod steps;
 pub mod contract;
 
 pub use config::{
-    incoming_skip_reason, now_ms, Config, FaultPoints, Layout, PipelineError, ScanTotals, Submitted, Summary,
-    SweepPolicy, Timings,
+    incoming_skip_reason, now_ms, Config, FaultPoints, Layout, PipelineError, ResultsAt, ScanTotals, Submitted,
+    Summary, SweepPolicy, Timings,
 };
 pub use job::{
     ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeResult, Source, Stage, Status, WorkRecord,
