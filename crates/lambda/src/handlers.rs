@@ -1,7 +1,8 @@
 //! The handlers: event in, pipeline step, JSON out.
 
+use aws_lambda_events::event::s3::S3Event;
 use fanfold_pipeline::{incoming_skip_reason, now_ms, PipelineError, StoreError, Task};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::{decode_s3_key, Deps};
@@ -55,33 +56,6 @@ fn bad_event(e: impl std::fmt::Display) -> HandlerError {
     HandlerError { message: format!("unexpected event: {e}"), retryable: false }
 }
 
-/// The part of an S3 notification the splitter reads (AWS sends more; an
-/// emulator may send less).
-#[derive(Deserialize)]
-struct S3Event {
-    #[serde(rename = "Records", default)]
-    records: Vec<S3Record>,
-}
-#[derive(Deserialize)]
-struct S3Record {
-    s3: S3Entity,
-}
-#[derive(Deserialize)]
-struct S3Entity {
-    bucket: S3Bucket,
-    object: S3Object,
-}
-#[derive(Deserialize)]
-struct S3Bucket {
-    #[serde(default)]
-    name: String,
-}
-#[derive(Deserialize)]
-struct S3Object {
-    #[serde(default)]
-    key: String,
-}
-
 /// Runs a step for `job`: a retryable error is returned (Lambda retries it);
 /// any other fails the job with the reason, and the invocation succeeds.
 fn step(deps: &Deps, job: &str, r: Result<(), PipelineError>) -> Result<Value, HandlerError> {
@@ -126,8 +100,8 @@ pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, Hand
     let p = &deps.pipeline;
     let mut out = Vec::new();
     for rec in event.records {
-        let bucket = rec.s3.bucket.name;
-        let key = decode_s3_key(&rec.s3.object.key);
+        let bucket = rec.s3.bucket.name.unwrap_or_default();
+        let key = decode_s3_key(rec.s3.object.key.as_deref().unwrap_or_default());
         if bucket != p.config.bucket {
             out.push(skip(key, "another bucket"));
             continue;
