@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)
-}
+// The fixtures and result-file helpers the local pipeline tests use too.
+#[path = "../../../../crates/local/tests/support/mod.rs"]
+mod support;
+#[allow(unused_imports)] // not every test binary uses every helper
+pub use support::{fixture, parts, read, rows_of};
 
 /// The `fanfold` binary, built once (a test package cannot name another package's binary).
 pub fn fanfold_bin() -> &'static Path {
@@ -29,10 +31,6 @@ pub fn fanfold(args: &[&str], cwd: &Path) -> Output {
     Command::new(fanfold_bin()).args(args).current_dir(cwd).output().expect("run fanfold")
 }
 
-pub fn read(p: impl AsRef<Path>) -> String {
-    String::from_utf8(std::fs::read(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))).unwrap()
-}
-
 /// `fanfold gen --profile bmat` into `dir/name`: about `size` bytes from `seed`.
 pub fn gen_bmat(dir: &Path, name: &str, size: &str, seed: u64) -> PathBuf {
     let p = dir.join(name);
@@ -40,21 +38,4 @@ pub fn gen_bmat(dir: &Path, name: &str, size: &str, seed: u64) -> PathBuf {
     let out = fanfold(&["gen", "--profile", "bmat", "--size", size, "-o", p.to_str().unwrap(), "--seed", &seed], dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     p
-}
-
-/// The part files of a result directory, in name order: (name, content).
-pub fn parts(dir: &Path) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), read(&p)))
-        .collect();
-    v.sort();
-    v
-}
-
-/// The result rows of `parts`, in order, without the header of each part.
-pub fn rows_of(parts: &[(String, String)]) -> String {
-    parts.iter().map(|(_, c)| c.split_once('\n').map_or("", |(_, rows)| rows)).collect()
 }

@@ -1,6 +1,7 @@
-//! The pipeline with local adapters: contracts, ordering, duplicates, chunking.
+//! The pipeline with the local adapters (directory store, memory job store,
+//! thread pool, `run_file`): contracts, ordering, duplicates, chunking.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
@@ -99,7 +100,7 @@ fn run_shuffled_with(
     let job = p.jobs.get_job(&id).unwrap().unwrap();
     let out = (job.status == Status::Done).then(|| {
         let keys: Vec<String> = job.outputs.as_ref().unwrap().parts.iter().map(|p| p.key.clone()).collect();
-        keys.iter().map(|k| common::read(dir.path().join(k))).collect::<String>()
+        keys.iter().map(|k| support::read(dir.path().join(k))).collect::<String>()
     });
     assert!(store.list("_fanfold/").unwrap().is_empty(), "no partials left behind");
     (job.status, out, job.chunks_rerun)
@@ -107,9 +108,9 @@ fn run_shuffled_with(
 
 #[test]
 fn any_task_order_and_duplicate_deliveries_give_the_same_result() {
-    let csv = std::fs::read(common::fixture("catalogue.csv")).unwrap();
-    let spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
-    let want = common::read(common::fixture("catalogue.expected.csv"));
+    let csv = std::fs::read(support::fixture("catalogue.csv")).unwrap();
+    let spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
+    let want = support::read(support::fixture("catalogue.expected.csv"));
     for seed in 1..20 {
         for chunk in [1, 3, 10, 1000] {
             let copies = 1 + (seed as usize % 3);
@@ -122,9 +123,9 @@ fn any_task_order_and_duplicate_deliveries_give_the_same_result() {
 
 #[test]
 fn reducers_merge_in_levels_when_there_are_more_chunks_than_their_fan_in() {
-    let csv = std::fs::read(common::fixture("catalogue.csv")).unwrap();
-    let spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
-    let want = common::read(common::fixture("catalogue.expected.csv"));
+    let csv = std::fs::read(support::fixture("catalogue.csv")).unwrap();
+    let spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
+    let want = support::read(support::fixture("catalogue.expected.csv"));
     // K = 2 and 3 with hundreds of chunks: more than K² (every level); 16 and 40: fewer (only what is needed).
     for (k, chunk, range_bytes) in [(2usize, 13u64, 1u64 << 30), (3, 7, 64), (16, 5, 1 << 30), (40, 3, 100)] {
         let config = Config { chunk_size: chunk, inline_limit: 64, merge_fan_in: k, range_bytes, ..Config::default() };
@@ -194,7 +195,7 @@ proptest! {
             let opts = RunOptions { chunk_size: chunk, workers, even_waves: false, out_dir: Some(dir.path().join(out)), range_bytes, scan_threads: 1 };
             let o = run_file(&input, &spec, &opts, |_| {}).unwrap();
             assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
-            common::parts(&o.out_dir)
+            support::parts(&o.out_dir)
         };
         // The same ranges: the same files, byte for byte, for any chunking.
         let whole = run(1 << 30, 1, range_bytes, "whole");
@@ -202,12 +203,12 @@ proptest! {
         // Any number of ranges: the same rows in the same order as one range.
         let one = run(chunk, workers, 1 << 40, "one");
         prop_assert_eq!(one.len(), 1);
-        prop_assert_eq!(common::rows_of(&whole), common::rows_of(&one));
+        prop_assert_eq!(support::rows_of(&whole), support::rows_of(&one));
     }
 }
 
 fn manual_pipeline(dir: &std::path::Path, lease_ms: u64) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
-    let csv = std::fs::read(common::fixture("bmat-example.csv")).unwrap();
+    let csv = std::fs::read(support::fixture("bmat-example.csv")).unwrap();
     queued_pipeline(dir, &csv, Config { chunk_size: 40, inline_limit: 0, lease_ms, ..Config::default() })
 }
 
@@ -237,8 +238,8 @@ fn the_sweeper_redispatches_lost_chunks_and_finishes_the_job() {
     let job = p.jobs.get_job(&id).unwrap().unwrap();
     assert_eq!(job.status, Status::Done);
     assert_eq!(
-        common::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
-        common::read(common::fixture("bmat-example.expected.csv"))
+        support::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
+        support::read(support::fixture("bmat-example.expected.csv"))
     );
 }
 
@@ -268,8 +269,8 @@ fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
     drain(&p, &q, |_| true);
     assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
     assert_eq!(
-        common::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
-        common::read(common::fixture("bmat-example.expected.csv"))
+        support::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
+        support::read(support::fixture("bmat-example.expected.csv"))
     );
     assert!(store.list("_fanfold/").unwrap().is_empty(), "partials cleaned up");
 }
@@ -338,7 +339,7 @@ fn chunk_tasks_fan_out_through_dispatch_slices_each_sent_once() {
     assert!(counts.values().all(|&n| n == 1), "and none twice: {:?}", counts.iter().find(|(_, &n)| n != 1));
     assert!(job.dispatched_ms.is_some());
     let summary: serde_json::Value =
-        serde_json::from_str(&common::read(dir.path().join(format!("results/{id}/summary.json")))).unwrap();
+        serde_json::from_str(&support::read(dir.path().join(format!("results/{id}/summary.json")))).unwrap();
     assert!(summary["timings_ms"]["dispatch"].as_u64().unwrap() <= summary["timings_ms"]["total"].as_u64().unwrap());
     assert!(!result_rows(&store, &id).is_empty());
 }
@@ -541,7 +542,7 @@ fn run_csv(
     };
     let o = run_file(&input, spec, &opts, |_| {}).unwrap();
     assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
-    common::parts(&o.out_dir)
+    support::parts(&o.out_dir)
 }
 
 /// Rows per key range (from the part names `part-RRRRR-SSSSS.csv`).
@@ -583,10 +584,10 @@ fn skew_a_hot_key_a_sorted_file_one_group_and_an_empty_result() {
     for (name, csv) in [("hot", &hot), ("sorted", &sorted)] {
         let one = run_csv(dir.path(), csv, &spec, 1 << 30, 1 << 40, &format!("{name}-one"));
         assert_eq!(one.len(), 1);
-        let want = common::rows_of(&one);
+        let want = support::rows_of(&one);
         for chunk in [997u64, 20_000] {
             let parts = run_csv(dir.path(), csv, &spec, chunk, 4096, &format!("{name}-{chunk}"));
-            assert_eq!(common::rows_of(&parts), want, "{name}, chunk {chunk}");
+            assert_eq!(support::rows_of(&parts), want, "{name}, chunk {chunk}");
             let per = rows_per_range(&parts);
             assert!(per.len() >= 8, "{name}: {} ranges", per.len());
             let groups: usize = per.iter().sum();
@@ -618,7 +619,7 @@ fn an_input_replaced_during_the_job_fails_it_instead_of_mixing_two_versions() {
     let dir = tempfile::tempdir().unwrap();
     let (p, q, store) = manual_pipeline(dir.path(), 60_000);
     let id = p.submit("incoming/in.csv", &Spec::default()).unwrap().id;
-    let original = std::fs::read(common::fixture("bmat-example.csv")).unwrap();
+    let original = std::fs::read(support::fixture("bmat-example.csv")).unwrap();
     // The same size, other plays: `tr 0-9 1-90`.
     let other: Vec<u8> =
         original.iter().map(|&b| if b.is_ascii_digit() { b'0' + (b - b'0' + 1) % 10 } else { b }).collect();
@@ -662,7 +663,7 @@ fn run_with_config(csv: &[u8], spec: &Spec, config: Config) -> (Status, Option<S
     }
     let summary_key = format!("{}summary.json", Layout::default().results(&id));
     let mut summary: fanfold_pipeline::Summary =
-        serde_json::from_str(&common::read(dir.path().join(summary_key))).unwrap();
+        serde_json::from_str(&support::read(dir.path().join(summary_key))).unwrap();
     summary.timings_ms = fanfold_pipeline::Timings { split: 0, dispatch: 0, chunks: 0, merge: 0, total: 0 };
     summary.source.clear(); // the temporary directory's path
                             // How many chunks guessed their start wrong depends on how many bytes
@@ -675,8 +676,8 @@ fn run_with_config(csv: &[u8], spec: &Spec, config: Config) -> (Status, Option<S
 
 #[test]
 fn a_worker_that_scans_in_pieces_with_several_gets_in_flight_gives_the_same_job() {
-    let catalogue = std::fs::read(common::fixture("catalogue.csv")).unwrap();
-    let catalogue_spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
+    let catalogue = std::fs::read(support::fixture("catalogue.csv")).unwrap();
+    let catalogue_spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
     // Long quoted fields full of delimiters and newlines: pieces guess wrong.
     let mut quoted = String::from("k,v\n");
     for i in 0..40 {
@@ -730,7 +731,7 @@ fn a_worker_that_scans_in_pieces_with_several_gets_in_flight_gives_the_same_job(
 #[test]
 fn an_input_replaced_while_pieces_read_ahead_fails_the_job() {
     let dir = tempfile::tempdir().unwrap();
-    let original = std::fs::read(common::fixture("catalogue.csv")).unwrap();
+    let original = std::fs::read(support::fixture("catalogue.csv")).unwrap();
     let config = Config {
         chunk_size: 1 << 20,
         scan_threads: 3,
@@ -739,7 +740,7 @@ fn an_input_replaced_while_pieces_read_ahead_fails_the_job() {
         read_block: 16,
         ..Config::default()
     };
-    let spec = Spec::from_json(&common::read(common::fixture("catalogue.spec.json"))).unwrap();
+    let spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
     let (p, q, store) = queued_pipeline(dir.path(), &original, config);
     let id = p.submit("incoming/in.csv", &spec).unwrap().id;
     let mut changed = None;
