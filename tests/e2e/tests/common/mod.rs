@@ -11,16 +11,35 @@ mod support;
 #[allow(unused_imports)] // not every test binary uses every helper
 pub use support::{fixture, parts, read, rows_of};
 
-/// The `fanfold` binary, built once (a test package cannot name another package's binary).
+/// The `fanfold` binary, built once (a test package cannot name another
+/// package's binary). Built as `scripts/cloud-local` builds the functions:
+/// the test profile and every target, exactly what `cargo test --workspace`
+/// built, so nothing is compiled again (in the dev profile this was a
+/// second build of every dependency, ~100 s in CI), and without the package
+/// variables cargo sets for this test (a changed `CARGO_MANIFEST_DIR` reruns
+/// build scripts).
 pub fn fanfold_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "fanfold", "--bin", "fanfold"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "--profile", "test", "--workspace", "--all-targets"]).current_dir(&root);
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            let package_var = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_"].iter().any(|p| k.starts_with(p))
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref());
+            if package_var {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "building fanfold failed");
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         target.join("debug").join("fanfold")
