@@ -118,12 +118,6 @@ impl Transfer {
     }
 }
 
-impl Default for Transfer {
-    fn default() -> Self {
-        Transfer::IDENTITY
-    }
-}
-
 /// The quote rule of a dialect, applied to runs of bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct Quoting {
