@@ -78,3 +78,60 @@ fn presigned_urls_on_ministack() {
 fn presigned_urls_on_moto() {
     presign(Kind::Moto);
 }
+
+/// `LambdaDispatcher` against the emulator's Lambda: async invokes of two
+/// recorder functions standing in for the worker and the finalizer.
+#[test]
+fn lambda_dispatcher_on_ministack() {
+    use fanfold_pipeline::Task;
+    let server = start(Kind::Ministack);
+    let dir = tempfile_dir("dispatch");
+    server.create_recorder_function("rec-worker", &dir);
+    server.create_recorder_function("rec-finalizer", &dir);
+    let d = fanfold_aws::LambdaDispatcher::new(
+        &server.config,
+        "rec-worker".into(),
+        "rec-finalizer".into(),
+        server.rt.handle().clone(),
+    );
+    // (function, task) of every event the functions got so far.
+    let received = {
+        let dir = dir.clone();
+        move || -> Vec<(String, Task)> {
+            let mut out = Vec::new();
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                let Some(stem) = name.strip_suffix(".json") else { continue };
+                let function = stem.split('.').next().unwrap().to_string();
+                let text = std::fs::read_to_string(&p).unwrap();
+                let task = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"));
+                out.push((function, task));
+            }
+            out
+        }
+    };
+    let delivered = {
+        let received = received.clone();
+        move || received().into_iter().map(|(_, t)| t).collect::<Vec<Task>>()
+    };
+    std::thread::spawn(move || {
+        // A dispatch slice is 1,000 chunk tasks.
+        contract::dispatcher(&d, &delivered, "lambda", 1_000, std::time::Duration::from_secs(240));
+        // Chunk tasks go to the worker, the rest to the finalizer.
+        for (function, task) in received() {
+            let want = if matches!(task, Task::Chunk { .. }) { "rec-worker" } else { "rec-finalizer" };
+            assert_eq!(function, want, "{task:?}");
+        }
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("fanfold-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

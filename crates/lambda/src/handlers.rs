@@ -1,5 +1,6 @@
 //! The handlers: event in, pipeline step, JSON out.
 
+use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_lambda_events::event::s3::S3Event;
 use fanfold_pipeline::{incoming_skip_reason, now_ms, PipelineError, StoreError, Task};
 use serde::Serialize;
@@ -155,9 +156,16 @@ pub fn finalizer(task: Task, deps: &Deps, request: &str) -> Result<Value, Handle
     }
 }
 
-/// `sweeper`: scheduled; finishes what crashed.
-pub fn sweeper(_event: Value, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
+/// `sweeper`: scheduled (the EventBridge schedule's event); finishes what
+/// crashed.
+pub fn sweeper(event: CloudWatchEvent, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
     let _log = RequestLog("sweep");
+    tracing::info!(
+        detail_type = event.detail_type.as_deref().unwrap_or(""),
+        source = event.source.as_deref().unwrap_or(""),
+        time = %event.time,
+        "sweep"
+    );
     let did = deps
         .pipeline
         .sweep(now_ms(), &deps.sweep)

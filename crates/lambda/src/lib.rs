@@ -1,7 +1,9 @@
 //! fanfold's Lambda handlers.
 //!
-//! Each function's `main` is a few lines: [`run`] builds the clients once
-//! per cold start and serves a handler from here. A handler takes the typed
+//! Every function runs the same bootstrap (`functions/bootstrap`), whose
+//! `main` is [`main_from_env`]: the function's `Handler` names its [`Role`],
+//! and [`run`] builds the clients once per cold start and serves that
+//! role's handler from here. A handler takes the typed
 //! event and a [`Pipeline`], translates the event and calls a step; it is
 //! synchronous (the ports block) and runs on a blocking thread.
 //!
@@ -22,6 +24,7 @@
 pub mod faults;
 mod handlers;
 mod keys;
+mod role;
 
 use std::sync::Arc;
 
@@ -33,6 +36,7 @@ use serde::de::DeserializeOwned;
 
 pub use handlers::{finalizer, splitter, sweeper, worker, HandlerError, SplitOutcome};
 pub use keys::decode_s3_key;
+pub use role::{main_from_env, Role};
 
 /// What a function needs: the pipeline on AWS adapters and its settings.
 pub struct Deps {

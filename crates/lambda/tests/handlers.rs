@@ -127,8 +127,13 @@ fn worker_finalizer_and_sweeper_events_parse_and_run() {
         let f = finalizer(serde_json::from_value(event(e)).unwrap(), &deps, "r");
         assert!(f.is_err_and(|e| !e.retryable), "{e}");
     }
-    let s = sweeper(event("sweeper-schedule.json"), &deps, "r").unwrap();
+    let s = sweeper(serde_json::from_value(event("sweeper-schedule.json")).unwrap(), &deps, "r").unwrap();
     assert_eq!(s["swept"], serde_json::json!([]));
+    // The sweeper's event is typed: what is not a scheduled event does not parse.
+    assert!(serde_json::from_value::<aws_lambda_events::event::cloudwatch_events::CloudWatchEvent>(serde_json::json!(
+        {}
+    ))
+    .is_err());
     // A task sent to the wrong function is refused.
     assert!(worker(serde_json::from_value(event("finalizer-plan.json")).unwrap(), &deps, "r").is_err());
     assert!(finalizer(serde_json::from_value(event("worker-chunk.json")).unwrap(), &deps, "r").is_err());

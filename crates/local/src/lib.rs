@@ -21,7 +21,7 @@ pub use db::DbJobStore;
 pub use dir::{check_key, DirStore};
 pub use memory::MemoryJobStore;
 pub use out_dir::{OutDirError, MARKER as OUT_MARKER};
-pub use pool::{Pool, PoolDispatcher};
+pub use pool::{Pool, PoolDispatcher, RunTask};
 
 use fanfold_engine::{job_id, Spec};
 use fanfold_pipeline::{Config, Job, Layout, ObjectStore, Pipeline, PipelineError, ResultsAt, Status, Summary};

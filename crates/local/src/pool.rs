@@ -9,9 +9,27 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 
-use fanfold_pipeline::{Dispatcher, Pipeline, StoreError, Task};
+use fanfold_pipeline::{Dispatcher, Pipeline, PipelineError, StoreError, Task};
 
 const ATTEMPTS: u32 = 3;
+
+/// What the pool's threads do with a task: the pipeline's step, or in the
+/// dispatcher's contract test, a recorder.
+pub trait RunTask: Send + Sync + 'static {
+    /// Runs one task; `owner` names the thread (for leases).
+    fn run_task(&self, task: &Task, owner: &str) -> Result<(), PipelineError>;
+    /// The task failed for good after `attempts` tries.
+    fn failed(&self, task: &Task, error: &PipelineError, attempts: u32);
+}
+
+impl RunTask for Pipeline {
+    fn run_task(&self, task: &Task, owner: &str) -> Result<(), PipelineError> {
+        Pipeline::run_task(self, task, owner)
+    }
+    fn failed(&self, task: &Task, error: &PipelineError, attempts: u32) {
+        let _ = self.fail_task(task.job(), error, attempts);
+    }
+}
 
 #[derive(Default)]
 struct Queue {
@@ -57,11 +75,11 @@ impl PoolDispatcher {
 
     /// Starts `workers` threads running tasks against `pipeline`. The
     /// pipeline holds this dispatcher, so the threads hold it weakly.
-    pub fn start(&self, pipeline: &Arc<Pipeline>, workers: usize) -> Pool {
+    pub fn start<R: RunTask>(&self, pipeline: &Arc<R>, workers: usize) -> Pool {
         let threads = (0..workers.max(1))
             .map(|n| {
                 let shared = self.shared.clone();
-                let pipeline: Weak<Pipeline> = Arc::downgrade(pipeline);
+                let pipeline: Weak<R> = Arc::downgrade(pipeline);
                 std::thread::Builder::new()
                     .name(format!("fanfold-worker-{n}"))
                     .spawn(move || worker(n, &shared, &pipeline))
@@ -72,7 +90,7 @@ impl PoolDispatcher {
     }
 }
 
-fn worker(n: usize, shared: &Shared, pipeline: &Weak<Pipeline>) {
+fn worker<R: RunTask>(n: usize, shared: &Shared, pipeline: &Weak<R>) {
     let owner = format!("local-{}-{n}", std::process::id());
     loop {
         let (task, attempt) = {
@@ -98,7 +116,7 @@ fn worker(n: usize, shared: &Shared, pipeline: &Weak<Pipeline>) {
                 shared.ready.notify_one();
             } else {
                 tracing::error!(job, attempt, error = %e, "task failed");
-                let _ = p.fail_task(&job, &e, attempt);
+                p.failed(&task, &e, attempt);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use fanfold_engine::Spec;
 use fanfold_local::{run_file, DirStore, MemoryJobStore, RunOptions};
-use fanfold_pipeline::{contract, Config, Layout, ObjectStore, Pipeline, Stage, Status, StoreError, Task};
+use fanfold_pipeline::{contract, Config, Dispatcher, Layout, ObjectStore, Pipeline, Stage, Status, StoreError, Task};
 use proptest::prelude::*;
 
 #[test]
@@ -20,6 +20,105 @@ fn dir_store_passes_the_object_store_contract() {
 #[test]
 fn memory_job_store_passes_the_job_store_contract() {
     contract::job_store(&MemoryJobStore::new(), "job-1");
+}
+
+/// The pool's far side in its contract test: records every task it runs.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Task>>);
+
+impl fanfold_local::RunTask for Recorder {
+    fn run_task(&self, task: &Task, _owner: &str) -> Result<(), fanfold_pipeline::PipelineError> {
+        self.0.lock().unwrap().push(task.clone());
+        Ok(())
+    }
+    fn failed(&self, task: &Task, error: &fanfold_pipeline::PipelineError, _attempts: u32) {
+        panic!("{task:?} failed: {error}");
+    }
+}
+
+#[test]
+fn pool_dispatcher_passes_the_dispatcher_contract() {
+    let dispatcher = fanfold_local::PoolDispatcher::new();
+    let recorder = Arc::new(Recorder::default());
+    let _pool = dispatcher.start(&recorder, 3);
+    let delivered = || recorder.0.lock().unwrap().clone();
+    // 20,000 tasks in one call: a job of 20,000 chunks.
+    contract::dispatcher(&dispatcher, &delivered, "pool", 20_000, std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn queue_dispatcher_passes_the_dispatcher_contract() {
+    let queue = Queue::default();
+    let delivered = || queue.0.lock().unwrap().iter().cloned().collect();
+    contract::dispatcher(&queue, &delivered, "queue", 20_000, std::time::Duration::from_secs(5));
+}
+
+/// The contract can fail: a dispatcher that sends at most 999 tasks per
+/// call, or alters a field, does not pass it.
+#[test]
+fn a_lossy_or_garbling_dispatcher_fails_the_dispatcher_contract() {
+    struct Lossy(Queue, bool);
+    impl Dispatcher for Lossy {
+        fn dispatch(&self, mut tasks: Vec<Task>) -> Result<(), StoreError> {
+            tasks.truncate(999);
+            if self.1 {
+                for t in &mut tasks {
+                    if let Task::Reduce { range, .. } = t {
+                        *range += 1;
+                    }
+                }
+            }
+            self.0.dispatch(tasks)
+        }
+    }
+    for garble in [false, true] {
+        let lossy = Lossy(Queue::default(), garble);
+        let delivered = || lossy.0 .0.lock().unwrap().iter().cloned().collect();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            contract::dispatcher(&lossy, &delivered, "lossy", 1_000, std::time::Duration::from_millis(300))
+        }));
+        assert!(r.is_err(), "garble {garble}: a dispatcher that loses or changes tasks passed");
+    }
+}
+
+/// A retryable failure is tried again (three attempts in all, as Lambda
+/// retries an async invoke); then the task is reported failed, once.
+#[test]
+fn the_pool_retries_a_retryable_failure_three_times_then_reports_it() {
+    #[derive(Default)]
+    struct Flaky {
+        runs: std::sync::Mutex<Vec<Task>>,
+        failed: std::sync::Mutex<Vec<(Task, u32)>>,
+    }
+    impl fanfold_local::RunTask for Flaky {
+        fn run_task(&self, task: &Task, _owner: &str) -> Result<(), fanfold_pipeline::PipelineError> {
+            self.runs.lock().unwrap().push(task.clone());
+            match task {
+                Task::Plan { .. } => Err(StoreError::Other { message: "throttled".into(), retryable: true }.into()),
+                Task::Commit { .. } => Err(StoreError::Other { message: "refused".into(), retryable: false }.into()),
+                _ => Ok(()),
+            }
+        }
+        fn failed(&self, task: &Task, _error: &fanfold_pipeline::PipelineError, attempts: u32) {
+            self.failed.lock().unwrap().push((task.clone(), attempts));
+        }
+    }
+    let dispatcher = fanfold_local::PoolDispatcher::new();
+    let flaky = Arc::new(Flaky::default());
+    let pool = dispatcher.start(&flaky, 2);
+    let (plan, commit, reduce) =
+        (Task::Plan { job: "j".into() }, Task::Commit { job: "j".into() }, Task::Reduce { job: "j".into(), range: 0 });
+    dispatcher.dispatch(vec![plan.clone(), commit.clone(), reduce.clone()]).unwrap();
+    pool.shutdown();
+    let runs = flaky.runs.lock().unwrap();
+    assert_eq!(runs.iter().filter(|t| **t == plan).count(), 3, "a retryable failure: three attempts");
+    assert_eq!(runs.iter().filter(|t| **t == commit).count(), 1, "a permanent failure: one attempt");
+    assert_eq!(runs.iter().filter(|t| **t == reduce).count(), 1);
+    let mut failed = flaky.failed.lock().unwrap().clone();
+    failed.sort_by_key(|(t, _)| format!("{t:?}"));
+    assert_eq!(failed, vec![(commit, 1), (plan, 3)]);
+    // A shut-down pool refuses new work instead of dropping it silently.
+    assert!(dispatcher.dispatch(vec![Task::Plan { job: "late".into() }]).is_err());
 }
 
 #[test]

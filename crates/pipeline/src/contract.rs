@@ -413,3 +413,128 @@ pub fn listing_is_newest_first_in_pages(store: &dyn JobStore, id: &str) {
     let all = store.list_jobs(1000, None).unwrap();
     assert!(all.jobs.windows(2).all(|w| w[0].list_key() > w[1].list_key()), "sorted newest first");
 }
+
+/// The far side of a dispatcher under test: every task delivered so far, a
+/// task delivered twice listed twice.
+pub type Delivered<'a> = &'a (dyn Fn() -> Vec<Task> + Sync);
+
+/// The [`Dispatcher`] contract: every task sent arrives intact at least
+/// once, whether it is sent alone, in a batch of `batch` tasks (a dispatch
+/// slice is [`crate::SLICE`]), or by several callers at once; an empty batch
+/// is no error. `delivered` reports what arrived; each check waits up to
+/// `wait` for it. `job` prefixes the tasks' job ids, so runs do not mix.
+pub fn dispatcher(d: &dyn Dispatcher, delivered: Delivered, job: &str, batch: u32, wait: std::time::Duration) {
+    empty_batches_send_nothing(d, delivered, wait);
+    every_kind_of_task_arrives_intact(d, delivered, &format!("{job}-kinds"), wait);
+    a_batch_arrives_whole(d, delivered, &format!("{job}-batch"), batch, wait);
+    concurrent_callers_all_arrive(d, delivered, &format!("{job}-callers"), wait);
+}
+
+/// One task of every kind, with every field set to something that would
+/// show a field lost or swapped on the way.
+pub fn every_kind_of_task(job: &str) -> Vec<Task> {
+    vec![
+        Task::Chunk {
+            job: job.to_string(),
+            range: ChunkRange { index: 7, start: 1 << 40, end: (1 << 40) + 67_108_864 },
+            state: StartState::Guess,
+        },
+        Task::Chunk {
+            job: job.to_string(),
+            range: ChunkRange { index: 8, start: 0, end: 1 },
+            state: StartState::Known(QuoteState::InQuotes),
+        },
+        Task::Dispatch { job: job.to_string(), slice: 3 },
+        Task::Plan { job: job.to_string() },
+        Task::Reduce { job: job.to_string(), range: 999 },
+        Task::Commit { job: job.to_string() },
+    ]
+}
+
+/// Waits until every task in `want` has arrived (as many times as it is in
+/// `want`, at least), or panics with what is missing.
+fn await_delivery(delivered: Delivered, want: &[Task], wait: std::time::Duration, what: &str) {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let mut have: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for t in delivered() {
+            *have.entry(format!("{t:?}")).or_default() += 1;
+        }
+        let mut missing = Vec::new();
+        for t in want {
+            match have.get_mut(&format!("{t:?}")) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => missing.push(t),
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {} of {} tasks did not arrive within {wait:?}, e.g. {:?}",
+            missing.len(),
+            want.len(),
+            missing[0]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// An empty batch is accepted and delivers nothing new.
+pub fn empty_batches_send_nothing(d: &dyn Dispatcher, delivered: Delivered, wait: std::time::Duration) {
+    let before = delivered().len();
+    d.dispatch(Vec::new()).expect("an empty batch is no error");
+    std::thread::sleep(wait.min(std::time::Duration::from_millis(200)));
+    assert_eq!(delivered().len(), before, "an empty batch delivered something");
+}
+
+/// Each kind of task arrives as it was sent, every field intact.
+pub fn every_kind_of_task_arrives_intact(
+    d: &dyn Dispatcher,
+    delivered: Delivered,
+    job: &str,
+    wait: std::time::Duration,
+) {
+    let tasks = every_kind_of_task(job);
+    d.dispatch(tasks.clone()).expect("dispatch");
+    await_delivery(delivered, &tasks, wait, "every kind of task");
+}
+
+/// `batch` tasks in one call all arrive (a sender that drops what is past a
+/// limit, or stops at the first slow send, fails this).
+pub fn a_batch_arrives_whole(
+    d: &dyn Dispatcher,
+    delivered: Delivered,
+    job: &str,
+    batch: u32,
+    wait: std::time::Duration,
+) {
+    let tasks: Vec<Task> = (0..batch)
+        .map(|i| Task::Chunk {
+            job: job.to_string(),
+            range: ChunkRange { index: i, start: u64::from(i) * 10, end: u64::from(i) * 10 + 10 },
+            state: StartState::Guess,
+        })
+        .collect();
+    d.dispatch(tasks.clone()).expect("dispatch a batch");
+    await_delivery(delivered, &tasks, wait, "a batch");
+}
+
+/// Four callers dispatching at once (steps run on many threads and
+/// functions) lose nothing.
+pub fn concurrent_callers_all_arrive(d: &dyn Dispatcher, delivered: Delivered, job: &str, wait: std::time::Duration) {
+    let per_caller: Vec<Vec<Task>> =
+        (0..4u32).map(|c| (0..25).map(|i| Task::Reduce { job: format!("{job}-{c}"), range: i }).collect()).collect();
+    std::thread::scope(|s| {
+        for tasks in &per_caller {
+            s.spawn(move || {
+                for t in tasks {
+                    d.dispatch(vec![t.clone()]).expect("dispatch from one of several callers");
+                }
+            });
+        }
+    });
+    let all: Vec<Task> = per_caller.into_iter().flatten().collect();
+    await_delivery(delivered, &all, wait, "concurrent callers");
+}

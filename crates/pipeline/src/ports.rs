@@ -271,7 +271,6 @@ pub struct JobPage {
 #[serde(tag = "task", rename_all = "snake_case")]
 pub enum Task {
     /// Scan one chunk into a partial.
-    /// Scan one chunk.
     Chunk {
         /// The job.
         job: String,
@@ -281,13 +280,11 @@ pub enum Task {
         state: StartState,
     },
     /// Every chunk is done: check them, choose the key ranges, start the reducers.
-    /// Check the chunks' chain, then plan the key ranges.
     Plan {
         /// The job.
         job: String,
     },
     /// Send the chunk tasks of one slice of [`crate::SLICE`] chunks.
-    /// Send one slice of a job's chunk tasks.
     Dispatch {
         /// The job.
         job: String,
@@ -295,7 +292,6 @@ pub enum Task {
         slice: u32,
     },
     /// Merge one key range of every partial into result parts.
-    /// Merge one key range.
     Reduce {
         /// The job.
         job: String,
@@ -303,7 +299,6 @@ pub enum Task {
         range: u32,
     },
     /// Every range is done: write the manifest and summary, DONE.
-    /// Write the manifest and summary, and DONE.
     Commit {
         /// The job.
         job: String,

@@ -30,6 +30,9 @@ fn cloud_local(file: &Path, out: &Path, spec: Option<&Path>, env: &[(&str, &str)
         cmd.arg(s);
     }
     cmd.env("FANFOLD_TIMEOUT", "240");
+    // The test build's bootstrap (what this `cargo test` built), not a cold
+    // release build.
+    cmd.env("FANFOLD_CARGO_PROFILE", "dev");
     for (k, v) in env {
         cmd.env(k, v);
     }

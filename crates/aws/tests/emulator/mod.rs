@@ -112,3 +112,49 @@ impl Server {
             .unwrap();
     }
 }
+
+impl Server {
+    /// A Python function that writes each event it gets to a file in `dir`,
+    /// named after the function (the far side of the dispatcher's contract
+    /// test; the emulator runs it as a local process).
+    pub fn create_recorder_function(&self, name: &str, dir: &std::path::Path) {
+        use aws_sdk_lambda::types::{Environment, FunctionCode, Runtime};
+        let src = r#"
+import json, os, uuid
+
+def handler(event, context):
+    d = os.environ["RECORD_DIR"]
+    p = os.path.join(d, os.environ["AWS_LAMBDA_FUNCTION_NAME"] + "." + uuid.uuid4().hex)
+    with open(p + ".tmp", "w") as f:
+        json.dump(event, f)
+    os.rename(p + ".tmp", p + ".json")
+    return {"ok": True}
+"#;
+        let zip = std::env::temp_dir().join(format!("fanfold-recorder-{}-{name}.zip", std::process::id()));
+        let made = Command::new("python3")
+            .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], 'w'); z.writestr('recorder.py', sys.argv[2]); z.close()"])
+            .arg(&zip)
+            .arg(src)
+            .status()
+            .expect("python3 makes the function's zip");
+        assert!(made.success());
+        let code = std::fs::read(&zip).unwrap();
+        let _ = std::fs::remove_file(&zip);
+        let lambda = aws_sdk_lambda::Client::new(&self.config);
+        let env = Environment::builder().variables("RECORD_DIR", dir.to_string_lossy()).build();
+        self.rt
+            .block_on(
+                lambda
+                    .create_function()
+                    .function_name(name)
+                    .runtime(Runtime::Python312)
+                    .role("arn:aws:iam::000000000000:role/recorder")
+                    .handler("recorder.handler")
+                    .code(FunctionCode::builder().zip_file(aws_sdk_lambda::primitives::Blob::new(code)).build())
+                    .environment(env)
+                    .timeout(30)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("create function {name}: {e:?}"));
+    }
+}

@@ -661,7 +661,6 @@ impl<'c> ChunkScanner<'c> {
     }
 }
 
-/// Counts a byte (SIMD).
 /// How many lines `b` spans (a last line without its newline counts).
 fn lines_of(b: &[u8]) -> u64 {
     count(b, b'\n') + u64::from(b.last().is_some_and(|&c| c != b'\n'))
@@ -675,6 +674,7 @@ fn plural(n: u64, what: &str) -> String {
     }
 }
 
+/// How often `b` is in `hay` (SIMD).
 fn count(hay: &[u8], b: u8) -> u64 {
     bytecount::count(hay, b) as u64
 }
