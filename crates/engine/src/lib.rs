@@ -35,6 +35,7 @@
 
 mod acc;
 mod agg;
+mod compression;
 pub mod index;
 mod key;
 mod merge;
@@ -54,6 +55,7 @@ use sha2::{Digest, Sha256};
 
 pub use acc::Acc;
 pub use agg::ScanBuffers;
+pub use compression::Compression;
 pub use index::RunIndex;
 pub use merge::{Group, Merger};
 pub use plan::{chunk_count, plan_chunks, read_head, resolve_chain, Head, LineIndex};

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compression::Compression;
 use crate::quotes::QuoteState;
 use crate::scan::{BadRow, BadRowKind, ChunkRange, ChunkReport};
 use crate::spec::{Compiled, Dialect, Spec};
@@ -21,6 +22,9 @@ pub struct Head {
     pub header: Option<Vec<String>>,
     /// Fields of the first record (the header, or the first data row).
     pub width: usize,
+    /// How the file is encoded; offsets count its decoded bytes.
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
 }
 
 /// Reads the head of a file from its first bytes. Returns `Ok(None)` when
@@ -104,6 +108,7 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
             newlines_before_data: 0,
             header: None,
             width,
+            compression: Compression::None,
         }));
     }
     let mut names = Vec::with_capacity(width);
@@ -128,6 +133,7 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
         newlines_before_data: newlines + (record_end > i) as u64,
         header: Some(names),
         width,
+        compression: Compression::None,
     }))
 }
 

@@ -233,6 +233,11 @@ impl Follower {
         Follower { quoting, end, sims, main: 0, main_end: None }
     }
 
+    /// The range turned out to end at `end` (the input ended early).
+    pub(crate) fn end_at(&mut self, end: u64) {
+        self.end = self.end.min(end);
+    }
+
     /// Whether every start state is followed by the scanner itself.
     pub(crate) fn idle(&self) -> bool {
         self.sims.is_empty()

@@ -261,6 +261,12 @@ pub struct Summary {
     pub source: String,
     /// The input's size.
     pub input_bytes: u64,
+    /// How the input was compressed (`gzip`, `zstd`); absent when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// A compressed input's decoded size; absent when it was not compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoded_bytes: Option<u64>,
     /// Non-empty records read.
     pub rows_read: u64,
     /// Rows dropped by `where`.
@@ -320,6 +326,9 @@ pub struct ScanTotals {
     pub partial_bytes: u64,
     /// The key sketch's estimate of the number of groups.
     pub groups_estimate: u64,
+    /// Bytes of the data (a compressed input's decoded bytes).
+    #[serde(default)]
+    pub data_bytes: u64,
 }
 
 /// Places where the end-to-end tests inject failures. Production pipelines

@@ -143,7 +143,13 @@ pub fn record(index: u32, partial: PartialRef) -> ChunkRecord {
 }
 
 fn head() -> Head {
-    Head { data_start: 5, newlines_before_data: 1, header: Some(vec!["a".into()]), width: 1 }
+    Head {
+        data_start: 5,
+        newlines_before_data: 1,
+        header: Some(vec!["a".into()]),
+        width: 1,
+        compression: Default::default(),
+    }
 }
 
 /// A job created and RUNNING with `chunks` chunks of 40 bytes in one slice.

@@ -254,10 +254,13 @@ impl Job {
     pub fn chunk(&self, index: u32) -> Option<ChunkRange> {
         let h = self.head.as_ref()?;
         let start = h.data_start.checked_add(index as u64 * self.chunk_size)?;
+        // A compressed input's one chunk runs to the end of its decoded bytes,
+        // wherever that turns out to be.
+        let size = if h.compression.is_none() { self.source.size } else { u64::MAX };
         (index < self.chunk_count).then(|| ChunkRange {
             index,
             start,
-            end: start.saturating_add(self.chunk_size).min(self.source.size),
+            end: start.saturating_add(self.chunk_size).min(size),
         })
     }
 }

@@ -23,6 +23,7 @@
 //! `fanfold-local` (directory, memory, thread pool) and `fanfold-aws`.
 
 mod config;
+mod decode;
 mod fan_in;
 mod job;
 mod ports;

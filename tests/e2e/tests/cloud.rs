@@ -78,6 +78,32 @@ fn quoted_newlines_across_many_small_chunks() {
     assert_eq!(want[0].1, read(fixture("catalogue.expected.csv")));
 }
 
+/// A gzip file of two members (the second starting mid-record), dropped as
+/// is: the splitter tells it by its magic bytes and one worker decodes it;
+/// the result files are those of the plain file.
+#[test]
+fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = gen_bmat(dir.path(), "plays.csv", "200kB", 9);
+    let want = local_parts(&plain, None, dir.path());
+    let data = std::fs::read(&plain).unwrap();
+    let mut gz = Vec::new();
+    for piece in [&data[..data.len() / 2 + 7], &data[data.len() / 2 + 7..]] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(piece).unwrap();
+        gz.extend(e.finish().unwrap());
+    }
+    let file = dir.path().join("plays.csv.gz");
+    std::fs::write(&file, &gz).unwrap();
+    let out = dir.path().join("cloud");
+    let run = cloud_local(&file, &out, None, &[("FANFOLD_CHUNK_SIZE", "20000"), ("FANFOLD_REPEAT_EVENT", "2")]);
+    assert_done_like_local(&run, &out, &want);
+    let summary = read(out.join("summary.json"));
+    assert!(summary.contains("\"compression\": \"gzip\""), "{summary}");
+    assert!(summary.contains(&format!("\"decoded_bytes\": {}", data.len())), "{summary}");
+}
+
 #[test]
 fn repeated_events_duplicate_tasks_failing_workers_and_spilled_partials() {
     let dir = tempfile::tempdir().unwrap();

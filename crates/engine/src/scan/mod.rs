@@ -320,6 +320,18 @@ impl<'c> ChunkScanner<'c> {
         }
     }
 
+    /// The input ends at `size` bytes, which was not known when the scanner
+    /// was made (a decompressed stream, scanned with `u64::MAX` for its
+    /// size): the range ends there too. Call it before feeding the last
+    /// bytes, which must then be fed whole.
+    pub fn end_of_input(&mut self, size: u64) {
+        self.file_size = size;
+        self.range.end = self.range.end.min(size).max(self.range.start);
+        if let Some(f) = &mut self.follower {
+            f.end_at(self.range.end);
+        }
+    }
+
     /// Where the next fed byte must come from (global offset).
     pub fn position(&self) -> u64 {
         self.pos

@@ -26,6 +26,7 @@ impl Pipeline {
         }
         let head = job.head.clone().ok_or_else(|| PipelineError::Invalid("committing a job without a head".into()))?;
         let compiled = head.compile(&Self::spec_of(&job)?)?;
+        let compression = (!head.compression.is_none()).then_some(head.compression);
         let totals: ScanTotals = serde_json::from_slice(&self.read_object(&self.layout.scan_totals(id))?)
             .map_err(|e| PipelineError::Invalid(format!("scan totals: {e}")))?;
         let prefix = self.layout.results(id);
@@ -75,6 +76,8 @@ impl Pipeline {
             job_id: id.to_string(),
             source: self.input.uri(&job.source.key),
             input_bytes: job.source.size,
+            compression: compression.map(|c| c.name().to_string()),
+            decoded_bytes: compression.map(|_| totals.data_bytes),
             rows_read: totals.rows_read,
             rows_filtered: totals.rows_filtered,
             rows_skipped: totals.rows_skipped,

@@ -48,6 +48,7 @@ impl Pipeline {
         let mut again: Vec<Task> = Vec::new(); // chunks to scan (again)
         let mut rescans = 0u64;
         let mut overflow: Option<usize> = None;
+        let mut data_end = head.data_start; // where the last chunk's bytes end
         let mut after = None;
         loop {
             let page = self.jobs.chunk_page(id, after, PAGE)?;
@@ -100,6 +101,7 @@ impl Pipeline {
                 }
                 state = r.transfer.apply(state);
                 newlines += r.newlines;
+                data_end = data_end.max(r.end);
                 if again.len() >= DISPATCH_BATCH {
                     rescans += again.len() as u64;
                     self.dispatch_all(again.drain(..))?;
@@ -132,17 +134,31 @@ impl Pipeline {
         totals.chunks = job.chunk_count as u64;
         totals.groups_estimate = sketch.estimate().round() as u64;
 
-        // The key sample and the ranges.
-        let size = job.source.size;
+        // The key sample and the ranges, over the data's bytes (a compressed
+        // input's decoded ones, so that its result files are those of the
+        // same file uncompressed).
+        let size = if head.compression.is_none() { job.source.size } else { data_end };
+        totals.data_bytes = size;
+        let windows = sample_windows(head.data_start, size);
         let mut runs = Vec::new();
-        for w in sample_windows(head.data_start, size) {
-            let (from, to) = read_window(w, head.data_start, size);
-            let mut bytes = Vec::with_capacity((to - from) as usize);
-            self.input
-                .get_range_of(&job.source.key, &job.source.etag, from, Some(to))?
-                .read_to_end(&mut bytes)
-                .map_err(StoreError::Io)?;
-            runs.push(window_keys(&compiled, w, head.data_start, size, &bytes));
+        if head.compression.is_none() {
+            for &w in &windows {
+                let (from, to) = read_window(w, head.data_start, size);
+                let mut bytes = Vec::with_capacity((to - from) as usize);
+                self.input
+                    .get_range_of(&job.source.key, &job.source.etag, from, Some(to))?
+                    .read_to_end(&mut bytes)
+                    .map_err(StoreError::Io)?;
+                runs.push(window_keys(&compiled, w, head.data_start, size, &bytes));
+            }
+        } else {
+            let reads: Vec<(u64, u64)> = windows.iter().map(|&w| read_window(w, head.data_start, size)).collect();
+            let raw = self.input.get_range_of(&job.source.key, &job.source.etag, 0, None)?;
+            let mut decoded = crate::decode::decoded(raw, head.compression).map_err(crate::read_ahead::store_error)?;
+            let mut bytes = crate::decode::read_ranges(&mut decoded, &reads).map_err(crate::read_ahead::store_error)?;
+            for (&w, b) in windows.iter().zip(bytes.iter_mut()) {
+                runs.push(window_keys(&compiled, w, head.data_start, size, b));
+            }
         }
         let keys = merge_sample(&runs).map_err(|e| PipelineError::Invalid(format!("the key sample: {e}")))?;
         drop(runs);

@@ -2,10 +2,11 @@
 
 use std::io::Read;
 
-use fanfold_engine::{chunk_count, job_id, read_head, Error as EngineError, Spec};
+use fanfold_engine::{chunk_count, job_id, read_head, Compression, Error as EngineError, Spec};
 
 use super::{Pipeline, SLICE};
 use crate::config::{now_ms, unique_owner, PipelineError, Submitted};
+use crate::decode::{decode_error, decoded};
 use crate::job::{Job, JobError, Source, Status};
 use crate::ports::{Created, StoreError, Task};
 
@@ -109,18 +110,37 @@ impl Pipeline {
         }
         let spec = Self::spec_of(&job)?;
         let size = job.source.size;
+        let compression = {
+            let mut magic = Vec::with_capacity(Compression::MAGIC_LEN);
+            self.input
+                .get_range_of(&job.source.key, &job.source.etag, 0, Some((Compression::MAGIC_LEN as u64).min(size)))?
+                .read_to_end(&mut magic)
+                .map_err(StoreError::Io)?;
+            Compression::detect(&magic)
+        };
         let mut want = 64 * 1024u64;
         let head = loop {
-            let n = want.min(size);
-            let mut buf = Vec::with_capacity(n as usize);
-            self.input
-                .get_range_of(&job.source.key, &job.source.etag, 0, Some(n))?
-                .read_to_end(&mut buf)
-                .map_err(StoreError::Io)?;
-            match read_head(&buf, size, &spec.csv) {
-                Ok(Some(h)) => break h,
-                Ok(None) if n < size && n < MAX_HEAD => want = (want * 4).min(MAX_HEAD),
-                Ok(None) if n < size => {
+            let (buf, whole) = match self.read_start(&job, compression, want) {
+                Ok(read) => read,
+                Err(StartError::Undecodable(e)) => return self.fail(id, JobError::rejected(e.to_string())),
+                Err(StartError::Store(e)) => return Err(e.into()),
+            };
+            let n = buf.len() as u64;
+            // A compressed file's decoded size is not known until it is read.
+            let known_size = if whole {
+                n
+            } else if compression.is_none() {
+                size
+            } else {
+                u64::MAX
+            };
+            match read_head(&buf, known_size, &spec.csv) {
+                Ok(Some(mut h)) => {
+                    h.compression = compression;
+                    break h;
+                }
+                Ok(None) if !whole && n < MAX_HEAD => want = (want * 4).min(MAX_HEAD),
+                Ok(None) if !whole => {
                     let what = if spec.csv.header { "header" } else { "first record" };
                     return self.fail(
                         id,
@@ -139,17 +159,57 @@ impl Pipeline {
         if let Err(e) = head.compile(&spec) {
             return self.fail(id, JobError::rejected(e.to_string()));
         }
-        let count = chunk_count(head.data_start, size, self.config.chunk_size);
+        // A compressed file is one chunk, read as a stream by one worker (its
+        // decoded size is not known before it is read; see docs/architecture.md).
+        let (chunk_size, count) = if compression.is_none() {
+            (self.config.chunk_size, chunk_count(head.data_start, size, self.config.chunk_size))
+        } else {
+            (u64::MAX, 1)
+        };
         let Ok(count) = u32::try_from(count) else {
             return self.fail(id, JobError::rejected(format!("{count} chunks: use a larger chunk size")));
         };
         let slices = count.div_ceil(SLICE);
-        if !self.jobs.start_running(id, &head, self.config.chunk_size, count, slices, now_ms())? {
+        if !self.jobs.start_running(id, &head, chunk_size, count, slices, now_ms())? {
             return Ok(());
         }
         if count == 0 {
             return Ok(self.dispatcher.dispatch(vec![Task::Plan { job: id.to_string() }])?);
         }
         self.fan_out(&self.job(id)?, &unique_owner("split"))
+    }
+}
+
+/// Why the start of an input could not be read.
+enum StartError {
+    /// The store failed.
+    Store(StoreError),
+    /// A compressed input that does not decode.
+    Undecodable(std::io::Error),
+}
+
+impl Pipeline {
+    /// The first `want` bytes of the job's input, decoded, and whether they
+    /// are all of it.
+    fn read_start(&self, job: &Job, compression: Compression, want: u64) -> Result<(Vec<u8>, bool), StartError> {
+        let (key, etag, size) = (&job.source.key, &job.source.etag, job.source.size);
+        if compression.is_none() {
+            let n = want.min(size);
+            let mut buf = Vec::with_capacity(n as usize);
+            let raw = self.input.get_range_of(key, etag, 0, Some(n)).map_err(StartError::Store)?;
+            raw.take(n).read_to_end(&mut buf).map_err(|e| StartError::Store(StoreError::Io(e)))?;
+            return Ok((buf, n == size));
+        }
+        let raw = self.input.get_range_of(key, etag, 0, None).map_err(StartError::Store)?;
+        let mut buf = Vec::with_capacity(want as usize);
+        let reader = decoded(raw, compression).map_err(|e| StartError::Store(StoreError::Io(e)))?;
+        match reader.take(want + 1).read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) if decode_error(&e).is_some() => return Err(StartError::Undecodable(e)),
+            Err(e) => return Err(StartError::Store(crate::read_ahead::store_error(e))),
+        }
+        let whole = buf.len() as u64 <= want;
+        buf.truncate(want as usize);
+        Ok((buf, whole))
     }
 }
