@@ -47,6 +47,12 @@ pub const SCAN_PER_CORE: f64 = 115e6;
 pub const MERGE_PER_CORE: f64 = 130e6;
 /// Bytes per second of network one function gets, whatever its memory (published).
 pub const S3_PER_LAMBDA: f64 = 75e6;
+/// Decoded bytes per second one vCPU inflates (flate2 with zlib-rs, a
+/// `fanfold gen --profile zipf` file gzipped at the default level, measured
+/// 2026-12-04; zstd decodes faster).
+pub const GZIP_DECODE_PER_CORE: f64 = 350e6;
+/// How much CSV shrinks under gzip (the zipf file above: 2.9; assumption).
+pub const GZIP_RATIO: f64 = 3.0;
 /// Seconds to the first byte of a GET (assumption).
 pub const GET_LATENCY: f64 = 0.02;
 /// Async invokes per second from one function (assumption: ~50 ms each, 32 in flight).
@@ -427,6 +433,23 @@ pub fn plan(p: &PlanInput) -> Plan {
             human(share_out as u64),
             levels
         ),
+        {
+            // A compressed input is one stream on one worker: decoding on one
+            // thread ahead of the scan on another (on one vCPU, one after the
+            // other), its compressed bytes at the network's rate.
+            let decode_and_scan = if cpu >= 2.0 {
+                GZIP_DECODE_PER_CORE.min(SCAN_PER_CORE)
+            } else {
+                cpu / (1.0 / GZIP_DECODE_PER_CORE + 1.0 / SCAN_PER_CORE)
+            };
+            let rate = decode_and_scan.min(S3_PER_LAMBDA * GZIP_RATIO);
+            format!(
+                "compressed      a gzip or zstd file is one stream on one worker at {:.0} MB/s: at most {} of CSV ({} gzip at {GZIP_RATIO}:1) within {MAX_SECONDS:.0} s",
+                rate / 1e6,
+                human((rate * MAX_SECONDS) as u64),
+                human((rate * MAX_SECONDS / GZIP_RATIO) as u64)
+            )
+        },
         format!("commit          {commit_secs:.1} s"),
         format!("requests/chunk      {per_chunk}"),
         format!("requests/dispatcher {per_dispatcher}"),
@@ -462,6 +485,19 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compressed_stream_has_a_size_limit_and_two_cores_raise_it() {
+        let limit = |memory_mb| {
+            let p = plan(&PlanInput { memory_mb, ..tb(Shape::bmat()) });
+            let line = p.lines.iter().find(|l| l.starts_with("compressed")).expect("a compressed line").clone();
+            line.split(" at ").nth(1).unwrap().split(' ').next().unwrap().parse::<f64>().unwrap()
+        };
+        let (one, two) = (limit(1769), limit(3538));
+        // One vCPU decodes then scans; two do both at once, at the scan's rate.
+        assert!((one - 1.0 / (1.0 / 350.0 + 1.0 / 115.0)).abs() < 1.0, "{one}");
+        assert_eq!(two, 115.0);
+    }
 
     fn tb(shape: Shape) -> PlanInput {
         PlanInput {
