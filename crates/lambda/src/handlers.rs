@@ -114,6 +114,7 @@ pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, Hand
         let submitted = p.submit_object(&key, &deps.default_spec);
         match submitted {
             Ok(s) => {
+                tracing::Span::current().record("job", s.id.as_str());
                 tracing::info!(key, job = s.id, new = s.new, "submitted");
                 out.push(SplitOutcome { key, job: Some(s.id), new: s.new, skipped: None });
             }
@@ -129,6 +130,7 @@ pub fn worker(task: Task, deps: &Deps, _request: &str) -> Result<Value, HandlerE
     let _log = RequestLog("chunk");
     match task {
         Task::Chunk { job, range, state } => {
+            tracing::Span::current().record("job", job.as_str());
             let r = deps.pipeline.run_chunk(&job, range, state);
             step(deps, &job, r)
         }
@@ -149,6 +151,7 @@ pub fn finalizer(task: Task, deps: &Deps, request: &str) -> Result<Value, Handle
     });
     match &task {
         Task::Dispatch { .. } | Task::Plan { .. } | Task::Reduce { .. } | Task::Commit { .. } => {
+            tracing::Span::current().record("job", task.job());
             let r = deps.pipeline.run_task(&task, request);
             step(deps, task.job(), r)
         }

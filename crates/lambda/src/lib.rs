@@ -21,6 +21,7 @@
 //! thread, default 4) and `READ_BLOCK` (bytes per GET, default 8 MiB), and,
 //! for tests only, `FANFOLD_FAULTS` (see [`faults`]).
 
+mod emf;
 pub mod faults;
 mod handlers;
 mod keys;
@@ -116,15 +117,32 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
     Ok((Deps { pipeline, default_spec, sweep, faults }, store))
 }
 
+/// JSON log lines, each with the invocation's span (request id and job),
+/// and the step figures as EMF lines ([`emf`]).
 fn init_logs() {
-    tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn".into());
+    let not_metrics = tracing_subscriber::filter::filter_fn(|m| m.target() != fanfold_pipeline::metrics::TARGET);
+    let logs = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn".into()),
-        )
-        .with_current_span(false)
+        .with_current_span(true)
+        .with_span_list(false)
         .without_time()
-        .init();
+        .with_filter(not_metrics);
+    tracing_subscriber::registry().with(filter).with(logs).with(emf::Emf).init();
+}
+
+thread_local! {
+    /// The request id of the invocation this thread runs.
+    static REQUEST_ID: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The request id of the invocation the calling thread runs.
+fn request_id() -> String {
+    REQUEST_ID.with(|r| r.borrow().clone())
 }
 
 /// Serves `handler` for events of type `E` (JSON logs, clients built once).
@@ -137,7 +155,8 @@ where
     let deps = Arc::new(deps_from_env().await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<E>| {
         let deps = deps.clone();
-        serve(move || handler(event.payload, &deps, &event.context.request_id))
+        let request = event.context.request_id.clone();
+        serve(request, move |request| handler(event.payload, &deps, request))
     }))
     .await
 }
@@ -169,11 +188,19 @@ pub async fn run_api() -> Result<(), lambda_runtime::Error> {
     lambda_http::run(fanfold_api::router(Arc::new(api))).await
 }
 
-async fn serve<F>(f: F) -> Result<serde_json::Value, lambda_runtime::Diagnostic>
+/// Runs a handler on a blocking thread, inside the invocation's span: every
+/// log line it writes has the request id, and the job once the handler
+/// records it.
+async fn serve<F>(request: String, f: F) -> Result<serde_json::Value, lambda_runtime::Diagnostic>
 where
-    F: FnOnce() -> Result<serde_json::Value, HandlerError> + Send + 'static,
+    F: FnOnce(&str) -> Result<serde_json::Value, HandlerError> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    let span = tracing::info_span!("invocation", request_id = %request, job = tracing::field::Empty);
+    let run = move || {
+        REQUEST_ID.with(|r| r.borrow_mut().clone_from(&request));
+        span.in_scope(|| f(&request))
+    };
+    match tokio::task::spawn_blocking(run).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             tracing::error!(error = %e, retryable = e.retryable, "invocation failed");

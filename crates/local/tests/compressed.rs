@@ -121,6 +121,8 @@ fn gzip_and_zstd_in_one_or_many_members_give_the_bytes_of_the_plain_file() {
             let want = if name.ends_with(".zst") { "zstd" } else { "gzip" };
             assert_eq!(s.compression.as_deref(), Some(want), "{name}");
             assert_eq!(s.rows_read, 40_000);
+            assert!(s.partial_bytes > 0, "{name}: the partials' bytes are in the summary");
+            assert_eq!(s.repairs, 0);
         }
     }
 }

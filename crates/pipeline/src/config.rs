@@ -281,6 +281,12 @@ pub struct Summary {
     pub chunks: u64,
     /// Chunks scanned again from the known quote state.
     pub chunks_rerun: u32,
+    /// Bytes of the chunks' partial aggregates (what the reducers read).
+    #[serde(default)]
+    pub partial_bytes: u64,
+    /// Times the sweeper sent work again (a step that crashed or stalled).
+    #[serde(default)]
+    pub repairs: u32,
     /// Key ranges, each merged by its own reducer.
     #[serde(default)]
     pub ranges: u32,

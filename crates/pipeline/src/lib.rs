@@ -26,6 +26,7 @@ mod config;
 mod decode;
 mod fan_in;
 mod job;
+pub mod metrics;
 mod ports;
 mod read_ahead;
 mod sources;

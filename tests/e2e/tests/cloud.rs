@@ -102,6 +102,21 @@ fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
     let summary = read(out.join("summary.json"));
     assert!(summary.contains("\"compression\": \"gzip\""), "{summary}");
     assert!(summary.contains(&format!("\"decoded_bytes\": {}", data.len())), "{summary}");
+    // The step figures as CloudWatch embedded metrics: the chunk's rows are
+    // the job's, the commit counted one job done; every log line of the
+    // functions has its request id.
+    let rows =
+        read(out.join("summary.json")).split("\"rows_read\": ").nth(1).unwrap().split(',').next().unwrap().to_string();
+    let chunk =
+        run.stdout.lines().find(|l| l.starts_with("metrics of chunk:")).unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        chunk.contains(&format!("Rows {rows},")) || chunk.ends_with(&format!("Rows {rows}")),
+        "{chunk} (rows {rows})"
+    );
+    assert!(run.stdout.contains("metrics of commit:") && run.stdout.contains("JobsDone 1"), "{}", run.stdout);
+    assert!(run.stdout.contains("metrics of reduce:"), "{}", run.stdout);
+    let logs = run.stdout.lines().find(|l| l.starts_with("fanfold log lines: ")).unwrap();
+    assert!(logs.ends_with(", without a request id: 0") && !logs.starts_with("fanfold log lines: 0,"), "{logs}");
 }
 
 #[test]

@@ -36,6 +36,7 @@ impl Pipeline {
     /// Scans one chunk, stores its partial, marks it done, and dispatches
     /// the plan if it completed the chunk count.
     pub fn run_chunk(&self, id: &str, range: ChunkRange, state: StartState) -> Result<(), PipelineError> {
+        let started = std::time::Instant::now();
         let job = self.job(id)?;
         // While the plan walks the chunks it sends rescans of the ones that
         // guessed wrong (a rescan dropped here was never sent again, and the
@@ -68,11 +69,12 @@ impl Pipeline {
             (report, run, None)
         };
         let key = self.layout.partial(id, range.index, state);
-        let mut reuse = None;
+        let (mut reuse, mut reuse_len) = (None, 0u64);
         let partial = if run.len() <= self.config.inline_limit {
             PartialRef::Inline(run)
         } else {
             self.output.put(&key, &run)?;
+            reuse_len = run.len() as u64;
             reuse = Some(run);
             PartialRef::Object(key.clone())
         };
@@ -83,6 +85,10 @@ impl Pipeline {
             BUFFERS.with(|b| *b.borrow_mut() = (scan_buffers, buf));
         }
         let spilled = matches!(partial, PartialRef::Object(_));
+        let partial_bytes = match &partial {
+            PartialRef::Inline(run) => run.len() as u64,
+            PartialRef::Object(_) => reuse_len,
+        };
         let (rows, end) = (report.rows, report.end);
         if !self.jobs.put_chunk(id, &ChunkRecord::new(report, partial, state))? {
             // Done already (a duplicate), or waiting for a scan from another state.
@@ -93,6 +99,16 @@ impl Pipeline {
         }
         // (`report.end`: where a compressed stream's decoded bytes ended.)
         if let Some(n) = self.jobs.mark_done(id, range.index, state, rows, end - range.start, now_ms())? {
+            tracing::info!(
+                target: crate::metrics::TARGET,
+                step = "chunk",
+                job = id,
+                rows,
+                bytes = end - range.start,
+                partial_bytes,
+                rescans = u64::from(matches!(state, StartState::Known(_))),
+                seconds = crate::metrics::seconds(started),
+            );
             if n == job.chunk_count {
                 self.dispatcher.dispatch(vec![Task::Plan { job: id.to_string() }])?;
             }

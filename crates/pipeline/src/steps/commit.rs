@@ -85,6 +85,8 @@ impl Pipeline {
             groups,
             chunks: totals.chunks,
             chunks_rerun: job.chunks_rerun,
+            partial_bytes: totals.partial_bytes,
+            repairs: job.sweeps,
             ranges: job.range_count,
             output_files: parts.clone(),
             top_groups,
@@ -102,6 +104,17 @@ impl Pipeline {
         parts.truncate(Outputs::MAX_LISTED);
         let outputs = Outputs { parts, part_count, manifest: manifest_key, summary: summary_key };
         if self.jobs.complete(id, owner, &outputs, now_ms())? {
+            tracing::info!(
+                target: crate::metrics::TARGET,
+                step = "commit",
+                job = id,
+                done = 1u64,
+                rows = summary.rows_read,
+                bytes = summary.input_bytes,
+                groups = summary.groups,
+                output_bytes = summary.output_files.iter().map(|p| p.bytes).sum::<u64>(),
+                seconds = summary.timings_ms.total as f64 / 1000.0,
+            );
             self.cleanup_partials(id);
         } else if self.stopped(id)? {
             // Cancelled (or failed) while we committed: what we wrote must go.

@@ -72,7 +72,9 @@ impl Pipeline {
 
     fn fail(&self, id: &str, error: JobError) -> Result<(), PipelineError> {
         tracing::warn!(job = id, error = %error.message, "job failed");
-        self.jobs.fail(id, &error, now_ms())?;
+        if self.jobs.fail(id, &error, now_ms())? {
+            failed_metric(id, &error);
+        }
         self.cleanup_partials(id);
         Ok(())
     }
@@ -151,7 +153,11 @@ impl Pipeline {
     /// handlers both end here).
     pub fn fail_task(&self, job: &str, e: &PipelineError, attempts: u32) -> Result<(), StoreError> {
         let message = if attempts > 1 { format!("{e} (after {attempts} attempts)") } else { e.to_string() };
-        self.jobs.fail(job, &JobError::internal(message), now_ms()).map(|_| ())
+        let error = JobError::internal(message);
+        if self.jobs.fail(job, &error, now_ms())? {
+            failed_metric(job, &error);
+        }
+        Ok(())
     }
 
     /// Runs one task (what a worker or the finalizer function does).
@@ -185,4 +191,15 @@ impl CancelCheck {
         }
         due
     }
+}
+
+/// The figures of a job this call failed.
+fn failed_metric(job: &str, error: &JobError) {
+    tracing::info!(
+        target: crate::metrics::TARGET,
+        step = "fail",
+        job,
+        failed = 1u64,
+        rejected = u64::from(error.rejected),
+    );
 }

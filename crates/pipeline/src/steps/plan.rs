@@ -24,6 +24,7 @@ use crate::ports::{StoreError, Task};
 impl Pipeline {
     /// Checks the chunks and starts the reducers (see the module docs).
     pub fn plan(&self, id: &str, owner: &str) -> Result<(), PipelineError> {
+        let started = std::time::Instant::now();
         let job = self.job(id)?;
         let ready = match job.status {
             Status::Running => job.chunks_done == job.chunk_count,
@@ -180,6 +181,16 @@ impl Pipeline {
         if !self.jobs.start_merging(id, owner, ranges, now_ms())? {
             return Ok(()); // lost the lease (or the job ended) meanwhile
         }
+        tracing::info!(
+            target: crate::metrics::TARGET,
+            step = "plan",
+            job = id,
+            chunks = totals.chunks,
+            rescans = u64::from(job.chunks_rerun),
+            ranges = u64::from(ranges),
+            partial_bytes = totals.partial_bytes,
+            seconds = crate::metrics::seconds(started),
+        );
         self.dispatch_all((0..ranges).map(|range| Task::Reduce { job: id.to_string(), range }))
     }
 

@@ -49,6 +49,7 @@ impl Pipeline {
     /// Merges key range `range` (see the module docs). The call that
     /// completes the job's last range commits it.
     pub fn reduce(&self, id: &str, range: u32, owner: &str) -> Result<(), PipelineError> {
+        let started = std::time::Instant::now();
         let job = self.job(id)?;
         if job.status != Status::Merging || range >= job.range_count {
             return Ok(());
@@ -129,7 +130,20 @@ impl Pipeline {
         };
         let bytes = serde_json::to_vec(&result).expect("range results serialize");
         self.output.put(&self.layout.range_result(id, range), &bytes)?;
-        match self.jobs.work_done(id, Stage::Reduce, range, owner, now_ms())? {
+        let done = self.jobs.work_done(id, Stage::Reduce, range, owner, now_ms())?;
+        if done.is_some() {
+            tracing::info!(
+                target: crate::metrics::TARGET,
+                step = "reduce",
+                job = id,
+                ranges = 1u64,
+                groups = result.groups,
+                rows = result.parts.iter().map(|p| p.rows).sum::<u64>(),
+                output_bytes = result.parts.iter().map(|p| p.bytes).sum::<u64>(),
+                seconds = crate::metrics::seconds(started),
+            );
+        }
+        match done {
             Some(n) if n == job.range_count => self.commit(id, owner),
             Some(_) => Ok(()),
             None if self.stopped(id)? => {

@@ -29,7 +29,9 @@ impl Pipeline {
     /// reopened after its process died holds none, see `fanfold-local`.)
     pub fn sweep(&self, now: u64, policy: &SweepPolicy) -> Result<Vec<String>, PipelineError> {
         let mut report = Vec::new();
+        let (mut active, mut repairs) = (0u64, 0u64);
         for job in self.jobs.active_jobs()? {
+            active += 1;
             let stale = now.saturating_sub(job.updated_ms) > policy.stale_ms;
             // A step that takes seconds, started over `dispatch_ms` ago, and
             // not repaired in the last `dispatch_ms` (a repair takes a moment
@@ -117,7 +119,10 @@ impl Pipeline {
                 }
             }
             report.push(format!("{}: {what}; dispatched again (sweep {})", job.id, job.sweeps + 1));
+            repairs += 1;
+            tracing::info!(target: crate::metrics::TARGET, step = "repair", job = job.id, repairs = 1u64);
         }
+        tracing::info!(target: crate::metrics::TARGET, step = "sweep", job = "", active, repairs);
         Ok(report)
     }
 
