@@ -10,6 +10,7 @@
 //! | `GET /jobs` | 200 `{jobs, next}` newest first; `?limit=1..100&cursor=` |
 //! | `GET /jobs/{id}` | 200 results; 425 `{progress}` while running; 406 rejected input (line, byte, column); 410 cancelled or failed; 404 |
 //! | `DELETE /jobs/{id}` | 200 cancelled; 409 already finished; 404 |
+//! | `POST /jobs/{id}/retry` | 202 started again (a FAILED or CANCELLED job); 409 running or done, or the object changed; 406 the input was rejected; 404 |
 //! | `GET /jobs/{id}/preview` | 200 first rows + largest groups; as `GET /jobs/{id}` otherwise |
 //! | `POST /uploads` | 201 `{key, url, method, expires_in}`: a PUT URL under `incoming/` |
 //! | `GET /openapi.json`, `GET /` | the API document, the jobs page (no auth) |
@@ -81,6 +82,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/jobs", post(create_job).get(list_jobs)),
         ("/jobs/{id}", get(get_job).delete(cancel_job)),
         ("/jobs/{id}/preview", get(preview_job)),
+        ("/jobs/{id}/retry", post(retry_job)),
         ("/uploads", post(create_upload)),
     ]
     .into_iter()
@@ -452,6 +454,43 @@ async fn cancel_job(State(api): State<Shared>, Path(id): Path<String>) -> Result
         Err(ApiError::new(StatusCode::CONFLICT, "job_finished", "the job has already finished")
             .with("id", id)
             .with("status", serde_json::to_value(now).expect("status serializes")))
+    })
+    .await
+}
+
+async fn retry_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    blocking(move || {
+        let p = &api.pipeline;
+        if p.jobs.get_job(&id)?.is_none() {
+            return Err(ApiError::not_found("no such job"));
+        }
+        match p.retry(&id)? {
+            fanfold_pipeline::Retried::Started => {
+                let job = p.jobs.get_job(&id)?.ok_or_else(|| ApiError::not_found("no such job"))?;
+                let status = serde_json::to_value(job.status).expect("status serializes");
+                Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": id, "status": status}))).into_response())
+            }
+            fanfold_pipeline::Retried::NotEnded(status) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "job_not_ended",
+                "only a failed or cancelled job can be started again",
+            )
+            .with("id", id)
+            .with("status", serde_json::to_value(status).expect("status serializes"))),
+            fanfold_pipeline::Retried::Rejected(e) => Err(ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "input_rejected",
+                format!("the input was rejected, and would be again: {}; upload a fixed file (a new job)", e.message),
+            )
+            .with("id", id)),
+            fanfold_pipeline::Retried::ObjectChanged => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "object_changed",
+                "the object changed or was deleted since the job ran: POST /jobs for a job on its current version",
+            )
+            .with("id", id)),
+        }
     })
     .await
 }

@@ -377,6 +377,89 @@ impl DynamoJobStore {
         Ok(out)
     }
 
+    /// The item of a job just created (or started again): SPLITTING, no counts.
+    fn new_job_item(&self, job: &Job) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+        let (pk, sk) = job_key(&job.id);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", pk)
+            .item("sk", sk)
+            .item("id", s(&job.id))
+            .item("status", s(status_name(job.status)))
+            .item("source", s(json(&job.source)))
+            .item("spec", s(&job.spec))
+            .item("rows", n(0))
+            .item("bytes_done", n(0))
+            .item("chunks_rerun", n(0))
+            .item("sweeps", n(0))
+            .item("created_ms", n(job.created_ms))
+            .item("updated_ms", n(job.updated_ms))
+            .item("ttl", n(job.created_ms / 1000 + TTL_DAYS * 86_400))
+    }
+
+    /// Puts the job among those the sweeper looks at; an entry outlives its
+    /// job's end until the next sweep (see `active_jobs`).
+    fn put_active(&self, id: &str, ttl: u64) -> Result<(), StoreError> {
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(ACTIVE_PK))
+            .item("sk", s(id))
+            .item("ttl", n(ttl));
+        self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB PutItem", e))?;
+        Ok(())
+    }
+
+    /// Deletes every chunk, slice and range item of a job, a page of keys
+    /// at a time (25 per BatchWriteItem): nothing held grows with the
+    /// chunk count.
+    fn delete_records(&self, id: &str) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        let pk = format!("job#{id}");
+        loop {
+            let req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("pk, sk")
+                .limit(1000);
+            let page = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB Query", e))?;
+            let keys: Vec<Item> =
+                page.items().iter().filter(|i| get_s(i, "sk").is_some_and(|sk| sk != "job")).cloned().collect();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            for batch in keys.chunks(25) {
+                let mut pending: Vec<WriteRequest> = batch
+                    .iter()
+                    .map(|k| {
+                        let delete = DeleteRequest::builder().set_key(Some(k.clone())).build().expect("a key");
+                        WriteRequest::builder().delete_request(delete).build()
+                    })
+                    .collect();
+                for _attempt in 0..8 {
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let req = self.client.batch_write_item().request_items(&self.table, std::mem::take(&mut pending));
+                    let out = self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB BatchWriteItem", e))?;
+                    pending = out.unprocessed_items().and_then(|u| u.get(&self.table)).cloned().unwrap_or_default();
+                }
+                if !pending.is_empty() {
+                    return Err(StoreError::Other {
+                        message: "DynamoDB BatchWriteItem: deletes left unprocessed".into(),
+                        retryable: true,
+                    });
+                }
+            }
+        }
+    }
+
     /// The job items of `ids` (100 keys per BatchGetItem); ids whose job
     /// item is gone (expired) are left out.
     fn jobs_of(&self, ids: &[String]) -> Result<HashMap<String, Job>, StoreError> {
@@ -420,26 +503,8 @@ impl DynamoJobStore {
 
 impl JobStore for DynamoJobStore {
     fn create_job(&self, job: &Job) -> Result<Created, StoreError> {
-        let (pk, sk) = job_key(&job.id);
         let ttl = job.created_ms / 1000 + TTL_DAYS * 86_400;
-        let req = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", pk)
-            .item("sk", sk)
-            .item("id", s(&job.id))
-            .item("status", s(status_name(job.status)))
-            .item("source", s(json(&job.source)))
-            .item("spec", s(&job.spec))
-            .item("rows", n(0))
-            .item("bytes_done", n(0))
-            .item("chunks_rerun", n(0))
-            .item("sweeps", n(0))
-            .item("created_ms", n(job.created_ms))
-            .item("updated_ms", n(job.updated_ms))
-            .item("ttl", n(ttl))
-            .condition_expression("attribute_not_exists(pk)");
+        let req = self.new_job_item(job).condition_expression("attribute_not_exists(pk)");
         match self.rt.block_on(req.send()) {
             Ok(_) => {}
             Err(e) if is_condition_failed(&e) => {
@@ -448,16 +513,7 @@ impl JobStore for DynamoJobStore {
             }
             Err(e) => return Err(sdk_error("DynamoDB PutItem", e)),
         }
-        // The jobs the sweeper looks at; an entry outlives its job's end
-        // until the next sweep (see `active_jobs`).
-        let req = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(ACTIVE_PK))
-            .item("sk", s(&job.id))
-            .item("ttl", n(ttl));
-        self.rt.block_on(req.send()).map_err(|e| sdk_error("DynamoDB PutItem", e))?;
+        self.put_active(&job.id, ttl)?;
         // Jobs newest first: one partition, sorted by creation time.
         let req = self
             .client
@@ -852,6 +908,31 @@ impl JobStore for DynamoJobStore {
                 (":now", n(now_ms)),
             ],
         )
+    }
+
+    fn retry(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let Some(job) = self.get_job(id)? else { return Err(StoreError::NotFound(format!("job {id}"))) };
+        if !matches!(job.status, Status::Failed | Status::Cancelled) {
+            return Ok(false);
+        }
+        // The records first: a task of the ended run that still writes one
+        // is stopped by the status until the job item is reset, and writes
+        // what a duplicate of the new run would.
+        self.delete_records(id)?;
+        let fresh = job.retried(now_ms);
+        let req = self
+            .new_job_item(&fresh)
+            .condition_expression("#st IN (:failed, :cancelled)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":failed", status(Status::Failed))
+            .expression_attribute_values(":cancelled", status(Status::Cancelled));
+        match self.rt.block_on(req.send()) {
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => return Ok(false),
+            Err(e) => return Err(sdk_error("DynamoDB PutItem", e)),
+        }
+        self.put_active(id, fresh.created_ms / 1000 + TTL_DAYS * 86_400)?;
+        Ok(true)
     }
 
     fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {

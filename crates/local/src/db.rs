@@ -230,6 +230,10 @@ impl JobStore for DbJobStore {
     fn cancel(&self, id: &str, now: u64) -> Result<bool, StoreError> {
         self.change(id, Touched::Job, |m| m.cancel(id, now), |b| *b)
     }
+    fn retry(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        // A final job's records were dropped from the file when it ended.
+        self.change(id, Touched::Job, |m| m.retry(id, now), |b| *b)
+    }
     fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
         self.mem.status(id)
     }

@@ -376,6 +376,19 @@ impl JobStore for MemoryJobStore {
         })
     }
 
+    fn retry(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.with(id, |job, e| {
+            if !matches!(job.status, Status::Failed | Status::Cancelled) {
+                return false;
+            }
+            *job = job.retried(now_ms);
+            e.chunks.clear();
+            e.slices.clear();
+            e.ranges.clear();
+            true
+        })
+    }
+
     fn status(&self, id: &str) -> Result<Option<Status>, StoreError> {
         let g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         Ok(g.get(id).and_then(|e| e.job.as_ref()).map(|j| j.status))

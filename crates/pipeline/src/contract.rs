@@ -167,7 +167,47 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     ranges_are_leased_and_counted_once(store, &format!("{id}-g"));
     dispatch_slices_resume_and_count_once(store, &format!("{id}-s"));
     final_states_stay_final(store, &format!("{id}-f"));
+    retry_starts_an_ended_job_again(store, &format!("{id}-t"));
     listing_is_newest_first_in_pages(store, &format!("{id}-p"));
+}
+
+/// A FAILED or CANCELLED job starts again from SPLITTING with nothing of
+/// its last run left; any other job is not retried.
+pub fn retry_starts_an_ended_job_again(store: &dyn JobStore, id: &str) {
+    running(store, id, 3);
+    assert!(!store.retry(id, 3).unwrap(), "a running job is not retried");
+    assert!(store.put_chunk(id, &record(0, PartialRef::Inline(vec![1, 2]))).unwrap());
+    assert_eq!(store.mark_done(id, 0, StartState::Guess, 3, 10, 4).unwrap(), Some(1));
+    assert!(store.take_work(id, Stage::Dispatch, 0, "d", 4, 100).unwrap());
+    assert!(store.record_sweep(id, 0, 1, 9, 5).unwrap());
+    assert!(store.fail(id, &JobError::internal("a worker died"), 6).unwrap());
+    assert!(store.retry(id, 7).unwrap());
+    assert!(!store.retry(id, 8).unwrap(), "a retry is once per end");
+    let j = store.get_job(id).unwrap().unwrap();
+    assert_eq!(j.status, Status::Splitting);
+    assert_eq!((j.error, j.head, j.lease, j.outputs), (None, None, None, None));
+    assert_eq!((j.chunk_count, j.chunks_done, j.rows, j.bytes_done, j.sweeps, j.stuck_sweeps), (0, 0, 0, 0, 0, 0));
+    assert_eq!((j.slice_count, j.slices_done, j.range_count, j.ranges_done), (0, 0, 0, 0));
+    assert_eq!((j.created_ms, j.updated_ms, j.running_ms), (1, 7, None), "created when it was first");
+    assert!(store.chunk_page(id, None, 10).unwrap().is_empty(), "the last run's chunks are gone");
+    assert!(store.work_page(id, Stage::Dispatch, None, 10).unwrap().is_empty(), "and its slices");
+    assert!(store.active_jobs().unwrap().iter().any(|j| j.id == id), "the sweeper sees it again");
+    // It runs as new: the same chunk counts from zero.
+    assert!(store.start_running(id, &head(), 40, 3, 1, 9).unwrap());
+    assert!(store.put_chunk(id, &record(0, PartialRef::Inline(vec![1, 2]))).unwrap());
+    assert_eq!(store.mark_done(id, 0, StartState::Guess, 3, 10, 10).unwrap(), Some(1));
+    // Cancelled jobs too; DONE ones never.
+    assert!(store.cancel(id, 11).unwrap());
+    assert!(store.retry(id, 12).unwrap());
+    let done = format!("{id}-done");
+    running(store, &done, 0);
+    assert!(store.take_lease(&done, "f", 13, 100).unwrap());
+    assert!(store.start_merging(&done, "f", 0, 13).unwrap());
+    assert!(store.take_lease(&done, "f", 14, 100).unwrap());
+    let outputs = Outputs { parts: vec![], part_count: 0, manifest: "m".into(), summary: "s".into() };
+    assert!(store.complete(&done, "f", &outputs, 15).unwrap());
+    assert!(!store.retry(&done, 16).unwrap(), "a DONE job is not retried");
+    assert_eq!(store.get_job(&done).unwrap().unwrap().status, Status::Done);
 }
 
 /// Creating a job twice creates it once; the second call finds it.

@@ -275,6 +275,14 @@ pub struct Lease {
 }
 
 impl Job {
+    /// The job started again: SPLITTING as [`Job::new`] makes it, with its
+    /// id, source, spec and creation time.
+    pub fn retried(&self, now_ms: u64) -> Job {
+        let mut j = Job::new(self.id.clone(), self.source.clone(), self.spec.clone(), now_ms);
+        j.created_ms = self.created_ms;
+        j
+    }
+
     /// A new job in SPLITTING.
     pub fn new(id: String, source: Source, spec: String, now_ms: u64) -> Self {
         Job {

@@ -43,4 +43,4 @@ pub use job::{
     ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeResult, Source, Stage, Status, WorkRecord,
 };
 pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
-pub use steps::{Pipeline, PROGRESS_EVERY, SLICE};
+pub use steps::{Pipeline, Retried, PROGRESS_EVERY, SLICE};

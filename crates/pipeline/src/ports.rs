@@ -244,6 +244,12 @@ pub trait JobStore: Send + Sync {
     fn fail(&self, id: &str, error: &JobError, now_ms: u64) -> Result<bool, StoreError>;
     /// Any state but DONE/FAILED/CANCELLED → CANCELLED. `false` if already final.
     fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// FAILED or CANCELLED → SPLITTING, as new: every chunk, slice and range
+    /// record is dropped and every counter, lease, error and output cleared;
+    /// the id, source, spec and creation time stay (and the job is active
+    /// again for the sweeper). `false` if the job was not FAILED or
+    /// CANCELLED.
+    fn retry(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
     /// Just the status (a cheap read: workers poll it to stop early).
     fn status(&self, id: &str) -> Result<Option<Status>, StoreError>;
     /// Up to `limit` jobs, newest first, after the page cursor `after`

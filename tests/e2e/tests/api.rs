@@ -86,6 +86,7 @@ fn every_route_and_status_of_the_openapi_document() {
         ("GET", format!("/jobs/{id0}"), "/jobs/{id}"),
         ("DELETE", format!("/jobs/{id0}"), "/jobs/{id}"),
         ("GET", format!("/jobs/{id0}/preview"), "/jobs/{id}/preview"),
+        ("POST", format!("/jobs/{id0}/retry"), "/jobs/{id}/retry"),
         ("POST", "/uploads".to_string(), "/uploads"),
     ] {
         let r = request(&s.addr, m, &path, None, Some(b"{}"));
@@ -156,6 +157,10 @@ fn every_route_and_status_of_the_openapi_document() {
     let r = s.call("DELETE", &format!("/jobs/{id}"), None);
     assert_eq!(r.status, 409, "a finished job cannot be cancelled");
     assert_eq!(seen.note("delete", "/jobs/{id}", &r)["status"], "DONE");
+    let r = s.call("POST", &format!("/jobs/{id}/retry"), None);
+    assert_eq!(r.status, 409, "a finished job cannot be started again");
+    let e = seen.note("post", "/jobs/{id}/retry", &r);
+    assert_eq!((e["error"]["code"].as_str(), e["status"].as_str()), (Some("job_not_ended"), Some("DONE")), "{e}");
 
     // a link to a missing file
     let signer = fanfold_api::files::Signer::from_token(TOKEN);
@@ -196,6 +201,9 @@ fn every_route_and_status_of_the_openapi_document() {
     let r = s.get(&format!("/jobs/{bad_id}/preview"));
     assert_eq!(r.status, 406);
     seen.note("get", "/jobs/{id}/preview", &r);
+    let r = s.call("POST", &format!("/jobs/{bad_id}/retry"), None);
+    assert_eq!(r.status, 406, "a rejected input stays rejected: {}", r.text());
+    seen.note("post", "/jobs/{id}/retry", &r);
 
     // a long job: 425 with progress, then cancelled: 410, partials and results gone
     let big = gen_bmat(work.path(), "big.csv", "12MB", 42);
@@ -226,11 +234,23 @@ fn every_route_and_status_of_the_openapi_document() {
     let listed = r.json();
     let st = listed["jobs"].as_array().unwrap().iter().find(|j| j["id"] == big_id.as_str()).unwrap()["status"].clone();
     assert_eq!(st, "CANCELLED", "workers did not undo the cancel");
+    // started again: the same object and spec, run whole from the start
+    let r = s.call("POST", &format!("/jobs/{big_id}/retry"), None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(seen.note("post", "/jobs/{id}/retry", &r)["id"], big_id.as_str());
+    let r = s.wait(&big_id, LONG);
+    assert_eq!(r.status, 200, "the retried job finishes: {}", r.text());
+    let v = r.json();
+    let lines = std::fs::read(&big).unwrap().iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(v["stats"]["rows_read"], lines - 1, "every row once, nothing of the cancelled run");
 
     // unknown and malformed ids
-    for (m, suffix, doc) in
-        [("GET", "", "/jobs/{id}"), ("DELETE", "", "/jobs/{id}"), ("GET", "/preview", "/jobs/{id}/preview")]
-    {
+    for (m, suffix, doc) in [
+        ("GET", "", "/jobs/{id}"),
+        ("DELETE", "", "/jobs/{id}"),
+        ("GET", "/preview", "/jobs/{id}/preview"),
+        ("POST", "/retry", "/jobs/{id}/retry"),
+    ] {
         for bad in [id0.clone(), "not-an-id".to_string()] {
             let r = s.call(m, &format!("/jobs/{bad}{suffix}"), None);
             assert_eq!(r.status, 404, "{m} {bad}{suffix}");
@@ -259,6 +279,17 @@ fn every_route_and_status_of_the_openapi_document() {
         assert_eq!(r.status, 400, "{q}");
         seen.note("get", "/jobs", &r);
     }
+
+    // a cancelled job whose object was replaced since: not retried (the
+    // new bytes are a new job)
+    std::fs::copy(&big, data.join("incoming/big2.csv")).unwrap();
+    let r = s.call("POST", "/jobs", Some(&json!({"source": "incoming/big2.csv"})));
+    let big2 = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(s.call("DELETE", &format!("/jobs/{big2}"), None).status, 200);
+    std::fs::write(data.join("incoming/big2.csv"), "Song,Date,Number of Plays\na,2020-01-01,1\n").unwrap();
+    let r = s.call("POST", &format!("/jobs/{big2}/retry"), None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(seen.note("post", "/jobs/{id}/retry", &r)["error"]["code"], "object_changed");
 
     // routes: the router's table is the document's, method by method
     let (doc, documented) = documented();

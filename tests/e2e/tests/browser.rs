@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, read};
+use common::{fixture, gen_bmat, read};
 use serde_json::{json, Value};
 use serve::{request, split_url, Server};
 use tungstenite::stream::MaybeTlsStream;
@@ -196,4 +196,25 @@ fn drop_a_file_watch_it_finish_see_the_preview() {
     );
     let msg = msg.as_str().unwrap();
     assert!(msg.contains("line 3") && msg.contains("is not a number"), "{msg}");
+    assert_eq!(
+        b.eval("[...document.querySelectorAll('#jobs tr')].filter(r => r.dataset.status === 'FAILED').map(r => !!r.querySelector('button.retry'))"),
+        json!([false]),
+        "a rejected job has no Retry button"
+    );
+
+    // A cancelled job has a Retry button, which runs it again to DONE.
+    let big = gen_bmat(work.path(), "again.csv", "12MB", 7);
+    std::fs::copy(&big, work.path().join("data/incoming/again.csv")).unwrap();
+    let r = srv.call("POST", "/jobs", Some(&json!({"source": "incoming/again.csv"})));
+    let again = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(srv.call("DELETE", &format!("/jobs/{again}"), None).status, 200, "cancelled while it runs");
+    let button = format!("#jobs tr[data-id='{again}'] button.retry");
+    b.wait_for(&format!("!!document.querySelector(\"{button}\")"), "the Retry button");
+    b.eval(&format!("document.querySelector(\"{button}\").click(), true"));
+    b.wait_for(
+        &format!(
+            "(() => {{ const r = document.querySelector(\"#jobs tr[data-id='{again}']\"); return r && r.dataset.status === 'DONE'; }})()"
+        ),
+        "the retried job DONE",
+    );
 }

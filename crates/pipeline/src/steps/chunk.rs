@@ -44,6 +44,11 @@ impl Pipeline {
         if job.status != Status::Running && !job.planning() {
             return Ok(()); // finished, failed or cancelled meanwhile: nothing to do
         }
+        if job.chunk(range.index) != Some(range) {
+            // A task of an earlier run of the job (before a retry), cut
+            // another way: this run sends its own.
+            return Ok(());
+        }
         let head = job.head.as_ref().ok_or_else(|| PipelineError::Invalid("running job without a head".into()))?;
         let spec = Self::spec_of(&job)?;
         let compiled = head.compile(&spec)?;

@@ -126,6 +126,35 @@ impl Pipeline {
         Ok(true)
     }
 
+    /// Starts a FAILED or CANCELLED job again, with the same object and
+    /// spec: its last run's partials and results are deleted, the job store
+    /// resets it ([`crate::JobStore::retry`]) and it is split again. Not for
+    /// a job whose input was rejected (the same bytes fail the same way; a
+    /// changed object is a new job, its id hashes the ETag), nor one whose
+    /// object changed or is gone since.
+    pub fn retry(&self, id: &str) -> Result<Retried, PipelineError> {
+        let job = self.job(id)?;
+        if !matches!(job.status, Status::Failed | Status::Cancelled) {
+            return Ok(Retried::NotEnded(job.status));
+        }
+        if let Some(e) = job.error.as_ref().filter(|e| e.rejected) {
+            return Ok(Retried::Rejected(e.clone()));
+        }
+        match self.input.head(&job.source.key) {
+            Ok(m) if m.etag == job.source.etag => {}
+            Ok(_) | Err(StoreError::NotFound(_)) => return Ok(Retried::ObjectChanged),
+            Err(e) => return Err(e.into()),
+        }
+        self.cleanup_partials(id);
+        self.discard_results(id);
+        if !self.jobs.retry(id, now_ms())? {
+            return Ok(Retried::NotEnded(self.job(id)?.status)); // another retry won
+        }
+        tracing::info!(job = id, "job started again");
+        self.split(id)?;
+        Ok(Retried::Started)
+    }
+
     /// Deletes the job's working objects (partials, plan, spills); best
     /// effort (the sweeper retries).
     fn cleanup_partials(&self, id: &str) {
@@ -202,4 +231,17 @@ fn failed_metric(job: &str, error: &JobError) {
         failed = 1u64,
         rejected = u64::from(error.rejected),
     );
+}
+
+/// What [`Pipeline::retry`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Retried {
+    /// The job runs again.
+    Started,
+    /// The job has not ended (or ended DONE): nothing to retry.
+    NotEnded(Status),
+    /// The input was rejected; the same bytes would be again.
+    Rejected(JobError),
+    /// The object is not the version the job read (or is gone).
+    ObjectChanged,
 }
