@@ -32,10 +32,6 @@ pub struct Signer {
     secret: [u8; 32],
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -69,12 +65,12 @@ impl Signer {
 
     /// The path and query of a link (join it to the server's base URL).
     pub fn sign(&self, method: &Method, key: &str, expires: u64) -> String {
-        format!("/files/{}?expires={expires}&sig={}", encode_key(key), hex(&self.mac(method, key, expires)))
+        format!("/files/{}?expires={expires}&sig={}", encode_key(key), hex::encode(self.mac(method, key, expires)))
     }
 
     fn check(&self, method: &Method, key: &str, q: &LinkQuery) -> Result<(), ApiError> {
         let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m.to_string());
-        let want = hex(&self.mac(method, key, q.expires));
+        let want = hex::encode(self.mac(method, key, q.expires));
         if !bool::from(want.as_bytes().ct_eq(q.sig.as_bytes())) {
             return Err(forbidden("the link's signature does not match"));
         }

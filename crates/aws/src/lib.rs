@@ -6,6 +6,7 @@
 //! - [`DynamoJobStore`]: `JobStore` on one DynamoDB table (layout below).
 //! - [`LambdaDispatcher`]: `Dispatcher` as Lambda async invokes, with
 //!   bounded concurrency.
+//! - [`EventBridgeNotifier`]: `Notifier` as EventBridge `PutEvents`.
 //!
 //! The SDK is async and the ports are not: every adapter holds a tokio
 //! runtime [`Handle`] and blocks on it. Call the ports from a thread that is
@@ -30,11 +31,13 @@
 //! and no item grows with the chunk count.
 
 mod dynamo;
+mod events;
 mod lambda;
 mod requests;
 mod s3;
 
 pub use dynamo::DynamoJobStore;
+pub use events::EventBridgeNotifier;
 pub use lambda::LambdaDispatcher;
 pub use requests::take_request_counts;
 pub use s3::S3Store;

@@ -5,6 +5,7 @@ mod gen;
 mod http;
 mod serve;
 mod size;
+mod webhook;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -116,6 +117,12 @@ enum Command {
         /// Seconds a client has to send a request's headers (also how long an idle connection stays open).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         header_timeout: u64,
+        /// POST each job's end (DONE, FAILED, CANCELLED) as JSON to this URL, signed with --webhook-secret.
+        #[arg(long, requires = "webhook_secret")]
+        webhook: Option<String>,
+        /// The webhook's HMAC-SHA256 key (X-Fanfold-Signature-256; default: FANFOLD_WEBHOOK_SECRET).
+        #[arg(long, env = "FANFOLD_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
     },
     /// Generate test data.
     Gen {
@@ -143,22 +150,32 @@ fn main() -> ExitCode {
             run(file, spec, out, chunk_size, workers, range_bytes, scan_threads as usize)
         }
         Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
-        Command::Serve { data, addr, token, spec, chunk_size, workers, max_connections, header_timeout } => {
-            read_spec(spec).and_then(|spec| {
-                serve::serve(serve::ServeOptions {
-                    data,
-                    addr,
-                    token,
-                    workers: workers.map(|w| w as usize).unwrap_or_else(|| RunOptions::default().workers),
-                    chunk_size,
-                    spec,
-                    limits: http::Limits {
-                        header_read: std::time::Duration::from_secs(header_timeout),
-                        max_connections: max_connections as usize,
-                    },
-                })
+        Command::Serve {
+            data,
+            addr,
+            token,
+            spec,
+            chunk_size,
+            workers,
+            max_connections,
+            header_timeout,
+            webhook,
+            webhook_secret,
+        } => read_spec(spec).and_then(|spec| {
+            serve::serve(serve::ServeOptions {
+                data,
+                addr,
+                token,
+                workers: workers.map(|w| w as usize).unwrap_or_else(|| RunOptions::default().workers),
+                chunk_size,
+                spec,
+                limits: http::Limits {
+                    header_read: std::time::Duration::from_secs(header_timeout),
+                    max_connections: max_connections as usize,
+                },
+                webhook: webhook.map(|url| (url, webhook_secret.unwrap_or_default().into_bytes())),
             })
-        }
+        }),
         Command::Plan {
             size,
             chunk_size,

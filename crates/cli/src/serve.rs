@@ -39,12 +39,14 @@ pub struct ServeOptions {
     pub chunk_size: u64,
     pub spec: Spec,
     pub limits: crate::http::Limits,
+    /// Where to POST each job's end, and the signing secret.
+    pub webhook: Option<(String, Vec<u8>)>,
 }
 
 fn random_token() -> Result<String> {
     let mut b = [0u8; 16];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(hex::encode(b))
 }
 
 pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
@@ -81,6 +83,10 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
         layout: Layout::default(),
         config: Config { chunk_size: opts.chunk_size.max(1), ..Config::default() },
         faults: None,
+        notifier: opts.webhook.clone().map(|(url, secret)| {
+            Arc::new(crate::webhook::Webhook::start(url, secret, std::time::Duration::from_secs(1)))
+                as Arc<dyn fanfold_pipeline::notify::Notifier>
+        }),
     });
     let _pool = dispatcher.start(&pipeline, opts.workers);
 

@@ -136,7 +136,7 @@ pub fn job_id_for_text(bucket: &str, key: &str, etag: &str, spec: &str) -> Strin
         h.update(part.as_bytes());
     }
     let d = h.finalize();
-    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&d[..16])
 }
 
 /// Scans one range of an in-memory file, feeding it in one piece.

@@ -15,7 +15,7 @@
 //! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `RANGE_BYTES`, `LEASE_SECONDS`,
 //! `DISPATCH_SECONDS` (a dispatcher's lease, and how long a split, a
 //! dispatch or an unstarted reducer may take before the sweeper repairs it),
-//! `STALE_SECONDS`, `MAX_SWEEPS`, `DEFAULT_SPEC` (JSON; default: the BMAT
+//! `STALE_SECONDS`, `MAX_SWEEPS`, `EVENT_BUS` (where job ends go; empty: nowhere), `DEFAULT_SPEC` (JSON; default: the BMAT
 //! job), `SCAN_THREADS` (default: one per 1,769 MB of the function's memory,
 //! Lambda's vCPU share), `READ_STREAMS` (ranged GETs in flight per scan
 //! thread, default 4) and `READ_BLOCK` (bytes per GET, default 8 MiB), and,
@@ -79,7 +79,7 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
         &config,
         std::env::var("WORKER_FUNCTION").unwrap_or_default(),
         std::env::var("FINALIZER_FUNCTION").unwrap_or_default(),
-        rt,
+        rt.clone(),
     );
     let dispatcher: Arc<dyn Dispatcher> =
         if faults.duplicate_tasks { Arc::new(faults::Twice(lambda)) } else { Arc::new(lambda) };
@@ -107,6 +107,11 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
             ..Config::default()
         },
         faults: faults.any().then(|| Arc::new(faults.clone()) as Arc<dyn fanfold_pipeline::FaultPoints>),
+        // Job ends go to EventBridge unless EVENT_BUS is empty.
+        notifier: std::env::var("EVENT_BUS").ok().filter(|b| !b.is_empty()).map(|bus| {
+            Arc::new(fanfold_aws::EventBridgeNotifier::new(&config, bus, rt.clone()))
+                as Arc<dyn fanfold_pipeline::notify::Notifier>
+        }),
     };
     let sweep = SweepPolicy {
         stale_ms: env_or("STALE_SECONDS", 1200u64) * 1000,

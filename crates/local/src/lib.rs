@@ -136,6 +136,7 @@ pub fn run_file(
             ..Config::default()
         },
         faults: None,
+        notifier: None,
     });
     let pool = dispatcher.start(&pipeline, opts.workers);
     let submitted = pipeline.submit(name, spec)?;

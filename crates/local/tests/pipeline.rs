@@ -157,6 +157,7 @@ fn queued_pipeline(dir: &std::path::Path, csv: &[u8], config: Config) -> (Pipeli
         layout: Layout::default(),
         config,
         faults: None,
+        notifier: None,
     };
     (p, queue, store)
 }

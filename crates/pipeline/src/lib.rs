@@ -27,6 +27,7 @@ mod decode;
 mod fan_in;
 mod job;
 pub mod metrics;
+pub mod notify;
 mod ports;
 mod read_ahead;
 mod sources;

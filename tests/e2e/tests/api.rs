@@ -489,3 +489,114 @@ fn load_ten_thousand_requests_200_at_a_time_while_jobs_run() {
     let listed = srv.get("/jobs?limit=100").json();
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 4, "one job per distinct file: {listed}");
 }
+
+/// One request a webhook receiver got: its headers (lower-case names) and body.
+struct Hook {
+    headers: std::collections::HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver on 127.0.0.1: answers 500 to the first request (so
+/// the sender must retry) and 200 to the rest, and records them all.
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Hook>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut headers = std::collections::HashMap::new();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let n = {
+                let mut g = seen.lock().unwrap();
+                g.push(Hook { headers, body });
+                g.len()
+            };
+            let status = if n == 1 { "500 Internal Server Error" } else { "200 OK" };
+            let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// `fanfold serve --webhook`: every job's end arrives once, signed, after a
+/// retry of a refused delivery; DONE, FAILED (rejected input) and CANCELLED.
+#[test]
+fn the_webhook_gets_each_jobs_end_once_signed_and_retried() {
+    use hmac::{Hmac, Mac};
+    let (url, got) = receiver();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let secret = "webhook-secret-1";
+    let srv = Server::start(&data, TOKEN, &["--workers", "1", "--webhook", &url, "--webhook-secret", secret]);
+    std::fs::create_dir_all(data.join("incoming")).unwrap();
+    std::fs::copy(fixture("bmat-example.csv"), data.join("incoming/plays.csv")).unwrap();
+    let done_id = listed(&srv, "incoming/plays.csv");
+    assert_eq!(srv.wait(&done_id, LONG).status, 200);
+    std::fs::copy(fixture("bad-number.csv"), data.join("incoming/bad.csv")).unwrap();
+    let bad_id = listed(&srv, "incoming/bad.csv");
+    assert_eq!(srv.wait(&bad_id, LONG).status, 406);
+    let big = gen_bmat(work.path(), "big.csv", "12MB", 3);
+    std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
+    let big_id = listed(&srv, "incoming/big.csv");
+    let _ = srv.call("DELETE", &format!("/jobs/{big_id}"), None);
+    // Every end arrives (the first attempt was refused, and retried 1 s later).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events: Vec<Value> = {
+            let g = got.lock().unwrap();
+            g.iter().skip(1).map(|h| serde_json::from_slice(&h.body).unwrap()).collect()
+        };
+        if events.len() >= 3 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500)); // nothing more comes
+    let g = got.lock().unwrap();
+    assert_eq!(g.len(), 4, "three events and one retry: {events:?}");
+    assert_eq!(g[0].body, g[1].body, "the refused delivery was sent again as it was");
+    assert_eq!(g[0].headers["x-fanfold-delivery"], g[1].headers["x-fanfold-delivery"]);
+    for h in g.iter() {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(&h.body);
+        let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(h.headers["x-fanfold-signature-256"], want, "signed with the secret");
+        assert_eq!(h.headers["x-fanfold-event"], "Job State Change");
+        assert!(h.headers["content-type"].starts_with("application/json"));
+    }
+    let of = |id: &str| events.iter().filter(|e| e["job_id"] == id).cloned().collect::<Vec<_>>();
+    let done = of(&done_id);
+    assert_eq!(done.len(), 1, "{events:?}");
+    assert_eq!(done[0]["status"], "DONE");
+    assert_eq!(done[0]["rows"], 7);
+    assert_eq!(done[0]["groups"], 4);
+    assert!(
+        done[0]["manifest"].as_str().unwrap().ends_with(&format!("results/{done_id}/manifest.json")),
+        "{}",
+        done[0]
+    );
+    let bad = of(&bad_id);
+    assert_eq!((bad.len(), bad[0]["status"].as_str()), (1, Some("FAILED")), "{events:?}");
+    assert_eq!(bad[0]["error"]["rejected"], true);
+    assert_eq!(bad[0]["error"]["line"], 3);
+    let cancelled = of(&big_id);
+    assert_eq!(cancelled.len(), 1, "{events:?}");
+    assert!(["CANCELLED", "DONE"].contains(&cancelled[0]["status"].as_str().unwrap()), "{}", cancelled[0]);
+}

@@ -137,6 +137,14 @@ fn repeated_events_duplicate_tasks_failing_workers_and_spilled_partials() {
         ],
     );
     assert_done_like_local(&run, &out, &want);
+    // Every task ran twice, the commit too: one job-end event all the same,
+    // through EventBridge to the queue a rule feeds.
+    assert!(run.stdout.contains("job end events for this job: 1 (DONE)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("job end event detail-type: Job State Change manifest: s3://fanfold-data-"),
+        "{}",
+        run.stdout
+    );
     // 300 kB in 20 kB chunks: every chunk's worker failed once mid-chunk.
     assert!(run.stdout.contains("injected faults fired: 15"), "{}", run.stdout);
 }
@@ -289,6 +297,7 @@ fn a_rejected_input_fails_the_job_with_line_byte_and_column() {
         "{}",
         run.stderr
     );
+    assert!(run.stdout.contains("job end events for this job: 1 (FAILED)"), "{}", run.stdout);
 }
 
 #[test]

@@ -104,6 +104,7 @@ impl Pipeline {
         parts.truncate(Outputs::MAX_LISTED);
         let outputs = Outputs { parts, part_count, manifest: manifest_key, summary: summary_key };
         if self.jobs.complete(id, owner, &outputs, now_ms())? {
+            self.ended(id, Some(summary.groups));
             tracing::info!(
                 target: crate::metrics::TARGET,
                 step = "commit",

@@ -28,6 +28,7 @@ pub use dispatch::{PROGRESS_EVERY, SLICE};
 
 use crate::config::{now_ms, Config, FaultPoints, Layout, PipelineError};
 use crate::job::{Job, JobError, Status};
+use crate::notify::{JobEvent, Notifier};
 use crate::ports::{Dispatcher, JobStore, ObjectStore, StoreError, Task};
 
 /// Tasks dispatched per call (a job of 100,000 chunks never builds one list of them).
@@ -51,6 +52,8 @@ pub struct Pipeline {
     pub config: Config,
     /// Fault injection for tests; `None` in production.
     pub faults: Option<Arc<dyn FaultPoints>>,
+    /// Told when a job ends; `None`: nobody.
+    pub notifier: Option<Arc<dyn Notifier>>,
 }
 
 impl Pipeline {
@@ -63,7 +66,7 @@ impl Pipeline {
         layout: Layout,
         config: Config,
     ) -> Self {
-        Pipeline { input, output, jobs, dispatcher, layout, config, faults: None }
+        Pipeline { input, output, jobs, dispatcher, layout, config, faults: None, notifier: None }
     }
 
     fn job(&self, id: &str) -> Result<Job, PipelineError> {
@@ -74,6 +77,7 @@ impl Pipeline {
         tracing::warn!(job = id, error = %error.message, "job failed");
         if self.jobs.fail(id, &error, now_ms())? {
             failed_metric(id, &error);
+            self.ended(id, None);
         }
         self.cleanup_partials(id);
         Ok(())
@@ -121,9 +125,23 @@ impl Pipeline {
         if !self.jobs.cancel(id, now_ms())? {
             return Ok(false);
         }
+        self.ended(id, None);
         self.cleanup_partials(id);
         self.discard_results(id);
         Ok(true)
+    }
+
+    /// Tells the notifier that job `id` ended (this call ended it). Best
+    /// effort: the job's state is what counts, a lost event is logged.
+    pub(crate) fn ended(&self, id: &str, groups: Option<u64>) {
+        let Some(n) = &self.notifier else { return };
+        let sent = self.job(id).map_err(|e| e.to_string()).and_then(|job| {
+            let event = JobEvent::of(&job, |k| self.output.uri(k), groups, now_ms());
+            n.job_ended(&event).map_err(|e| e.to_string())
+        });
+        if let Err(e) = sent {
+            tracing::error!(job = id, error = %e, "could not send the job's end event");
+        }
     }
 
     /// Starts a FAILED or CANCELLED job again, with the same object and
@@ -185,6 +203,7 @@ impl Pipeline {
         let error = JobError::internal(message);
         if self.jobs.fail(job, &error, now_ms())? {
             failed_metric(job, &error);
+            self.ended(job, None);
         }
         Ok(())
     }

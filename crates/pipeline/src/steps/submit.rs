@@ -32,7 +32,12 @@ impl Pipeline {
             key,
             spec_text,
             |etag| fanfold_engine::job_id_for_text(&self.config.bucket, key, etag, spec_text),
-            |id| Ok(self.jobs.fail(id, &error, now_ms()).map(|_| ())?),
+            |id| {
+                if self.jobs.fail(id, &error, now_ms())? {
+                    self.ended(id, None);
+                }
+                Ok(())
+            },
         )
     }
 
