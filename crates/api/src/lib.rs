@@ -11,6 +11,7 @@
 //! | `GET /jobs/{id}` | 200 results; 425 `{progress}` while running; 406 rejected input (line, byte, column); 410 cancelled or failed; 404 |
 //! | `DELETE /jobs/{id}` | 200 cancelled; 409 already finished; 404 |
 //! | `POST /jobs/{id}/retry` | 202 started again (a FAILED or CANCELLED job); 409 running or done, or the object changed; 406 the input was rejected; 404 |
+//! | `GET /jobs/{id}/events` | 200 `text/event-stream`: the job (as listed) at once and at every change, `event: progress`, then `event: end` when it ends; 404 |
 //! | `GET /jobs/{id}/preview` | 200 first rows + largest groups; as `GET /jobs/{id}` otherwise |
 //! | `POST /uploads` | 201 `{key, url, method, expires_in}`: a PUT URL under `incoming/` |
 //! | `GET /openapi.json`, `GET /` | the API document, the jobs page (no auth) |
@@ -69,6 +70,9 @@ pub struct Api {
     pub token: Option<String>,
     /// `Some`: `/files/…` serves signed links (serve; see [`files`]).
     pub files: Option<files::Signer>,
+    /// How long `GET /jobs/{id}/events` streams at most (serve: minutes;
+    /// behind API Gateway, which buffers a response for at most 29 s, less).
+    pub stream_for: std::time::Duration,
 }
 
 type Shared = Arc<Api>;
@@ -83,6 +87,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/jobs/{id}", get(get_job).delete(cancel_job)),
         ("/jobs/{id}/preview", get(preview_job)),
         ("/jobs/{id}/retry", post(retry_job)),
+        ("/jobs/{id}/events", get(job_events)),
         ("/uploads", post(create_upload)),
     ]
     .into_iter()
@@ -456,6 +461,45 @@ async fn cancel_job(State(api): State<Shared>, Path(id): Path<String>) -> Result
             .with("status", serde_json::to_value(now).expect("status serializes")))
     })
     .await
+}
+
+/// How often a job's event stream looks at the job.
+const EVENTS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `GET /jobs/{id}/events`: server-sent events of the job's listing entry,
+/// the current one at once and a new one whenever it changes; the stream
+/// ends after the job ends (`event: end`) or after [`Api::stream_for`].
+async fn job_events(State(api): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    check_id(&id)?;
+    let first = {
+        let (api, id) = (api.clone(), id.clone());
+        blocking(move || api.pipeline.jobs.get_job(&id)?.ok_or_else(|| ApiError::not_found("no such job"))).await?
+    };
+    let deadline = tokio::time::Instant::now() + api.stream_for;
+    let state = (Some(first), None::<String>, api, id);
+    let events = futures::stream::unfold(state, move |(job, last, api, id)| async move {
+        let mut job = job?;
+        loop {
+            let body = brief(&job).to_string();
+            if last.as_deref() != Some(body.as_str()) {
+                let ended = job.status.is_final();
+                let event = Event::default().event(if ended { "end" } else { "progress" }).data(body.clone());
+                let next = (!ended).then_some(job);
+                return Some((Ok::<_, std::convert::Infallible>(event), (next, Some(body), api, id)));
+            }
+            if tokio::time::Instant::now() + EVENTS_EVERY > deadline {
+                return None;
+            }
+            tokio::time::sleep(EVENTS_EVERY).await;
+            let (a, i) = (api.clone(), id.clone());
+            job = match tokio::task::spawn_blocking(move || a.pipeline.jobs.get_job(&i)).await {
+                Ok(Ok(Some(j))) => j,
+                _ => return None, // gone, or the store failed: the client reconnects
+            };
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
 async fn retry_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -113,6 +113,7 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
     }
 
     let api = Arc::new(Api {
+        stream_for: std::time::Duration::from_secs(600),
         pipeline,
         links: Arc::new(LocalLinks { base_url: base_url.clone(), signer: Signer::from_token(&token) }),
         default_spec: opts.spec,

@@ -184,6 +184,9 @@ pub async fn run_api() -> Result<(), lambda_runtime::Error> {
     init_logs();
     let (deps, s3) = build_from_env().await?;
     let api = fanfold_api::Api {
+        // API Gateway buffers a response for at most 29 s: an event stream
+        // there is one snapshot of the job's changes in 25 s.
+        stream_for: std::time::Duration::from_secs(25),
         pipeline: Arc::new(deps.pipeline),
         links: Arc::new(S3Links(s3)),
         default_spec: deps.default_spec,

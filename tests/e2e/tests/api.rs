@@ -87,6 +87,7 @@ fn every_route_and_status_of_the_openapi_document() {
         ("DELETE", format!("/jobs/{id0}"), "/jobs/{id}"),
         ("GET", format!("/jobs/{id0}/preview"), "/jobs/{id}/preview"),
         ("POST", format!("/jobs/{id0}/retry"), "/jobs/{id}/retry"),
+        ("GET", format!("/jobs/{id0}/events"), "/jobs/{id}/events"),
         ("POST", "/uploads".to_string(), "/uploads"),
     ] {
         let r = request(&s.addr, m, &path, None, Some(b"{}"));
@@ -157,6 +158,20 @@ fn every_route_and_status_of_the_openapi_document() {
     let r = s.call("DELETE", &format!("/jobs/{id}"), None);
     assert_eq!(r.status, 409, "a finished job cannot be cancelled");
     assert_eq!(seen.note("delete", "/jobs/{id}", &r)["status"], "DONE");
+    // the event stream of a job that ended: its entry once, as `end`, and the stream ends
+    let r = s.get(&format!("/jobs/{id}/events"));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")),
+        "{:?}",
+        r.header("content-type")
+    );
+    seen.note("get", "/jobs/{id}/events", &r);
+    let text = r.text();
+    let events: Vec<&str> = text.lines().filter(|l| l.starts_with("event:")).collect();
+    assert_eq!(events, ["event: end"], "{text}");
+    let entry: Value = serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    assert_eq!((entry["id"].as_str(), entry["status"].as_str()), (Some(id.as_str()), Some("DONE")));
     let r = s.call("POST", &format!("/jobs/{id}/retry"), None);
     assert_eq!(r.status, 409, "a finished job cannot be started again");
     let e = seen.note("post", "/jobs/{id}/retry", &r);
@@ -238,6 +253,15 @@ fn every_route_and_status_of_the_openapi_document() {
     let r = s.call("POST", &format!("/jobs/{big_id}/retry"), None);
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(seen.note("post", "/jobs/{id}/retry", &r)["id"], big_id.as_str());
+    // its event stream follows it to the end: progress, then end
+    let r = s.get(&format!("/jobs/{big_id}/events"));
+    let text = r.text();
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert!(kinds.len() >= 2 && kinds[..kinds.len() - 1].iter().all(|k| *k == "progress"), "{text}");
+    assert_eq!(kinds.last(), Some(&"end"), "{text}");
+    let last: Value =
+        serde_json::from_str(text.lines().filter_map(|l| l.strip_prefix("data: ")).next_back().unwrap()).unwrap();
+    assert_eq!(last["status"], "DONE");
     let r = s.wait(&big_id, LONG);
     assert_eq!(r.status, 200, "the retried job finishes: {}", r.text());
     let v = r.json();
@@ -250,6 +274,7 @@ fn every_route_and_status_of_the_openapi_document() {
         ("DELETE", "", "/jobs/{id}"),
         ("GET", "/preview", "/jobs/{id}/preview"),
         ("POST", "/retry", "/jobs/{id}/retry"),
+        ("GET", "/events", "/jobs/{id}/events"),
     ] {
         for bad in [id0.clone(), "not-an-id".to_string()] {
             let r = s.call(m, &format!("/jobs/{bad}{suffix}"), None);

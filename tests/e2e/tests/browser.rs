@@ -211,10 +211,14 @@ fn drop_a_file_watch_it_finish_see_the_preview() {
     let button = format!("#jobs tr[data-id='{again}'] button.retry");
     b.wait_for(&format!("!!document.querySelector(\"{button}\")"), "the Retry button");
     b.eval(&format!("document.querySelector(\"{button}\").click(), true"));
+    let before = b.eval("window.sseEvents").as_u64().unwrap();
     b.wait_for(
         &format!(
             "(() => {{ const r = document.querySelector(\"#jobs tr[data-id='{again}']\"); return r && r.dataset.status === 'DONE'; }})()"
         ),
         "the retried job DONE",
     );
+    // It got there by the job's server-sent events (the list is polled only
+    // every 5 s; the job takes less).
+    assert!(b.eval("window.sseEvents").as_u64().unwrap() > before, "the page followed the job by its events");
 }
