@@ -67,7 +67,8 @@ fn an_s3_event_delivered_three_times_makes_one_job() {
     drain(&deps, &q);
     let job = deps.pipeline.jobs.get_job(&ids[0]).unwrap().unwrap();
     assert_eq!(job.status, Status::Done);
-    let part = std::fs::read_to_string(dir.path().join(format!("results/{}/part-00000-00000.csv", ids[0]))).unwrap();
+    let part =
+        std::fs::read_to_string(dir.path().join(format!("results/{}/data/part-00000-00000.csv", ids[0]))).unwrap();
     assert!(part.starts_with("Song,Date,Total Number of Plays for Date\nIn The End,2020-01-01,1500\n"));
 }
 
@@ -95,7 +96,7 @@ fn the_directory_spec_is_used_and_a_bad_one_is_reported() {
         .unwrap();
     let id = splitter(event("s3-put-incoming.json"), &deps, "r").unwrap()[0]["job"].as_str().unwrap().to_string();
     drain(&deps, &q);
-    let part = std::fs::read_to_string(dir.path().join(format!("results/{id}/part-00000-00000.csv"))).unwrap();
+    let part = std::fs::read_to_string(dir.path().join(format!("results/{id}/data/part-00000-00000.csv"))).unwrap();
     assert_eq!(part, "Song,n\nIn The End,3\nUmbrella,4\n");
 
     store

@@ -338,7 +338,7 @@ fn the_sweeper_redispatches_lost_chunks_and_finishes_the_job() {
     let job = p.jobs.get_job(&id).unwrap().unwrap();
     assert_eq!(job.status, Status::Done);
     assert_eq!(
-        support::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
+        support::read(dir.path().join(format!("results/{id}/data/part-00000-00000.csv"))),
         support::read(support::fixture("bmat-example.expected.csv"))
     );
 }
@@ -361,7 +361,7 @@ fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
     // A reducer took its range, wrote a bogus part and died; the other reduce tasks were lost.
     let now = fanfold_pipeline::now_ms();
     assert!(p.jobs.take_work(&id, Stage::Reduce, 0, "dead", now, now + 50).unwrap());
-    store.put(&format!("results/{id}/part-00000-00000.csv"), b"half a file").unwrap();
+    store.put(&format!("results/{id}/data/part-00000-00000.csv"), b"half a file").unwrap();
     assert!(p.sweep(now, &policy).unwrap().is_empty(), "the range lease still holds");
     let did = p.sweep(now + 100, &policy).unwrap();
     assert!(did[0].contains("key ranges 0 of 1 did not finish"), "{did:?}");
@@ -369,7 +369,7 @@ fn a_planner_or_reducer_that_died_is_replaced_by_the_sweeper() {
     drain(&p, &q, |_| true);
     assert_eq!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
     assert_eq!(
-        support::read(dir.path().join(format!("results/{id}/part-00000-00000.csv"))),
+        support::read(dir.path().join(format!("results/{id}/data/part-00000-00000.csv"))),
         support::read(support::fixture("bmat-example.expected.csv"))
     );
     assert!(store.list("_fanfold/").unwrap().is_empty(), "partials cleaned up");
@@ -407,7 +407,7 @@ fn drain_counting(p: &Pipeline, q: &Queue, counts: &mut std::collections::BTreeM
 
 fn result_rows(store: &DirStore, id: &str) -> String {
     let mut out = String::new();
-    for o in store.list(&format!("results/{id}/part-")).unwrap() {
+    for o in store.list(&format!("results/{id}/data/part-")).unwrap() {
         let mut v = String::new();
         std::io::Read::read_to_string(&mut store.get_range(&o.key, 0, None).unwrap(), &mut v).unwrap();
         out.push_str(v.split_once('\n').map_or("", |(_, rows)| rows));

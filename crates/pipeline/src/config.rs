@@ -69,6 +69,17 @@ impl Layout {
             ResultsAt::Root => String::new(),
         }
     }
+    /// Where job `job`'s result files (the parts) go: `results/<job>/data/`,
+    /// so that a table over the prefix (Athena reads every object under its
+    /// location) holds the parts and nothing else; the manifest and the
+    /// summary are one level up. At the root of a run's output directory,
+    /// the parts are beside them (a directory is not a table).
+    pub fn data(&self, job: &str) -> String {
+        match &self.results {
+            ResultsAt::PerJob(_) => format!("{}data/", self.results(job)),
+            ResultsAt::Root => String::new(),
+        }
+    }
     /// The prefix every job's results share (`results/`), if they have one.
     pub fn results_root(&self) -> Option<&str> {
         match &self.results {

@@ -139,7 +139,7 @@ fn every_route_and_status_of_the_openapi_document() {
     let file = &v["output_files"][0];
     assert_eq!(
         (file["rows"].as_u64(), file["key"].as_str()),
-        (Some(4), Some(&*format!("results/{id}/part-00000-00000.csv")))
+        (Some(4), Some(&*format!("results/{id}/data/part-00000-00000.csv")))
     );
     let (host, path) = split_url(file["url"].as_str().unwrap());
     let r = request(&host, "GET", &path, None, None);

@@ -61,7 +61,7 @@ fn assert_done_like_local(run: &CloudRun, cloud_out: &Path, want: &[(String, Str
     assert!(run.stdout.contains(" DONE"), "{}", run.stdout);
     assert!(run.stdout.contains("jobs for this source: 1"), "{}", run.stdout);
     assert!(run.stdout.contains("partials left: 0"), "no partial objects after DONE: {}", run.stdout);
-    assert_eq!(parts(cloud_out), want, "results differ from fanfold run");
+    assert_eq!(parts(&cloud_out.join("data")), want, "results differ from fanfold run");
     let manifest = read(cloud_out.join("manifest.json"));
     assert!(manifest.contains("s3://fanfold-data-"), "{manifest}");
     assert!(cloud_out.join("summary.json").exists());

@@ -44,9 +44,10 @@ impl Pipeline {
         if parts.is_empty() {
             // An empty result is one header-only part.
             let fmt = RowFormatter::new(compiled.dialect.delimiter);
+            let data = self.layout.data(id);
             let sink = StoreSink {
                 store: self.output.as_ref(),
-                prefix: &prefix,
+                prefix: &data,
                 current: None,
                 job: id,
                 range: 0,
@@ -54,7 +55,7 @@ impl Pipeline {
             };
             let w = PartWriter::for_range(sink, compiled.max_file_bytes, fmt.header(&compiled.output_header), 0)?;
             let (written, _) = w.finish()?;
-            parts = written.iter().map(|p| OutputPart::new(format!("{prefix}{}", p.name), p)).collect();
+            parts = written.iter().map(|p| OutputPart::new(format!("{data}{}", p.name), p)).collect();
         }
         let top_groups = fanfold_engine::TopGroups::merge(tops, TOP_GROUPS);
 

@@ -226,7 +226,7 @@ impl Pipeline {
         let threads = self.config.merge_threads.max(1);
         let ways = (threads / (job.range_count as usize).clamp(1, threads)).max(1);
         let mut fmt = RowFormatter::new(compiled.dialect.delimiter);
-        let prefix = self.layout.results(id);
+        let prefix = self.layout.data(id);
         let sink = StoreSink {
             store: self.output.as_ref(),
             prefix: &prefix,
