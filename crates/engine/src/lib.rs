@@ -38,6 +38,7 @@ mod agg;
 mod compression;
 pub mod index;
 mod key;
+pub mod kinds;
 mod merge;
 pub mod number;
 pub mod partial;

@@ -32,12 +32,18 @@ pub struct RowFormatter {
     delimiter: u8,
     scratch: Vec<u8>,
     value: Vec<u8>,
+    kinds: Vec<crate::kinds::ValueKind>,
 }
 
 impl RowFormatter {
     /// Rows with fields separated by `delimiter`.
     pub fn new(delimiter: u8) -> Self {
-        RowFormatter { delimiter, scratch: Vec::new(), value: Vec::new() }
+        RowFormatter { delimiter, scratch: Vec::new(), value: Vec::new(), kinds: Vec::new() }
+    }
+
+    /// What each aggregate column's values were, over the rows so far.
+    pub fn kinds(&self) -> &[crate::kinds::ValueKind] {
+        &self.kinds
     }
 
     /// The header row of `names`.
@@ -77,7 +83,11 @@ impl RowFormatter {
                 push_csv_field(out, f, d);
             });
         }
-        for a in accs {
+        if self.kinds.len() < accs.len() {
+            self.kinds.resize(accs.len(), Default::default());
+        }
+        for (i, a) in accs.iter().enumerate() {
+            self.kinds[i].note(a);
             if !first {
                 out.push(d);
             }

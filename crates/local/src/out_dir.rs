@@ -5,7 +5,7 @@
 //! must never remove a file it did not write, least of all the file it
 //! reads. So a run leaves a marker, [`MARKER`], beside its results; the
 //! next run removes result-named files (`part-*.csv`, `manifest.json`,
-//! `summary.json`) only where that marker is. Where the marker is missing
+//! `summary.json`, `athena.sql`) only where that marker is. Where the marker is missing
 //! and such files exist, the run stops and names them. And whatever the
 //! marker says, a directory whose result-named files include the input (by
 //! file identity, so hard links and symlinks count) or that holds the input
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub const MARKER: &str = ".fanfold-out";
 
 const MARKER_TEXT: &str = "This directory holds the results of `fanfold run`.\n\
-The next run into it replaces part-*.csv, manifest.json and summary.json here.\n";
+The next run into it replaces part-*.csv, manifest.json, summary.json and athena.sql here.\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutDirError {
@@ -41,7 +41,10 @@ pub enum OutDirError {
 /// Whether a file name is one of the names a run writes at the top of its
 /// output directory.
 pub fn is_result_name(name: &str) -> bool {
-    (name.starts_with("part-") && name.ends_with(".csv")) || name == "manifest.json" || name == "summary.json"
+    (name.starts_with("part-") && name.ends_with(".csv"))
+        || name == "manifest.json"
+        || name == "summary.json"
+        || name == "athena.sql"
 }
 
 /// Makes `dir` ready for a run reading `input`: creates it, checks that the

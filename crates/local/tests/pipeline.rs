@@ -766,8 +766,11 @@ fn run_with_config(csv: &[u8], spec: &Spec, config: Config) -> (Status, Option<S
         serde_json::from_str(&support::read(dir.path().join(summary_key))).unwrap();
     summary.timings_ms = fanfold_pipeline::Timings { split: 0, dispatch: 0, chunks: 0, merge: 0, total: 0 };
     summary.source.clear(); // the temporary directory's path
-                            // How many chunks guessed their start wrong depends on how many bytes
-                            // their first read gave the guess (a piece reads less), not the result.
+    if let Some(t) = &mut summary.athena {
+        t.ddl = t.ddl.replace(&dir.path().display().to_string(), "DIR"); // and the table's location
+    }
+    // How many chunks guessed their start wrong depends on how many bytes
+    // their first read gave the guess (a piece reads less), not the result.
     summary.chunks_rerun = 0;
     let out = result_rows(&store, &id);
     // The job id hashes the file's identity; the rest of the summary must match.
@@ -858,4 +861,30 @@ fn an_input_replaced_while_pieces_read_ahead_fails_the_job() {
     let msg = changed.expect("a read of the replaced input fails");
     assert!(msg.contains("incoming/in.csv changed after the job started"), "{msg}");
     assert_ne!(p.jobs.get_job(&id).unwrap().unwrap().status, Status::Done);
+}
+
+/// The summary's Athena table types each column by what was written, and
+/// `fanfold run` writes its statement beside the summary.
+#[test]
+fn the_athena_table_is_typed_by_the_values_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
+    let opts = RunOptions { out_dir: Some(dir.path().join("out")), ..RunOptions::default() };
+    let o = run_file(&support::fixture("catalogue.csv"), &spec, &opts, |_| {}).unwrap();
+    assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
+    let t = o.summary.unwrap().athena.expect("a table");
+    assert_eq!(t.table, format!("fanfold_{}", o.job.id));
+    for col in [
+        "`sku` string",
+        "`rows` bigint",
+        "`price_total` decimal(38,2)",
+        "`price_mean` double",
+        "`price_min` decimal(38,2)",
+        "`name_max` string",
+        "`first_name` string",
+        "`qty_given` bigint",
+    ] {
+        assert!(t.ddl.contains(col), "{col} in {}", t.ddl);
+    }
+    assert_eq!(support::read(o.out_dir.join("athena.sql")), t.ddl);
 }

@@ -161,6 +161,8 @@ pub struct Config {
     pub range_input_bytes: u64,
     /// Key ranges at most.
     pub max_ranges: u32,
+    /// The Glue database of the results' tables (`summary.json`'s `athena`).
+    pub glue_database: String,
     /// Partials a reducer merges at once (K); with more chunks the merge has
     /// more levels. At most 2K streams are open in one reducer.
     pub merge_fan_in: usize,
@@ -184,6 +186,7 @@ impl Default for Config {
             range_bytes: 128 << 20,
             range_input_bytes: 16 << 30,
             max_ranges: 1000,
+            glue_database: "fanfold".into(),
             merge_fan_in: 256,
         }
     }
@@ -298,6 +301,9 @@ pub struct Summary {
     /// Times the sweeper sent work again (a step that crashed or stalled).
     #[serde(default)]
     pub repairs: u32,
+    /// The Athena table over the parts: its name and its statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub athena: Option<AthenaTable>,
     /// Key ranges, each merged by its own reducer.
     #[serde(default)]
     pub ranges: u32,
@@ -308,6 +314,17 @@ pub struct Summary {
     pub top_groups: Vec<TopGroup>,
     /// Where the time went.
     pub timings_ms: Timings,
+}
+
+/// The Athena table of a result (`summary.json`'s `athena`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AthenaTable {
+    /// The Glue database.
+    pub database: String,
+    /// The table.
+    pub table: String,
+    /// `CREATE EXTERNAL TABLE …` (also `athena.sql` beside a local run's summary).
+    pub ddl: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

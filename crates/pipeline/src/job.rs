@@ -405,6 +405,9 @@ pub struct RangeResult {
     pub groups: u64,
     /// The range's largest groups by the first aggregate.
     pub top_groups: Vec<TopGroup>,
+    /// What each aggregate column's values were (the table's types).
+    #[serde(default)]
+    pub kinds: Vec<fanfold_engine::kinds::ValueKind>,
 }
 
 /// Compact JSON for inline partials (hex would double them; this is base64).

@@ -22,6 +22,7 @@
 //! Ports: [`ObjectStore`], [`JobStore`], [`Dispatcher`]. Adapters live in
 //! `fanfold-local` (directory, memory, thread pool) and `fanfold-aws`.
 
+pub mod athena;
 mod config;
 mod decode;
 mod fan_in;

@@ -25,7 +25,10 @@ fn the_bmat_example_gives_the_expected_file() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, [".fanfold-out", "manifest.json", "part-00000-00000.csv", "summary.json"]);
+    assert_eq!(names, [".fanfold-out", "athena.sql", "manifest.json", "part-00000-00000.csv", "summary.json"]);
+    let ddl = read(dir.path().join("out/athena.sql"));
+    assert!(ddl.contains("`song` string,\n  `date` string,\n  `total_number_of_plays_for_date` bigint\n)"), "{ddl}");
+    assert!(ddl.contains("LOCATION 'file://"), "{ddl}");
 
     let manifest: Value = serde_json::from_str(&read(dir.path().join("out/manifest.json"))).unwrap();
     let uris = manifest["fileLocations"][0]["URIs"].as_array().unwrap();

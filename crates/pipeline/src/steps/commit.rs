@@ -34,13 +34,25 @@ impl Pipeline {
         let mut parts: Vec<OutputPart> = Vec::new();
         let mut groups = 0u64;
         let mut tops: Vec<TopGroup> = Vec::new();
+        let mut kinds: Vec<fanfold_engine::kinds::ValueKind> = vec![Default::default(); compiled.aggs.len()];
         for r in 0..job.range_count {
             let result: RangeResult = serde_json::from_slice(&self.read_object(&self.layout.range_result(id, r))?)
                 .map_err(|e| PipelineError::Invalid(format!("range {r}'s result: {e}")))?;
             parts.extend(result.parts);
             groups += result.groups;
             tops.extend(result.top_groups);
+            for (k, r) in kinds.iter_mut().zip(result.kinds) {
+                *k = k.merge(r);
+            }
         }
+        // The table over the parts (see `crate::athena`).
+        let table = crate::athena::Table::of(
+            id,
+            &compiled,
+            &kinds,
+            &self.config.glue_database,
+            &self.output.uri(&self.layout.data(id)),
+        );
         if parts.is_empty() {
             // An empty result is one header-only part.
             let fmt = RowFormatter::new(compiled.dialect.delimiter);
@@ -88,6 +100,11 @@ impl Pipeline {
             chunks_rerun: job.chunks_rerun,
             partial_bytes: totals.partial_bytes,
             repairs: job.sweeps,
+            athena: Some(crate::config::AthenaTable {
+                database: table.database.clone(),
+                table: table.name.clone(),
+                ddl: table.ddl.clone(),
+            }),
             ranges: job.range_count,
             output_files: parts.clone(),
             top_groups,
@@ -99,6 +116,10 @@ impl Pipeline {
                 total: now.saturating_sub(job.created_ms),
             },
         };
+        if prefix.is_empty() {
+            // A run's output directory: the statement beside the summary.
+            self.output.put("athena.sql", table.ddl.as_bytes())?;
+        }
         let summary_key = format!("{prefix}summary.json");
         self.output.put(&summary_key, &serde_json::to_vec_pretty(&summary).expect("json"))?;
         let part_count = parts.len() as u64;

@@ -252,7 +252,7 @@ impl Pipeline {
                     Ok(m) => m,
                     Err(e) => {
                         let _ = tx.send(Err(EngineError::Partial(e)));
-                        return top;
+                        return (top, Vec::new());
                     }
                 };
                 let mut block = RowBlock::default();
@@ -263,18 +263,18 @@ impl Pipeline {
                             fmt.row(key, accs, texts, &mut block.bytes);
                             block.ends.push(block.bytes.len());
                             if block.bytes.len() >= ROW_BLOCK && tx.send(Ok(std::mem::take(&mut block))).is_err() {
-                                return top; // the writer stopped
+                                return (top, Vec::new()); // the writer stopped
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
                             let _ = tx.send(Err(e));
-                            return top;
+                            return (top, Vec::new());
                         }
                     }
                 }
                 let _ = tx.send(Ok(block));
-                top
+                (top, fmt.kinds().to_vec())
             });
             let written = (|| {
                 for msg in rx {
@@ -292,16 +292,17 @@ impl Pipeline {
                 Ok(())
             })();
             // Once the final merge is done (or gone), the group mergers end too.
-            let top = merging.join().expect("the merging thread does not panic");
+            let (top, kinds) = merging.join().expect("the merging thread does not panic");
             for g in group_mergers {
                 // A group merger's own error says more than the final merge's "failed".
                 g.join().expect("a group merger does not panic")?;
             }
-            written.map(|()| top.finish())
+            written.map(|()| (top.finish(), kinds))
         })?;
+        let (top, kinds) = top;
         let (parts, _) = writer.finish_parts()?;
         let parts = parts.iter().map(|p: &PartInfo| OutputPart::new(format!("{prefix}{}", p.name), p)).collect();
-        Ok(RangeResult { parts, groups, top_groups: top })
+        Ok(RangeResult { parts, groups, top_groups: top, kinds })
     }
 }
 
