@@ -7,6 +7,7 @@
 //! - [`LambdaDispatcher`]: `Dispatcher` as Lambda async invokes, with
 //!   bounded concurrency.
 //! - [`EventBridgeNotifier`]: `Notifier` as EventBridge `PutEvents`.
+//! - [`GlueCatalog`]: `TableCatalog` as Glue `CreateTable`.
 //!
 //! The SDK is async and the ports are not: every adapter holds a tokio
 //! runtime [`Handle`] and blocks on it. Call the ports from a thread that is
@@ -32,12 +33,14 @@
 
 mod dynamo;
 mod events;
+mod glue;
 mod lambda;
 mod requests;
 mod s3;
 
 pub use dynamo::DynamoJobStore;
 pub use events::EventBridgeNotifier;
+pub use glue::GlueCatalog;
 pub use lambda::LambdaDispatcher;
 pub use requests::take_request_counts;
 pub use s3::S3Store;

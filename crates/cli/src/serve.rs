@@ -83,6 +83,7 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
         layout: Layout::default(),
         config: Config { chunk_size: opts.chunk_size.max(1), ..Config::default() },
         faults: None,
+        catalog: None,
         notifier: opts.webhook.clone().map(|(url, secret)| {
             Arc::new(crate::webhook::Webhook::start(url, secret, std::time::Duration::from_secs(1)))
                 as Arc<dyn fanfold_pipeline::notify::Notifier>

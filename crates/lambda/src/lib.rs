@@ -15,7 +15,7 @@
 //! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `RANGE_BYTES`, `LEASE_SECONDS`,
 //! `DISPATCH_SECONDS` (a dispatcher's lease, and how long a split, a
 //! dispatch or an unstarted reducer may take before the sweeper repairs it),
-//! `STALE_SECONDS`, `MAX_SWEEPS`, `EVENT_BUS` (where job ends go; empty: nowhere), `DEFAULT_SPEC` (JSON; default: the BMAT
+//! `STALE_SECONDS`, `MAX_SWEEPS`, `EVENT_BUS` (where job ends go; empty: nowhere), `GLUE_DATABASE` (where DONE jobs' tables go; empty: none), `DEFAULT_SPEC` (JSON; default: the BMAT
 //! job), `SCAN_THREADS` (default: one per 1,769 MB of the function's memory,
 //! Lambda's vCPU share), `READ_STREAMS` (ranged GETs in flight per scan
 //! thread, default 4) and `READ_BLOCK` (bytes per GET, default 8 MiB), and,
@@ -104,9 +104,18 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
             scan_threads: env_or("SCAN_THREADS", vcpus()).max(1),
             read_streams: env_or("READ_STREAMS", 4usize).max(1),
             read_block: env_or("READ_BLOCK", 8u64 << 20).max(1),
+            glue_database: std::env::var("GLUE_DATABASE")
+                .ok()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| Config::default().glue_database),
             ..Config::default()
         },
         faults: faults.any().then(|| Arc::new(faults.clone()) as Arc<dyn fanfold_pipeline::FaultPoints>),
+        // A DONE job's table, in the Glue database GLUE_DATABASE (if set).
+        catalog: std::env::var("GLUE_DATABASE").ok().filter(|d| !d.is_empty()).map(|_| {
+            Arc::new(fanfold_aws::GlueCatalog::new(&config, rt.clone()))
+                as Arc<dyn fanfold_pipeline::athena::TableCatalog>
+        }),
         // Job ends go to EventBridge unless EVENT_BUS is empty.
         notifier: std::env::var("EVENT_BUS").ok().filter(|b| !b.is_empty()).map(|bus| {
             Arc::new(fanfold_aws::EventBridgeNotifier::new(&config, bus, rt.clone()))

@@ -137,6 +137,7 @@ pub fn run_file(
         },
         faults: None,
         notifier: None,
+        catalog: None,
     });
     let pool = dispatcher.start(&pipeline, opts.workers);
     let submitted = pipeline.submit(name, spec)?;

@@ -158,6 +158,7 @@ fn queued_pipeline(dir: &std::path::Path, csv: &[u8], config: Config) -> (Pipeli
         config,
         faults: None,
         notifier: None,
+        catalog: None,
     };
     (p, queue, store)
 }

@@ -11,6 +11,8 @@
 use std::collections::HashSet;
 
 use fanfold_engine::kinds::ValueKind;
+
+use crate::ports::StoreError;
 use fanfold_engine::Compiled;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,14 @@ pub struct Table {
     pub delimiter: char,
     /// The statement that creates it.
     pub ddl: String,
+}
+
+/// Where DONE jobs' tables are made (the Glue Data Catalog on AWS; none
+/// locally, where `athena.sql` holds the statement). Making a table that
+/// exists makes it again, the same.
+pub trait TableCatalog: Send + Sync {
+    /// Creates (or replaces) the table.
+    fn create_table(&self, table: &Table) -> Result<(), StoreError>;
 }
 
 /// An output header name as an Athena column name, unique among `taken`.

@@ -56,6 +56,11 @@ fn local_parts(file: &Path, spec: Option<&Path>, dir: &Path) -> Vec<(String, Str
     parts(&dir.join("local"))
 }
 
+/// The data rows of `parts`.
+fn want_rows(parts: &[(String, String)]) -> usize {
+    rows_of(parts).lines().count()
+}
+
 fn assert_done_like_local(run: &CloudRun, cloud_out: &Path, want: &[(String, String)]) {
     assert!(run.ok, "cloud-local failed:\n{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains(" DONE"), "{}", run.stdout);
@@ -115,6 +120,11 @@ fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
     );
     assert!(run.stdout.contains("metrics of commit:") && run.stdout.contains("JobsDone 1"), "{}", run.stdout);
     assert!(run.stdout.contains("metrics of reduce:"), "{}", run.stdout);
+    // The job's table, made in the stack's Glue database at commit, queried
+    // through Athena in key order: exactly the part files' rows.
+    let table_rows: String = read(out.join(".athena.csv"));
+    assert_eq!(table_rows, rows_of(&want), "the Athena table's rows are the parts' rows");
+    assert!(run.stdout.contains(&format!("rows: {}", want_rows(&want))), "{}", run.stdout);
     let logs = run.stdout.lines().find(|l| l.starts_with("fanfold log lines: ")).unwrap();
     assert!(logs.ends_with(", without a request id: 0") && !logs.starts_with("fanfold log lines: 0,"), "{logs}");
 }

@@ -125,6 +125,11 @@ impl Pipeline {
         let part_count = parts.len() as u64;
         parts.truncate(Outputs::MAX_LISTED);
         let outputs = Outputs { parts, part_count, manifest: manifest_key, summary: summary_key };
+        if let Some(c) = &self.catalog {
+            // Before DONE: a job is DONE with its table (a commit that runs
+            // again makes it again).
+            c.create_table(&table)?;
+        }
         if self.jobs.complete(id, owner, &outputs, now_ms())? {
             self.ended(id, Some(summary.groups));
             tracing::info!(

@@ -54,6 +54,8 @@ pub struct Pipeline {
     pub faults: Option<Arc<dyn FaultPoints>>,
     /// Told when a job ends; `None`: nobody.
     pub notifier: Option<Arc<dyn Notifier>>,
+    /// Where a DONE job's table is made; `None`: nowhere.
+    pub catalog: Option<Arc<dyn crate::athena::TableCatalog>>,
 }
 
 impl Pipeline {
@@ -66,7 +68,7 @@ impl Pipeline {
         layout: Layout,
         config: Config,
     ) -> Self {
-        Pipeline { input, output, jobs, dispatcher, layout, config, faults: None, notifier: None }
+        Pipeline { input, output, jobs, dispatcher, layout, config, faults: None, notifier: None, catalog: None }
     }
 
     fn job(&self, id: &str) -> Result<Job, PipelineError> {
