@@ -75,20 +75,19 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
         }
     })?);
     let dispatcher = PoolDispatcher::new();
-    let pipeline = Arc::new(Pipeline {
-        input: store.clone(),
-        output: store.clone(),
+    let mut pipeline = Pipeline::new(
+        store.clone(),
+        store.clone(),
         jobs,
-        dispatcher: Arc::new(dispatcher.clone()),
-        layout: Layout::default(),
-        config: Config { chunk_size: opts.chunk_size.max(1), ..Config::default() },
-        faults: None,
-        catalog: None,
-        notifier: opts.webhook.clone().map(|(url, secret)| {
-            Arc::new(crate::webhook::Webhook::start(url, secret, std::time::Duration::from_secs(1)))
-                as Arc<dyn fanfold_pipeline::notify::Notifier>
-        }),
+        Arc::new(dispatcher.clone()),
+        Layout::default(),
+        Config { chunk_size: opts.chunk_size.max(1), ..Config::default() },
+    );
+    pipeline.notifier = opts.webhook.clone().map(|(url, secret)| {
+        Arc::new(crate::webhook::Webhook::start(url, secret, std::time::Duration::from_secs(1)))
+            as Arc<dyn fanfold_pipeline::notify::Notifier>
     });
+    let pipeline = Arc::new(pipeline);
     let _pool = dispatcher.start(&pipeline, opts.workers);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -88,13 +88,13 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
         _ => Spec::default(),
     };
     let dispatch_ms = env_or("DISPATCH_SECONDS", 60u64).max(1) * 1000;
-    let pipeline = Pipeline {
-        input: store.clone(),
-        output: store.clone(),
+    let mut pipeline = Pipeline::new(
+        store.clone(),
+        store.clone(),
         jobs,
         dispatcher,
-        layout: Layout::default(),
-        config: Config {
+        Layout::default(),
+        Config {
             chunk_size: env_or("CHUNK_SIZE", Config::default().chunk_size).max(1),
             inline_limit: env_or("INLINE_LIMIT", Config::default().inline_limit),
             range_bytes: env_or("RANGE_BYTES", Config::default().range_bytes).max(1),
@@ -110,18 +110,17 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
                 .unwrap_or_else(|| Config::default().glue_database),
             ..Config::default()
         },
-        faults: faults.any().then(|| Arc::new(faults.clone()) as Arc<dyn fanfold_pipeline::FaultPoints>),
-        // A DONE job's table, in the Glue database GLUE_DATABASE (if set).
-        catalog: std::env::var("GLUE_DATABASE").ok().filter(|d| !d.is_empty()).map(|_| {
-            Arc::new(fanfold_aws::GlueCatalog::new(&config, rt.clone()))
-                as Arc<dyn fanfold_pipeline::athena::TableCatalog>
-        }),
-        // Job ends go to EventBridge unless EVENT_BUS is empty.
-        notifier: std::env::var("EVENT_BUS").ok().filter(|b| !b.is_empty()).map(|bus| {
-            Arc::new(fanfold_aws::EventBridgeNotifier::new(&config, bus, rt.clone()))
-                as Arc<dyn fanfold_pipeline::notify::Notifier>
-        }),
-    };
+    );
+    pipeline.faults = faults.any().then(|| Arc::new(faults.clone()) as Arc<dyn fanfold_pipeline::FaultPoints>);
+    // A DONE job's table, in the Glue database GLUE_DATABASE (if set).
+    pipeline.catalog = std::env::var("GLUE_DATABASE").ok().filter(|d| !d.is_empty()).map(|_| {
+        Arc::new(fanfold_aws::GlueCatalog::new(&config, rt.clone())) as Arc<dyn fanfold_pipeline::athena::TableCatalog>
+    });
+    // Job ends go to EventBridge unless EVENT_BUS is empty.
+    pipeline.notifier = std::env::var("EVENT_BUS").ok().filter(|b| !b.is_empty()).map(|bus| {
+        Arc::new(fanfold_aws::EventBridgeNotifier::new(&config, bus, rt.clone()))
+            as Arc<dyn fanfold_pipeline::notify::Notifier>
+    });
     let sweep = SweepPolicy {
         stale_ms: env_or("STALE_SECONDS", 1200u64) * 1000,
         dispatch_ms,

@@ -122,23 +122,20 @@ pub fn run_file(
 
     let dispatcher = PoolDispatcher::new();
     let jobs = Arc::new(MemoryJobStore::new());
-    let pipeline = Arc::new(Pipeline {
+    let pipeline = Arc::new(Pipeline::new(
         input,
-        output: output.clone(),
-        jobs: jobs.clone(),
-        dispatcher: Arc::new(dispatcher.clone()),
-        layout: Layout { results: ResultsAt::Root, partials: "_fanfold/partials/{job}/".into() },
-        config: Config {
+        output.clone(),
+        jobs.clone(),
+        Arc::new(dispatcher.clone()),
+        Layout { results: ResultsAt::Root, partials: "_fanfold/partials/{job}/".into() },
+        Config {
             chunk_size: chunk_size(meta.len(), opts),
             bucket,
             range_bytes: opts.range_bytes.max(1),
             scan_threads: opts.scan_threads.max(1),
             ..Config::default()
         },
-        faults: None,
-        notifier: None,
-        catalog: None,
-    });
+    ));
     let pool = dispatcher.start(&pipeline, opts.workers);
     let submitted = pipeline.submit(name, spec)?;
     let job = loop {

@@ -149,17 +149,14 @@ fn queued_pipeline(dir: &std::path::Path, csv: &[u8], config: Config) -> (Pipeli
     let store = Arc::new(DirStore::new(dir).unwrap());
     store.put("incoming/in.csv", csv).unwrap();
     let queue = Arc::new(Queue::default());
-    let p = Pipeline {
-        input: store.clone(),
-        output: store.clone(),
-        jobs: Arc::new(MemoryJobStore::new()),
-        dispatcher: queue.clone(),
-        layout: Layout::default(),
+    let p = Pipeline::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(MemoryJobStore::new()),
+        queue.clone(),
+        Layout::default(),
         config,
-        faults: None,
-        notifier: None,
-        catalog: None,
-    };
+    );
     (p, queue, store)
 }
 
