@@ -62,7 +62,7 @@ pub use merge::{Group, Merger};
 pub use plan::{chunk_count, plan_chunks, read_head, resolve_chain, Head, LineIndex};
 pub use quotes::{QuoteState, Transfer};
 pub use sample::RangePlan;
-pub use scan::{BadRow, BadRowKind, ChunkRange, ChunkReport, ChunkScanner, StartState, MAX_SAMPLES};
+pub use scan::{BadRow, BadRowKind, ChunkRange, ChunkReport, ChunkScanner, MemberSpan, StartState, MAX_SAMPLES};
 pub use sketch::{Sketch, SketchBytes};
 pub use spec::{
     AggOp, Aggregate, ColumnRef, Compiled, Dialect, Filter, FilterOp, GroupColumn, OnBadRow, Spec, SpecError,

@@ -80,6 +80,7 @@ pub fn join(
         run_bytes: 0,
         index_at: 0,
         sketch: SketchBytes::default(),
+        members: None,
     };
     for (r, _) in &pieces {
         let (before, records) = (report.newlines, report.rows);

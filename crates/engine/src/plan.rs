@@ -25,6 +25,15 @@ pub struct Head {
     /// How the file is encoded; offsets count its decoded bytes.
     #[serde(default, skip_serializing_if = "Compression::is_none")]
     pub compression: Compression,
+    /// A compressed input: compressed bytes that decode to at least the
+    /// head, so no member starting at or past them holds a byte of it (the
+    /// first chunk's range reaches at least this far).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compressed_head: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Reads the head of a file from its first bytes. Returns `Ok(None)` when
@@ -109,6 +118,7 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
             header: None,
             width,
             compression: Compression::None,
+            compressed_head: 0,
         }));
     }
     let mut names = Vec::with_capacity(width);
@@ -134,6 +144,7 @@ pub fn read_head(prefix: &[u8], file_size: u64, dialect: &Dialect) -> Result<Opt
         header: Some(names),
         width,
         compression: Compression::None,
+        compressed_head: 0,
     }))
 }
 

@@ -111,7 +111,7 @@ fn gzip_and_zstd_in_one_or_many_members_give_the_bytes_of_the_plain_file() {
         ("compressed.csv", gzip(&data)),
     ];
     for (name, bytes) in inputs {
-        for chunk in [1u64, 64 << 10] {
+        for chunk in [4096u64, 64 << 10] {
             let r = run(dir.path(), name, &bytes, &plays(), chunk);
             assert_eq!(r.status, Status::Done, "{name}: {}", r.error);
             assert_eq!(r.parts, plain.parts, "{name}, chunk size {chunk}: the same files as the plain file's");
@@ -123,7 +123,55 @@ fn gzip_and_zstd_in_one_or_many_members_give_the_bytes_of_the_plain_file() {
             assert_eq!(s.rows_read, 40_000);
             assert!(s.partial_bytes > 0, "{name}: the partials' bytes are in the summary");
             assert_eq!(s.repairs, 0);
+            // Cut in compressed chunks of a quarter of the size.
+            assert!(s.chunks >= bytes.len() as u64 / (chunk / 4) / 2, "{name}: {} chunks", s.chunks);
         }
+    }
+}
+
+#[test]
+fn many_members_are_scanned_as_parallel_chunks_with_the_plain_files_rows_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = csv();
+    let plain = run(dir.path(), "plain.csv", &data, &plays(), 64 << 10);
+    // Members of about 3 KB decoded, cut anywhere (inside quotes, CRLFs).
+    let cuts: Vec<usize> = (1..data.len() / 3001).map(|i| i * 3001).collect();
+    for (name, bytes) in [("m.gz", members(&data, &cuts, gzip)), ("m.zst", members(&data, &cuts, zstd))] {
+        for chunk in [1000u64, 4096, 10_000, 50_000] {
+            let r = run(dir.path(), name, &bytes, &plays(), chunk);
+            assert_eq!(r.status, Status::Done, "{name}, chunk size {chunk}: {}", r.error);
+            assert_eq!(r.parts, plain.parts, "{name}, chunk size {chunk}");
+            let s = r.summary.unwrap();
+            assert!(s.chunks >= bytes.len() as u64 / (chunk / 4).max(1) / 2, "{name}: {} chunks", s.chunks);
+            assert_eq!(s.decoded_bytes, Some(data.len() as u64));
+        }
+    }
+    // Lenient quoting (skip mode follows every start state).
+    let mut lenient = plays();
+    lenient.csv.lenient_quotes = true;
+    let plain = run(dir.path(), "plain-lenient.csv", &data, &lenient, 64 << 10);
+    assert_eq!(plain.status, Status::Done, "{}", plain.error);
+    let r = run(dir.path(), "lenient.gz", &members(&data, &cuts, gzip), &lenient, 4096);
+    assert_eq!(r.status, Status::Done, "{}", r.error);
+    assert_eq!(r.parts, plain.parts);
+}
+
+#[test]
+fn a_bad_row_deep_in_many_members_names_the_plain_files_line_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = b"Song,Date,Number of Plays\n".to_vec();
+    for i in 0..20_000 {
+        data.extend(format!("s{i},2026-01-01,{i}\n").as_bytes());
+    }
+    data.extend(b"bad,2026-01-01,many\n");
+    data.extend(b"s,2026-01-01,1\n");
+    let plain = run(dir.path(), "deep.csv", &data, &plays(), 64 << 10);
+    assert_eq!(plain.status, Status::Failed);
+    let cuts: Vec<usize> = (1..data.len() / 2000).map(|i| i * 2000 + 7).collect();
+    for chunk in [1000u64, 8192] {
+        let gz = run(dir.path(), "deep.gz", &members(&data, &cuts, gzip), &plays(), chunk);
+        assert_eq!(gz.status, Status::Failed);
+        assert_eq!(gz.error, plain.error.replace("deep.csv", "deep.gz"), "chunk size {chunk}");
     }
 }
 
@@ -142,14 +190,16 @@ fn a_gz_name_on_a_plain_file_is_read_as_plain_csv() {
 fn corrupt_and_truncated_streams_fail_the_job_naming_the_compressed_byte() {
     let dir = tempfile::tempdir().unwrap();
     let data = csv();
-    for (name, good) in [("c.gz", gzip(&data)), ("c.zst", zstd(&data))] {
+    let cuts: Vec<usize> = (1..data.len() / 5000).map(|i| i * 5000).collect();
+    let many = [("m.gz", members(&data, &cuts, gzip)), ("m.zst", members(&data, &cuts, zstd))];
+    for (name, good) in [("c.gz", gzip(&data)), ("c.zst", zstd(&data))].into_iter().chain(many) {
         let what = if name.ends_with(".gz") { "gzip" } else { "zstd" };
         // A byte in the middle of the compressed data changed.
         let mut corrupt = good.clone();
         let mid = corrupt.len() / 2;
         corrupt[mid] ^= 0x55;
         corrupt[mid + 1] ^= 0xaa;
-        let r = run(dir.path(), &format!("corrupt-{name}"), &corrupt, &plays(), 64 << 10);
+        let r = run(dir.path(), &format!("corrupt-{name}"), &corrupt, &plays(), 4096);
         assert_eq!(r.status, Status::Failed, "{name}: a corrupt stream finished");
         assert!(r.error.contains(&format!("the {what} stream is")), "{name}: {}", r.error);
         let at: u64 = r.error.split("compressed byte ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
@@ -157,7 +207,7 @@ fn corrupt_and_truncated_streams_fail_the_job_naming_the_compressed_byte() {
         // The end cut off.
         for cut in [10usize, good.len() / 3] {
             let truncated = &good[..good.len() - cut];
-            let r = run(dir.path(), &format!("truncated-{cut}-{name}"), truncated, &plays(), 64 << 10);
+            let r = run(dir.path(), &format!("truncated-{cut}-{name}"), truncated, &plays(), 4096);
             assert_eq!(r.status, Status::Failed, "{name} cut by {cut}: a truncated stream finished");
             assert!(r.error.contains(&format!("the {what} stream is truncated")), "{name}: {}", r.error);
         }

@@ -82,7 +82,9 @@ fn a_lossy_or_garbling_dispatcher_fails_the_dispatcher_contract() {
 }
 
 /// A retryable failure is tried again (three attempts in all, as Lambda
-/// retries an async invoke); then the task is reported failed, once.
+/// retries an async invoke); then the task is reported failed, once. A
+/// panic (a bug) fails its task at once instead of killing the thread and
+/// leaving the job waiting for ever.
 #[test]
 fn the_pool_retries_a_retryable_failure_three_times_then_reports_it() {
     #[derive(Default)]
@@ -96,6 +98,7 @@ fn the_pool_retries_a_retryable_failure_three_times_then_reports_it() {
             match task {
                 Task::Plan { .. } => Err(StoreError::Other { message: "throttled".into(), retryable: true }.into()),
                 Task::Commit { .. } => Err(StoreError::Other { message: "refused".into(), retryable: false }.into()),
+                Task::Dispatch { .. } => panic!("a bug"),
                 _ => Ok(()),
             }
         }
@@ -108,6 +111,9 @@ fn the_pool_retries_a_retryable_failure_three_times_then_reports_it() {
     let pool = dispatcher.start(&flaky, 2);
     let (plan, commit, reduce) =
         (Task::Plan { job: "j".into() }, Task::Commit { job: "j".into() }, Task::Reduce { job: "j".into(), range: 0 });
+    let panics = Task::Dispatch { job: "j".into(), slice: 0 };
+    // More panics than threads: each thread survives its own.
+    dispatcher.dispatch(vec![panics.clone(), panics.clone(), panics.clone()]).unwrap();
     dispatcher.dispatch(vec![plan.clone(), commit.clone(), reduce.clone()]).unwrap();
     pool.shutdown();
     let runs = flaky.runs.lock().unwrap();
@@ -116,7 +122,7 @@ fn the_pool_retries_a_retryable_failure_three_times_then_reports_it() {
     assert_eq!(runs.iter().filter(|t| **t == reduce).count(), 1);
     let mut failed = flaky.failed.lock().unwrap().clone();
     failed.sort_by_key(|(t, _)| format!("{t:?}"));
-    assert_eq!(failed, vec![(commit, 1), (plan, 3)]);
+    assert_eq!(failed, vec![(commit, 1), (panics.clone(), 1), (panics.clone(), 1), (panics, 1), (plan, 3)]);
     // A shut-down pool refuses new work instead of dropping it silently.
     assert!(dispatcher.dispatch(vec![Task::Plan { job: "late".into() }]).is_err());
 }

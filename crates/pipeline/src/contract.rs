@@ -136,6 +136,7 @@ pub fn record(index: u32, partial: PartialRef) -> ChunkRecord {
             run_bytes: 0,
             index_at: 0,
             sketch: Default::default(),
+            members: None,
         },
         partial,
         StartState::Guess,
@@ -149,6 +150,7 @@ fn head() -> Head {
         header: Some(vec!["a".into()]),
         width: 1,
         compression: Default::default(),
+        compressed_head: 0,
     }
 }
 

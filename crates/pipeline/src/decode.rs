@@ -5,6 +5,8 @@
 //! where decoding stopped, never with fewer rows.
 
 use std::io::{self, BufRead, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use fanfold_engine::Compression;
 
@@ -29,7 +31,18 @@ pub struct DecodeError {
 /// `raw` itself pass through unchanged; decoding errors are
 /// `io::Error`s of kind `InvalidData` holding a [`DecodeError`].
 pub fn decoded(raw: Box<dyn Read + Send>, compression: Compression) -> io::Result<Box<dyn Read + Send>> {
-    let counted = Counted { inner: io::BufReader::with_capacity(COMPRESSED_BUF, raw), consumed: 0, eof: false };
+    decoded_counting(raw, compression, None)
+}
+
+/// Like [`decoded`], keeping `consumed` at the count of compressed bytes
+/// the decoder has taken (every decoded byte so far came from before it).
+pub fn decoded_counting(
+    raw: Box<dyn Read + Send>,
+    compression: Compression,
+    consumed: Option<Arc<AtomicU64>>,
+) -> io::Result<Box<dyn Read + Send>> {
+    let counted =
+        Counted { inner: io::BufReader::with_capacity(COMPRESSED_BUF, raw), consumed: 0, eof: false, shared: consumed };
     Ok(match compression {
         Compression::None => Box::new(counted),
         Compression::Gzip => {
@@ -54,12 +67,23 @@ struct Counted<R> {
     consumed: u64,
     /// The compressed input has ended.
     eof: bool,
+    /// `consumed`, for a reader outside.
+    shared: Option<Arc<AtomicU64>>,
+}
+
+impl<R> Counted<R> {
+    fn add(&mut self, n: usize) {
+        self.consumed += n as u64;
+        if let Some(s) = &self.shared {
+            s.store(self.consumed, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.consumed += n as u64;
+        self.add(n);
         self.eof |= n == 0 && !buf.is_empty();
         Ok(n)
     }
@@ -72,7 +96,7 @@ impl<R: Read> BufRead for Counted<R> {
         Ok(b)
     }
     fn consume(&mut self, amt: usize) {
-        self.consumed += amt as u64;
+        self.add(amt);
         self.inner.consume(amt);
     }
 }
@@ -109,19 +133,104 @@ impl<D: Read + Source> Read for Decoder<D> {
             }
             // The compressed object's own read failed (a store error): as is.
             Err(e) if e.get_ref().is_some_and(|i| i.is::<crate::ports::StoreError>()) => Err(e),
-            Err(e) => {
-                let counted = self.inner.counted();
-                let truncated = e.kind() == io::ErrorKind::UnexpectedEof || counted.eof;
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    DecodeError {
-                        compression: self.compression,
-                        what: if truncated { "truncated" } else { "corrupt" },
-                        at: counted.consumed,
-                        detail: format!("{e} (after {} decoded bytes)", self.produced),
-                    },
-                ))
+            Err(e) => Err(undecodable(e, self.inner.counted(), 0, self.compression, self.produced)),
+        }
+    }
+}
+
+/// `e`, which a decoder reading `counted` (from compressed byte `base`
+/// on) returned after `produced` decoded bytes, as a [`DecodeError`].
+fn undecodable<R>(e: io::Error, counted: &Counted<R>, base: u64, compression: &'static str, produced: u64) -> io::Error {
+    let truncated = e.kind() == io::ErrorKind::UnexpectedEof || counted.eof;
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        DecodeError {
+            compression,
+            what: if truncated { "truncated" } else { "corrupt" },
+            at: base + counted.consumed,
+            detail: format!("{e} (after {produced} decoded bytes)"),
+        },
+    )
+}
+
+/// What [`walk_members`] hands out, in stream order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// A member (frame) starts at compressed byte `at`, after `decoded`
+    /// bytes decoded by the walk.
+    Member {
+        /// Its first compressed byte.
+        at: u64,
+        /// Decoded bytes of the walk before it.
+        decoded: u64,
+    },
+    /// Decoded bytes of the current member (at most the block size).
+    Bytes(Vec<u8>),
+}
+
+/// Decodes `raw` (the compressed object from byte `base`, where a member
+/// starts) member by member, handing each start and each block of at most
+/// `block` decoded bytes to `each`, until the input ends, `each` returns
+/// `false`, or decoding fails (an `InvalidData` [`DecodeError`]; errors of
+/// `raw` itself pass through).
+pub fn walk_members(
+    raw: Box<dyn Read + Send>,
+    base: u64,
+    compression: Compression,
+    block: usize,
+    mut each: impl FnMut(Piece) -> bool,
+) -> io::Result<()> {
+    let mut counted =
+        Counted { inner: io::BufReader::with_capacity(COMPRESSED_BUF, raw), consumed: 0, eof: false, shared: None };
+    let mut produced = 0u64;
+    let name = compression.name();
+    loop {
+        if counted.fill_buf()?.is_empty() {
+            return Ok(());
+        }
+        if !each(Piece::Member { at: base + counted.consumed, decoded: produced }) {
+            return Ok(());
+        }
+        let pumped = {
+            let mut member: Box<dyn Read + '_> = match compression {
+                Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(&mut counted)),
+                Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(&mut counted) {
+                    Ok(d) => Box::new(d.single_frame()),
+                    Err(e) => return Err(e),
+                },
+                Compression::None => Box::new(&mut counted),
+            };
+            pump(&mut *member, block, &mut produced, &mut each)
+        };
+        match pumped {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<crate::ports::StoreError>()) => return Err(e),
+            Err(e) => return Err(undecodable(e, &counted, base, name, produced)),
+        }
+    }
+}
+
+/// Reads one member to its end in blocks; `false` when `each` said stop.
+fn pump(member: &mut dyn Read, block: usize, produced: &mut u64, each: &mut impl FnMut(Piece) -> bool) -> io::Result<bool> {
+    loop {
+        let mut buf = vec![0u8; block];
+        let mut n = 0;
+        while n < buf.len() {
+            match member.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+        buf.truncate(n);
+        *produced += n as u64;
+        if !each(Piece::Bytes(buf)) {
+            return Ok(false);
         }
     }
 }

@@ -251,18 +251,34 @@ impl Job {
     }
 
     /// One chunk's byte range.
+    /// A compressed input's chunks are ranges of its compressed bytes
+    /// (`crate::members`), the first one reaching past the head.
     pub fn chunk(&self, index: u32) -> Option<ChunkRange> {
         let h = self.head.as_ref()?;
-        let start = h.data_start.checked_add(index as u64 * self.chunk_size)?;
-        // A compressed input's one chunk runs to the end of its decoded bytes,
-        // wherever that turns out to be.
-        let size = if h.compression.is_none() { self.source.size } else { u64::MAX };
-        (index < self.chunk_count).then(|| ChunkRange {
-            index,
-            start,
-            end: start.saturating_add(self.chunk_size).min(size),
-        })
+        let size = self.source.size;
+        if index >= self.chunk_count {
+            return None;
+        }
+        if h.compression.is_none() {
+            let start = h.data_start.checked_add(index as u64 * self.chunk_size)?;
+            return Some(ChunkRange { index, start, end: start.saturating_add(self.chunk_size).min(size) });
+        }
+        let first_end = compressed_first_end(h, size, self.chunk_size);
+        let start = if index == 0 { 0 } else { first_end.checked_add((index as u64 - 1) * self.chunk_size)? };
+        let end = if index == 0 { first_end } else { start.saturating_add(self.chunk_size).min(size) };
+        Some(ChunkRange { index, start, end })
     }
+}
+
+/// Where a compressed input's first chunk ends.
+fn compressed_first_end(h: &Head, size: u64, chunk_size: u64) -> u64 {
+    chunk_size.max(h.compressed_head).min(size)
+}
+
+/// How many chunks of `chunk_size` compressed bytes a compressed input of
+/// `size` bytes is cut into (the first one reaching past the head).
+pub fn compressed_chunk_count(h: &Head, size: u64, chunk_size: u64) -> u64 {
+    1 + (size - compressed_first_end(h, size, chunk_size)).div_ceil(chunk_size)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ mod config;
 mod decode;
 mod fan_in;
 mod job;
+mod members;
 pub mod metrics;
 pub mod notify;
 mod ports;

@@ -195,6 +195,21 @@ pub struct ChunkReport {
     /// The chunk's group keys, for sizing the job's key ranges.
     #[serde(default)]
     pub sketch: SketchBytes,
+    /// A compressed input's chunk: the members it read (`None`: none
+    /// starts in its compressed range). `start` and `end` then count
+    /// decoded bytes from the start of the member `members.first`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MemberSpan>,
+}
+
+/// The gzip members (zstd frames) a compressed input's chunk read, in
+/// compressed bytes: the chunk owns the members that start in its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpan {
+    /// Where its first member starts.
+    pub first: u64,
+    /// Where the first member past its range starts (the object's size if none does).
+    pub next: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -326,9 +341,21 @@ impl<'c> ChunkScanner<'c> {
     /// bytes, which must then be fed whole.
     pub fn end_of_input(&mut self, size: u64) {
         self.file_size = size;
-        self.range.end = self.range.end.min(size).max(self.range.start);
+        self.end_at(size);
+    }
+
+    /// The range turned out to end at `end` (no later than it was made
+    /// with), learned while reading: call it before feeding the byte at
+    /// `end`.
+    pub fn end_at(&mut self, end: u64) {
+        self.range.end = self.range.end.min(end).max(self.range.start);
         if let Some(f) = &mut self.follower {
             f.end_at(self.range.end);
+            if self.phase == Phase::Records && self.pos >= self.range.end {
+                // The last record read ended right at the new end (no record
+                // was seen to cross it): the scanner is at a record start there.
+                f.main_ends(QuoteState::FieldStart);
+            }
         }
     }
 
@@ -668,6 +695,7 @@ impl<'c> ChunkScanner<'c> {
             run_bytes: run.len() as u64,
             index_at,
             sketch: SketchBytes::of(&sketch),
+            members: None,
         };
         (report, run, self.buffers)
     }

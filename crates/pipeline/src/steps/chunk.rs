@@ -8,8 +8,7 @@ use fanfold_engine::{pieces, ChunkRange, ChunkReport, ChunkScanner, Compiled, Sc
 
 use super::{CancelCheck, Pipeline};
 use crate::config::{now_ms, PipelineError};
-use crate::decode::{decode_error, decoded};
-use crate::job::{ChunkRecord, Job, JobError, PartialRef, Status};
+use crate::job::{ChunkRecord, Job, PartialRef, Status};
 use crate::ports::Task;
 use crate::read_ahead::{store_error, ReadAhead};
 
@@ -21,7 +20,7 @@ thread_local! {
 /// Bytes a chunk reads at a time. Small enough to stay in L2, so that the
 /// copy out of the page cache (or socket) and the scan both hit the cache:
 /// 8 MiB reads cost ~9% more CPU on the zipf benchmark.
-const READ_BUF: usize = 256 * 1024;
+pub(super) const READ_BUF: usize = 256 * 1024;
 
 /// What a chunk's first read asks for beyond the chunk's end: most records
 /// that straddle it end within this, and a tiny chunk reads a little more
@@ -30,7 +29,7 @@ const READ_BUF: usize = 256 * 1024;
 const FIRST_READ_SLACK: usize = 4096;
 
 /// A scanned range: its report, its run, and the buffers to reuse.
-type Scanned = (ChunkReport, Vec<u8>, ScanBuffers, Vec<u8>);
+pub(super) type Scanned = (ChunkReport, Vec<u8>, ScanBuffers, Vec<u8>);
 
 impl Pipeline {
     /// Scans one chunk, stores its partial, marks it done, and dispatches
@@ -52,7 +51,7 @@ impl Pipeline {
         let head = job.head.as_ref().ok_or_else(|| PipelineError::Invalid("running job without a head".into()))?;
         let spec = Self::spec_of(&job)?;
         let compiled = head.compile(&spec)?;
-        let first = range.start == head.data_start;
+        let first = if head.compression.is_none() { range.start == head.data_start } else { range.index == 0 };
         // A compressed stream is read from its start by one thread.
         let cut = if head.compression.is_none() {
             pieces::cut(range, self.config.scan_threads, self.config.min_piece)
@@ -94,7 +93,8 @@ impl Pipeline {
             PartialRef::Inline(run) => run.len() as u64,
             PartialRef::Object(_) => reuse_len,
         };
-        let (rows, end) = (report.rows, report.end);
+        // (A compressed input's report counts decoded bytes.)
+        let (rows, bytes) = (report.rows, report.end - report.start);
         if !self.jobs.put_chunk(id, &ChunkRecord::new(report, partial, state))? {
             // Done already (a duplicate), or waiting for a scan from another state.
             return Ok(());
@@ -102,14 +102,13 @@ impl Pipeline {
         if let Some(f) = &self.faults {
             f.chunk_stored(id, range.index)?;
         }
-        // (`report.end`: where a compressed stream's decoded bytes ended.)
-        if let Some(n) = self.jobs.mark_done(id, range.index, state, rows, end - range.start, now_ms())? {
+        if let Some(n) = self.jobs.mark_done(id, range.index, state, rows, bytes, now_ms())? {
             tracing::info!(
                 target: crate::metrics::TARGET,
                 step = "chunk",
                 job = id,
                 rows,
-                bytes = end - range.start,
+                bytes,
                 partial_bytes,
                 rescans = u64::from(matches!(state, StartState::Known(_))),
                 seconds = crate::metrics::seconds(started),
@@ -177,7 +176,7 @@ impl Pipeline {
     ) -> Result<Option<Scanned>, PipelineError> {
         let compression = job.head.as_ref().map(|h| h.compression).unwrap_or_default();
         if !compression.is_none() {
-            return self.scan_stream(job, compiled, range, compression, (scan_buffers, buf));
+            return self.scan_stream(job, compiled, range, state, compression, (scan_buffers, buf));
         }
         let (id, size) = (&job.id, job.source.size);
         let (key, etag) = (&job.source.key, &job.source.etag);
@@ -238,119 +237,6 @@ impl Pipeline {
         drop(reader);
         let (report, run, scan_buffers) = scanner.finish_with_buffers();
         Ok(Some((report, run, scan_buffers, buf)))
-    }
-}
-
-impl Pipeline {
-    /// Reads a compressed input from its first byte, decoded, and scans its
-    /// one chunk (from the data start to wherever the decoded bytes end).
-    /// A stream that does not decode fails the job with the compressed
-    /// byte where it stopped; `None` then, or when the job stopped.
-    fn scan_stream(
-        &self,
-        job: &Job,
-        compiled: &Compiled,
-        range: ChunkRange,
-        compression: fanfold_engine::Compression,
-        (scan_buffers, mut buf): (ScanBuffers, Vec<u8>),
-    ) -> Result<Option<Scanned>, PipelineError> {
-        let (id, size) = (&job.id, job.source.size);
-        let (key, etag) = (&job.source.key, &job.source.etag);
-        let raw: Box<dyn Read + Send> = if self.config.read_streams > 1 && size > self.config.read_block {
-            let (streams, block) = (self.config.read_streams, self.config.read_block);
-            Box::new(ReadAhead::new(self.input.clone(), key, etag, (0, size), streams, block))
-        } else {
-            self.input.get_range_of(key, etag, 0, None)?
-        };
-        let mut reader = decoded(raw, compression).map_err(store_error)?;
-        let undecodable = |e: std::io::Error| -> Result<Option<Scanned>, PipelineError> {
-            match decode_error(&e) {
-                Some(d) => {
-                    self.fail(id, JobError::rejected(d.to_string()))?;
-                    Ok(None)
-                }
-                None => Err(store_error(e).into()),
-            }
-        };
-        // The head (read when the job was split) is not scanned again.
-        if let Err(e) = std::io::copy(&mut reader.by_ref().take(range.start), &mut std::io::sink()) {
-            return undecodable(e);
-        }
-        let mut scanner = ChunkScanner::with_buffers(compiled, range, u64::MAX, true, StartState::Guess, scan_buffers);
-        // Decoding on a thread of its own, ahead of the scan: the two take
-        // about as long per byte, so a worker with two cores does both at the
-        // speed of one.
-        let (blocks, decoded_blocks) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(DECODED_AHEAD);
-        let outcome = std::thread::scope(|threads| {
-            threads.spawn(move || decode_ahead(reader, &blocks));
-            let (mut filled, mut next, mut ended) = (0usize, range.start, false);
-            let mut cancel = CancelCheck::new();
-            while !scanner.is_done() {
-                if cancel.due() && self.stopped(id)? {
-                    tracing::info!(job = id, "job stopped; abandoning the stream");
-                    return Ok(false);
-                }
-                if !ended {
-                    match decoded_blocks.recv() {
-                        Ok(Ok(block)) if block.is_empty() => {
-                            ended = true;
-                            scanner.end_of_input(next);
-                        }
-                        Ok(Ok(block)) => {
-                            if buf.len() < filled + block.len() {
-                                buf.resize(filled + block.len(), 0);
-                            }
-                            buf[filled..filled + block.len()].copy_from_slice(&block);
-                            filled += block.len();
-                            next += block.len() as u64;
-                        }
-                        Ok(Err(e)) => return undecodable(e).map(|_| false),
-                        Err(_) => return Err(PipelineError::Invalid("the decoder stopped before the end".into())),
-                    }
-                }
-                let consumed = scanner.feed(&buf[..filled]);
-                buf.copy_within(consumed..filled, 0);
-                filled -= consumed;
-                if ended && !scanner.is_done() && consumed == 0 {
-                    return Err(PipelineError::Invalid("stream scan stalled at the end of the input".into()));
-                }
-            }
-            // (Dropping the receiver stops the decoder if it is still ahead.)
-            drop(decoded_blocks);
-            Ok(true)
-        })?;
-        if !outcome {
-            return Ok(None);
-        }
-        let (report, run, scan_buffers) = scanner.finish_with_buffers();
-        Ok(Some((report, run, scan_buffers, buf)))
-    }
-}
-
-/// Decoded blocks a stream's decoder keeps ready for its scanner.
-const DECODED_AHEAD: usize = 4;
-
-/// Reads `reader` in blocks of [`READ_BUF`] into `blocks` until it ends (an
-/// empty block), fails, or the scanner hangs up.
-fn decode_ahead(mut reader: Box<dyn Read + Send>, blocks: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>) {
-    loop {
-        let mut block = vec![0u8; READ_BUF];
-        let mut n = 0;
-        while n < block.len() {
-            match reader.read(&mut block[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = blocks.send(Err(e));
-                    return;
-                }
-            }
-        }
-        block.truncate(n);
-        if blocks.send(Ok(block)).is_err() || n == 0 {
-            return;
-        }
     }
 }
 

@@ -18,6 +18,7 @@ mod commit;
 mod dispatch;
 mod plan;
 mod reduce;
+mod stream;
 mod submit;
 mod sweep;
 

@@ -19,6 +19,7 @@ use fanfold_engine::{BadRow, Error as EngineError, QuoteState, RangePlan, Sketch
 use super::{Pipeline, DISPATCH_BATCH, PAGE};
 use crate::config::{now_ms, PipelineError, ScanTotals};
 use crate::job::{Job, JobError, Status};
+use crate::members::{read_decoded, MemberChain, Milestones, Object};
 use crate::ports::{StoreError, Task};
 
 impl Pipeline {
@@ -49,7 +50,12 @@ impl Pipeline {
         let mut again: Vec<Task> = Vec::new(); // chunks to scan (again)
         let mut rescans = 0u64;
         let mut overflow: Option<usize> = None;
-        let mut data_end = head.data_start; // where the last chunk's bytes end
+        // Where the next chunk's rows start in the data's bytes (a compressed
+        // input's chunks count theirs from their first member).
+        let mut data_at = head.data_start;
+        let compressed = !head.compression.is_none();
+        let mut chain = MemberChain::default();
+        let mut milestones = Milestones::default();
         let mut after = None;
         loop {
             let page = self.jobs.chunk_page(id, after, PAGE)?;
@@ -69,15 +75,17 @@ impl Pipeline {
                         r.index,
                         rec.rerun.map_or(StartState::Guess, StartState::Known),
                     ));
-                } else if r.assumed != state {
+                } else if r.assumed != state && r.end > r.start {
                     if self.jobs.reopen_chunk(id, owner, r.index, state)? {
                         again.extend(Self::chunk_task(&job, r.index, StartState::Known(state)));
                     }
                 } else if again.is_empty() && rescans == 0 {
                     // Every chunk before this one is right: its error is real, and the first.
+                    let shift = data_at - r.start; // chunk bytes → data bytes
                     if let Some(e) = &r.error {
                         let mut e: BadRow = e.clone();
                         e.line += 1 + newlines;
+                        e.byte += shift;
                         e.record += totals.rows_read; // the rows of the chunks before
                         return self.fail(id, JobError::from_bad_row(&e));
                     }
@@ -86,6 +94,7 @@ impl Pipeline {
                         if totals.bad_row_samples.len() < MAX_SAMPLES {
                             let mut s = s.clone();
                             s.line += 1 + newlines;
+                            s.byte += shift;
                             s.record += totals.rows_read;
                             totals.bad_row_samples.push(s);
                         }
@@ -100,9 +109,16 @@ impl Pipeline {
                         .ok_or_else(|| PipelineError::Invalid(format!("chunk {}: malformed key sketch", r.index)))?;
                     sketch.merge(&chunk_sketch);
                 }
+                if compressed && rec.done {
+                    let range = job.chunk(r.index).ok_or_else(|| PipelineError::Invalid("chunk out of range".into()))?;
+                    chain.check(range, r.members);
+                    if let Some(m) = r.members {
+                        milestones.push(data_at - r.start, m.first);
+                    }
+                }
                 state = r.transfer.apply(state);
                 newlines += r.newlines;
-                data_end = data_end.max(r.end);
+                data_at += r.end - r.start;
                 if again.len() >= DISPATCH_BATCH {
                     rescans += again.len() as u64;
                     self.dispatch_all(again.drain(..))?;
@@ -128,6 +144,12 @@ impl Pipeline {
             }
             return Ok(());
         }
+        if compressed {
+            if let Some(e) = chain.finish(job.source.size) {
+                let e = format!("the {} members of the input could not be told apart: {e}", head.compression.name());
+                return self.fail(id, JobError::rejected(e));
+            }
+        }
         if let Some(a) = overflow {
             let e = EngineError::SumOverflow { aggregate: compiled.aggs[a].name.clone() };
             return self.fail(id, JobError::rejected(e.to_string()));
@@ -138,7 +160,7 @@ impl Pipeline {
         // The key sample and the ranges, over the data's bytes (a compressed
         // input's decoded ones, so that its result files are those of the
         // same file uncompressed).
-        let size = if head.compression.is_none() { job.source.size } else { data_end };
+        let size = if head.compression.is_none() { job.source.size } else { data_at };
         totals.data_bytes = size;
         let windows = sample_windows(head.data_start, size);
         let mut runs = Vec::new();
@@ -153,10 +175,11 @@ impl Pipeline {
                 runs.push(window_keys(&compiled, w, head.data_start, size, &bytes));
             }
         } else {
+            // Each window decoded from the nearest chunk's first member before it.
             let reads: Vec<(u64, u64)> = windows.iter().map(|&w| read_window(w, head.data_start, size)).collect();
-            let raw = self.input.get_range_of(&job.source.key, &job.source.etag, 0, None)?;
-            let mut decoded = crate::decode::decoded(raw, head.compression).map_err(crate::read_ahead::store_error)?;
-            let mut bytes = crate::decode::read_ranges(&mut decoded, &reads).map_err(crate::read_ahead::store_error)?;
+            let (key, etag) = (&job.source.key, &job.source.etag);
+            let object = Object { store: &self.input, key, etag, size: job.source.size };
+            let mut bytes = read_decoded(&object, head.compression, &milestones, &reads)?;
             for (&w, b) in windows.iter().zip(bytes.iter_mut()) {
                 runs.push(window_keys(&compiled, w, head.data_start, size, b));
             }

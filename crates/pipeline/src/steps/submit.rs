@@ -6,8 +6,8 @@ use fanfold_engine::{chunk_count, job_id, read_head, Compression, Error as Engin
 
 use super::{Pipeline, SLICE};
 use crate::config::{now_ms, unique_owner, PipelineError, Submitted};
-use crate::decode::{decode_error, decoded};
-use crate::job::{Job, JobError, Source, Status};
+use crate::decode::{decode_error, decoded_counting};
+use crate::job::{compressed_chunk_count, Job, JobError, Source, Status};
 use crate::ports::{Created, StoreError, Task};
 
 /// The longest first record (header) a job reads.
@@ -125,7 +125,7 @@ impl Pipeline {
         };
         let mut want = 64 * 1024u64;
         let head = loop {
-            let (buf, whole) = match self.read_start(&job, compression, want) {
+            let (buf, whole, consumed) = match self.read_start(&job, compression, want) {
                 Ok(read) => read,
                 Err(StartError::Undecodable(e)) => return self.fail(id, JobError::rejected(e.to_string())),
                 Err(StartError::Store(e)) => return Err(e.into()),
@@ -142,6 +142,7 @@ impl Pipeline {
             match read_head(&buf, known_size, &spec.csv) {
                 Ok(Some(mut h)) => {
                     h.compression = compression;
+                    h.compressed_head = consumed;
                     break h;
                 }
                 Ok(None) if !whole && n < MAX_HEAD => want = (want * 4).min(MAX_HEAD),
@@ -164,12 +165,14 @@ impl Pipeline {
         if let Err(e) = head.compile(&spec) {
             return self.fail(id, JobError::rejected(e.to_string()));
         }
-        // A compressed file is one chunk, read as a stream by one worker (its
-        // decoded size is not known before it is read; see docs/architecture.md).
+        // A compressed file is cut in compressed bytes, at member boundaries
+        // its chunks find (`crate::members`); a chunk holds about as many
+        // decoded bytes as a plain one.
         let (chunk_size, count) = if compression.is_none() {
             (self.config.chunk_size, chunk_count(head.data_start, size, self.config.chunk_size))
         } else {
-            (u64::MAX, 1)
+            let chunk_size = (self.config.chunk_size / COMPRESSION_RATIO).max(1);
+            (chunk_size, compressed_chunk_count(&head, size, chunk_size))
         };
         let Ok(count) = u32::try_from(count) else {
             return self.fail(id, JobError::rejected(format!("{count} chunks: use a larger chunk size")));
@@ -194,20 +197,27 @@ enum StartError {
 }
 
 impl Pipeline {
-    /// The first `want` bytes of the job's input, decoded, and whether they
-    /// are all of it.
-    fn read_start(&self, job: &Job, compression: Compression, want: u64) -> Result<(Vec<u8>, bool), StartError> {
+    /// The first `want` bytes of the job's input, decoded, whether they are
+    /// all of it, and (compressed) how many compressed bytes gave them.
+    fn read_start(
+        &self,
+        job: &Job,
+        compression: Compression,
+        want: u64,
+    ) -> Result<(Vec<u8>, bool, u64), StartError> {
         let (key, etag, size) = (&job.source.key, &job.source.etag, job.source.size);
         if compression.is_none() {
             let n = want.min(size);
             let mut buf = Vec::with_capacity(n as usize);
             let raw = self.input.get_range_of(key, etag, 0, Some(n)).map_err(StartError::Store)?;
             raw.take(n).read_to_end(&mut buf).map_err(|e| StartError::Store(StoreError::Io(e)))?;
-            return Ok((buf, n == size));
+            return Ok((buf, n == size, 0));
         }
         let raw = self.input.get_range_of(key, etag, 0, None).map_err(StartError::Store)?;
+        let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut buf = Vec::with_capacity(want as usize);
-        let reader = decoded(raw, compression).map_err(|e| StartError::Store(StoreError::Io(e)))?;
+        let reader = decoded_counting(raw, compression, Some(consumed.clone()))
+            .map_err(|e| StartError::Store(StoreError::Io(e)))?;
         match reader.take(want + 1).read_to_end(&mut buf) {
             Ok(_) => {}
             Err(e) if decode_error(&e).is_some() => return Err(StartError::Undecodable(e)),
@@ -215,6 +225,13 @@ impl Pipeline {
         }
         let whole = buf.len() as u64 <= want;
         buf.truncate(want as usize);
-        Ok((buf, whole))
+        // Everything decoded so far came from compressed bytes before this
+        // (what the decoder holds included): members starting here or later
+        // hold none of it.
+        Ok((buf, whole, consumed.load(std::sync::atomic::Ordering::Relaxed)))
     }
 }
+
+/// About how many decoded bytes a compressed byte holds (gzip on CSV: 3–5):
+/// a compressed input's chunks are this much smaller than plain ones.
+const COMPRESSION_RATIO: u64 = 4;
