@@ -265,8 +265,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.redb");
         let source = Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100 };
-        let head =
-            Head { data_start: 0, newlines_before_data: 0, header: None, width: 1, compression: Default::default(), compressed_head: 0 };
+        let head = Head {
+            data_start: 0,
+            newlines_before_data: 0,
+            header: None,
+            width: 1,
+            compression: Default::default(),
+            compressed_head: 0,
+        };
         {
             let s = DbJobStore::open(&path).unwrap();
             s.create_job(&Job::new("j1".into(), source.clone(), "{}".into(), 5)).unwrap();

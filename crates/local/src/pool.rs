@@ -108,15 +108,16 @@ fn worker<R: RunTask>(n: usize, shared: &Shared, pipeline: &Weak<R>) {
         let Some(p) = pipeline.upgrade() else { return };
         // A panic is a bug, not a reason to hang: the task fails for good
         // (its job with it) and the thread goes on with the next one.
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run_task(&task, &owner)))
-            .unwrap_or_else(|panic| {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run_task(&task, &owner))).unwrap_or_else(
+            |panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 Err(PipelineError::Invalid(format!("internal error: the task panicked: {what}")))
-            });
+            },
+        );
         if let Err(e) = ran {
             let job = task.job().to_string();
             if e.retryable() && attempt < ATTEMPTS {

@@ -8,7 +8,7 @@ mod support;
 use std::io::Write;
 use std::path::Path;
 
-use fanfold_engine::Spec;
+use fanfold_engine::{Compression, Spec};
 use fanfold_local::{run_file, RunOptions};
 use fanfold_pipeline::Status;
 
@@ -243,4 +243,41 @@ fn an_empty_compressed_file_and_a_header_only_one() {
     let head_only = run(dir.path(), "head.zst", &zstd(b"Song,Date,Number of Plays\n"), &plays(), 1024);
     assert_eq!(head_only.status, Status::Done, "{}", head_only.error);
     assert_eq!(head_only.summary.unwrap().rows_read, 0);
+}
+
+/// Stored (uncompressed) deflate blocks carry the data's own bytes, so a
+/// field that holds a whole gzip member puts a real member's magic inside
+/// the outer stream: a chunk may take it for its first member. The job
+/// must then fail with a clear error, never finish with other rows.
+#[test]
+fn a_gzip_member_inside_the_data_never_changes_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    // A member whose bytes hold no comma, quote, CR or newline.
+    let inner = (0u32..)
+        .map(|i| gzip(format!("x{i}").as_bytes()))
+        .find(|m| !m.iter().any(|b| b",\"\r\n".contains(b)) && std::str::from_utf8(m).is_err())
+        .unwrap();
+    let mut data = b"Song,Date,Number of Plays,Blob\n".to_vec();
+    for i in 0..20_000u32 {
+        data.extend(format!("s{},2026-01-01,{i},", i % 97).as_bytes());
+        data.extend(&inner);
+        data.push(b'\n');
+    }
+    let plain = run(dir.path(), "blob.csv", &data, &plays(), 64 << 10);
+    assert_eq!(plain.status, Status::Done, "{}", plain.error);
+    let stored = |d: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        e.write_all(d).unwrap();
+        e.finish().unwrap()
+    };
+    let cuts: Vec<usize> = (1..data.len() / 40_000).map(|i| i * 40_000).collect();
+    let bytes = members(&data, &cuts, stored);
+    assert!(Compression::Gzip.member_starts(&bytes).count() > 1000, "the inner members are visible");
+    for chunk in [4096u64, 64 << 10] {
+        let r = run(dir.path(), "blob.gz", &bytes, &plays(), chunk);
+        match r.status {
+            Status::Done => assert_eq!(r.parts, plain.parts, "chunk size {chunk}"),
+            _ => assert!(r.error.contains("gzip members of the input could not be told apart"), "{}", r.error),
+        }
+    }
 }

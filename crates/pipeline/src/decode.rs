@@ -140,7 +140,13 @@ impl<D: Read + Source> Read for Decoder<D> {
 
 /// `e`, which a decoder reading `counted` (from compressed byte `base`
 /// on) returned after `produced` decoded bytes, as a [`DecodeError`].
-fn undecodable<R>(e: io::Error, counted: &Counted<R>, base: u64, compression: &'static str, produced: u64) -> io::Error {
+fn undecodable<R>(
+    e: io::Error,
+    counted: &Counted<R>,
+    base: u64,
+    compression: &'static str,
+    produced: u64,
+) -> io::Error {
     let truncated = e.kind() == io::ErrorKind::UnexpectedEof || counted.eof;
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -212,7 +218,12 @@ pub fn walk_members(
 }
 
 /// Reads one member to its end in blocks; `false` when `each` said stop.
-fn pump(member: &mut dyn Read, block: usize, produced: &mut u64, each: &mut impl FnMut(Piece) -> bool) -> io::Result<bool> {
+fn pump(
+    member: &mut dyn Read,
+    block: usize,
+    produced: &mut u64,
+    each: &mut impl FnMut(Piece) -> bool,
+) -> io::Result<bool> {
     loop {
         let mut buf = vec![0u8; block];
         let mut n = 0;

@@ -111,41 +111,62 @@ fn decodes_from(o: &Object, compression: Compression, p: u64) -> Result<bool, St
 /// The plan's check that the chunks' members join up: each chunk's first
 /// member is the one the chunk before it walked into, a chunk that found
 /// none has none walked into it, and the last walk ends at the object's end.
+/// A chunk that failed to decode from where the chain says a member starts
+/// holds a real decoding error; one that failed elsewhere took a false start.
 #[derive(Debug, Default)]
 pub struct MemberChain {
     /// Where the next member starts, as the last chunk with members walked.
     expect: u64,
-    error: Option<String>,
+    error: Option<ChainError>,
+}
+
+/// Why a compressed input's chunks cannot be merged.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChainError {
+    /// The stream does not decode (the message names the compressed byte).
+    Undecodable(String),
+    /// The chunks disagree on where members start.
+    Apart(String),
 }
 
 impl MemberChain {
     /// The next chunk (in order): its compressed range and what it read.
-    pub fn check(&mut self, range: ChunkRange, members: Option<MemberSpan>) {
+    pub fn check(&mut self, range: ChunkRange, members: Option<&MemberSpan>) {
         if self.error.is_some() {
             return;
         }
         match members {
-            Some(m) if m.first == self.expect => self.expect = m.next,
+            Some(m) if m.first == self.expect => {
+                self.expect = m.next;
+                self.error = m.undecodable.clone().map(ChainError::Undecodable);
+            }
             Some(m) => {
-                self.error = Some(format!(
+                self.error = Some(ChainError::Apart(format!(
                     "chunk {} found a member at compressed byte {}, the chunk before it one at {}",
                     range.index, m.first, self.expect
-                ))
+                )))
             }
             None if self.expect < range.end => {
-                self.error = Some(format!(
+                self.error = Some(ChainError::Apart(format!(
                     "chunk {} found no member in compressed bytes {}..{}, the chunk before it one at {}",
                     range.index, range.start, range.end, self.expect
-                ))
+                )))
             }
             None => {}
         }
     }
 
+    /// Whether a chunk so far broke the chain (the rows of the chunks
+    /// after it say nothing).
+    pub fn broken(&self) -> bool {
+        self.error.is_some()
+    }
+
     /// After the last chunk of an object of `size` bytes: what is wrong, if anything.
-    pub fn finish(self, size: u64) -> Option<String> {
+    pub fn finish(self, size: u64) -> Option<ChainError> {
         self.error.or_else(|| {
-            (self.expect != size).then(|| format!("the members end at compressed byte {} of {size}", self.expect))
+            (self.expect != size)
+                .then(|| ChainError::Apart(format!("the members end at compressed byte {} of {size}", self.expect)))
         })
     }
 }
@@ -174,7 +195,7 @@ impl Milestones {
     /// The next chunk's first member: decoded bytes before it, and where it
     /// starts. In stream order.
     pub fn push(&mut self, decoded: u64, member: u64) {
-        if self.seen % self.stride == 0 {
+        if self.seen.is_multiple_of(self.stride) {
             self.kept.push((decoded, member));
         }
         self.seen += 1;
@@ -231,7 +252,7 @@ mod tests {
     }
 
     fn m(first: u64, next: u64) -> Option<MemberSpan> {
-        Some(MemberSpan { first, next })
+        Some(MemberSpan { first, next, undecodable: None })
     }
 
     #[test]
@@ -241,24 +262,46 @@ mod tests {
         let tail = [(r(3, 300, 400), None), (r(4, 400, 500), m(420, 500))];
         let mut c = MemberChain::default();
         for (range, members) in good.iter().chain(&tail) {
-            c.check(*range, *members);
+            c.check(*range, members.as_ref());
         }
         assert_eq!(c.finish(500), None);
         // Chunk 2 took a false start at 250; chunk 1's walk says 420.
         let mut c = MemberChain::default();
-        for (range, members) in [(r(0, 0, 100), m(0, 150)), (r(1, 100, 200), m(150, 420)), (r(2, 200, 300), m(250, 420))] {
-            c.check(range, members);
+        for (range, members) in
+            [(r(0, 0, 100), m(0, 150)), (r(1, 100, 200), m(150, 420)), (r(2, 200, 300), m(250, 420))]
+        {
+            c.check(range, members.as_ref());
         }
-        assert!(c.finish(500).unwrap().contains("chunk 2 found a member at compressed byte 250"));
+        assert!(c.broken());
+        assert!(apart(c.finish(500)).contains("chunk 2 found a member at compressed byte 250"));
         // Chunk 1 missed the member at 150.
         let mut c = MemberChain::default();
-        c.check(r(0, 0, 100), m(0, 150));
+        c.check(r(0, 0, 100), m(0, 150).as_ref());
         c.check(r(1, 100, 200), None);
-        assert!(c.finish(500).unwrap().contains("chunk 1 found no member"));
+        assert!(apart(c.finish(500)).contains("chunk 1 found no member"));
         // The walks stop short of the end.
         let mut c = MemberChain::default();
-        c.check(r(0, 0, 100), m(0, 420));
-        assert!(c.finish(500).unwrap().contains("end at compressed byte 420 of 500"));
+        c.check(r(0, 0, 100), m(0, 420).as_ref());
+        assert!(apart(c.finish(500)).contains("end at compressed byte 420 of 500"));
+        // A decoding error where the chain says a member starts is real; one
+        // after a false start is not.
+        let bad = |first| Some(MemberSpan { first, next: 500, undecodable: Some("corrupt at 170".into()) });
+        let mut c = MemberChain::default();
+        c.check(r(0, 0, 100), m(0, 150).as_ref());
+        c.check(r(1, 100, 200), bad(150).as_ref());
+        c.check(r(2, 200, 300), m(999, 1000).as_ref());
+        assert_eq!(c.finish(500), Some(ChainError::Undecodable("corrupt at 170".into())));
+        let mut c = MemberChain::default();
+        c.check(r(0, 0, 100), m(0, 150).as_ref());
+        c.check(r(1, 100, 200), bad(120).as_ref());
+        assert!(apart(c.finish(500)).contains("found a member at compressed byte 120"));
+    }
+
+    fn apart(e: Option<ChainError>) -> String {
+        match e {
+            Some(ChainError::Apart(s)) => s,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

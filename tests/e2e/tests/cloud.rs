@@ -94,7 +94,10 @@ fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
     let want = local_parts(&plain, None, dir.path());
     let data = std::fs::read(&plain).unwrap();
     let mut gz = Vec::new();
-    for piece in [&data[..data.len() / 2 + 7], &data[data.len() / 2 + 7..]] {
+    // Ten members cut anywhere, in chunks of 5,000 compressed bytes: most
+    // chunks find no member start, some find one or two.
+    let cuts: Vec<usize> = (0..=10).map(|i| (i * data.len() / 10 + i * 7).min(data.len())).collect();
+    for piece in cuts.windows(2).map(|w| &data[w[0]..w[1]]) {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(piece).unwrap();
         gz.extend(e.finish().unwrap());
@@ -107,6 +110,8 @@ fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
     let summary = read(out.join("summary.json"));
     assert!(summary.contains("\"compression\": \"gzip\""), "{summary}");
     assert!(summary.contains(&format!("\"decoded_bytes\": {}", data.len())), "{summary}");
+    let chunks: u64 = summary.split("\"chunks\": ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(chunks as usize > gz.len() / 5000 - 1, "cut into compressed chunks: {summary}");
     // The step figures as CloudWatch embedded metrics: the chunk's rows are
     // the job's, the commit counted one job done; every log line of the
     // functions has its request id.
@@ -125,6 +130,10 @@ fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
     let table_rows: String = read(out.join(".athena.csv"));
     assert_eq!(table_rows, rows_of(&want), "the Athena table's rows are the parts' rows");
     assert!(run.stdout.contains(&format!("rows: {}", want_rows(&want))), "{}", run.stdout);
+    // sum() over the table is the sum over the result.
+    let total: u64 = rows_of(&want).lines().map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap()).sum();
+    let sum = run.stdout.lines().find(|l| l.starts_with("athena sum of ")).unwrap_or_else(|| panic!("{}", run.stdout));
+    assert_eq!(sum, format!("athena sum of number_of_plays: {total}"));
     let logs = run.stdout.lines().find(|l| l.starts_with("fanfold log lines: ")).unwrap();
     assert!(logs.ends_with(", without a request id: 0") && !logs.starts_with("fanfold log lines: 0,"), "{logs}");
 }

@@ -204,12 +204,17 @@ pub struct ChunkReport {
 
 /// The gzip members (zstd frames) a compressed input's chunk read, in
 /// compressed bytes: the chunk owns the members that start in its range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberSpan {
     /// Where its first member starts.
     pub first: u64,
     /// Where the first member past its range starts (the object's size if none does).
     pub next: u64,
+    /// Decoding failed (the message, naming the compressed byte): the
+    /// stream is corrupt, or `first` was not a member start after all,
+    /// which the plan tells apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undecodable: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -19,7 +19,7 @@ use fanfold_engine::{BadRow, Error as EngineError, QuoteState, RangePlan, Sketch
 use super::{Pipeline, DISPATCH_BATCH, PAGE};
 use crate::config::{now_ms, PipelineError, ScanTotals};
 use crate::job::{Job, JobError, Status};
-use crate::members::{read_decoded, MemberChain, Milestones, Object};
+use crate::members::{read_decoded, ChainError, MemberChain, Milestones, Object};
 use crate::ports::{StoreError, Task};
 
 impl Pipeline {
@@ -69,6 +69,14 @@ impl Pipeline {
                     expected += 1;
                 }
                 expected = r.index + 1;
+                if compressed && rec.done {
+                    let range =
+                        job.chunk(r.index).ok_or_else(|| PipelineError::Invalid("chunk out of range".into()))?;
+                    if let Some(m) = &r.members {
+                        milestones.push(data_at - r.start, m.first);
+                    }
+                    chain.check(range, r.members.as_ref());
+                }
                 if !rec.done {
                     again.extend(Self::chunk_task(
                         &job,
@@ -79,7 +87,7 @@ impl Pipeline {
                     if self.jobs.reopen_chunk(id, owner, r.index, state)? {
                         again.extend(Self::chunk_task(&job, r.index, StartState::Known(state)));
                     }
-                } else if again.is_empty() && rescans == 0 {
+                } else if again.is_empty() && rescans == 0 && !chain.broken() {
                     // Every chunk before this one is right: its error is real, and the first.
                     let shift = data_at - r.start; // chunk bytes → data bytes
                     if let Some(e) = &r.error {
@@ -109,13 +117,7 @@ impl Pipeline {
                         .ok_or_else(|| PipelineError::Invalid(format!("chunk {}: malformed key sketch", r.index)))?;
                     sketch.merge(&chunk_sketch);
                 }
-                if compressed && rec.done {
-                    let range = job.chunk(r.index).ok_or_else(|| PipelineError::Invalid("chunk out of range".into()))?;
-                    chain.check(range, r.members);
-                    if let Some(m) = r.members {
-                        milestones.push(data_at - r.start, m.first);
-                    }
-                }
+
                 state = r.transfer.apply(state);
                 newlines += r.newlines;
                 data_at += r.end - r.start;
@@ -145,9 +147,16 @@ impl Pipeline {
             return Ok(());
         }
         if compressed {
-            if let Some(e) = chain.finish(job.source.size) {
-                let e = format!("the {} members of the input could not be told apart: {e}", head.compression.name());
-                return self.fail(id, JobError::rejected(e));
+            match chain.finish(job.source.size) {
+                None => {}
+                Some(ChainError::Undecodable(e)) => return self.fail(id, JobError::rejected(e)),
+                Some(ChainError::Apart(e)) => {
+                    // Bytes inside the data that look like a member start
+                    // and decode (a field holding gzip bytes, stored blocks).
+                    let what = head.compression.name();
+                    let e = format!("the {what} members of the input could not be told apart: {e}");
+                    return self.fail(id, JobError::rejected(e));
+                }
             }
         }
         if let Some(a) = overflow {

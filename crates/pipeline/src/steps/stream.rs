@@ -57,9 +57,20 @@ impl Pipeline {
             self.input.get_range_of(key, etag, member, None)?
         };
         let mut scanner = ChunkScanner::with_buffers(compiled, local, u64::MAX, first, state, scan_buffers);
-        let undecodable = |e: std::io::Error| -> Result<(), PipelineError> {
+        // Chunk 0 knows where its member starts, so its decoding errors are
+        // real; another chunk's go to the plan, which knows whether its
+        // start was (`crate::members::MemberChain`).
+        let mut undecodable_at: Option<String> = None;
+        let mut undecodable = |e: std::io::Error| -> Result<Outcome, PipelineError> {
             match decode_error(&e) {
-                Some(d) => Ok(self.fail(id, JobError::rejected(d.to_string()))?),
+                Some(d) if first => {
+                    self.fail(id, JobError::rejected(d.to_string()))?;
+                    Ok(Outcome::Stopped)
+                }
+                Some(d) => {
+                    undecodable_at = Some(d.to_string());
+                    Ok(Outcome::Undecodable)
+                }
                 None => Err(store_error(e).into()),
             }
         };
@@ -102,7 +113,7 @@ impl Pipeline {
                             }
                             scanner.end_of_input(at.max(skip));
                         }
-                        Ok(Err(e)) => return undecodable(e).map(|_| Outcome::Stopped),
+                        Ok(Err(e)) => return undecodable(e),
                         Err(_) => return Err(PipelineError::Invalid("the decoder stopped before the end".into())),
                     }
                 }
@@ -119,15 +130,16 @@ impl Pipeline {
         })?;
         match outcome {
             Outcome::Stopped => return Ok(None),
-            Outcome::Empty => {
-                let members = Some(MemberSpan { first: member, next: size });
+            Outcome::Empty | Outcome::Undecodable => {
+                let undecodable = undecodable_at.take();
+                let members = Some(MemberSpan { first: member, next: size, undecodable });
                 return Ok(Some(empty(compiled, range.index, members, ScanBuffers::default(), buf)));
             }
             Outcome::Scanned => {}
         }
         let (mut report, run, scan_buffers) = scanner.finish_with_buffers();
         let next = next.ok_or_else(|| PipelineError::Invalid("a chunk ended before its range".into()))?;
-        report.members = Some(MemberSpan { first: member, next });
+        report.members = Some(MemberSpan { first: member, next, undecodable: None });
         Ok(Some((report, run, scan_buffers, buf)))
     }
 }
@@ -140,6 +152,8 @@ enum Outcome {
     Empty,
     /// The job stopped (or failed on an undecodable stream).
     Stopped,
+    /// The stream did not decode from the chunk's first member on.
+    Undecodable,
 }
 
 /// The scan of a chunk without rows: no member starts in its range, or

@@ -199,12 +199,7 @@ enum StartError {
 impl Pipeline {
     /// The first `want` bytes of the job's input, decoded, whether they are
     /// all of it, and (compressed) how many compressed bytes gave them.
-    fn read_start(
-        &self,
-        job: &Job,
-        compression: Compression,
-        want: u64,
-    ) -> Result<(Vec<u8>, bool, u64), StartError> {
+    fn read_start(&self, job: &Job, compression: Compression, want: u64) -> Result<(Vec<u8>, bool, u64), StartError> {
         let (key, etag, size) = (&job.source.key, &job.source.etag, job.source.size);
         if compression.is_none() {
             let n = want.min(size);
