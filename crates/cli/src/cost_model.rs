@@ -434,7 +434,7 @@ pub fn plan(p: &PlanInput) -> Plan {
             levels
         ),
         {
-            // A compressed input is one stream on one worker: decoding on one
+            // A single-member compressed input is one stream on one worker: decoding on one
             // thread ahead of the scan on another (on one vCPU, one after the
             // other), its compressed bytes at the network's rate.
             let decode_and_scan = if cpu >= 2.0 {
@@ -444,7 +444,7 @@ pub fn plan(p: &PlanInput) -> Plan {
             };
             let rate = decode_and_scan.min(S3_PER_LAMBDA * GZIP_RATIO);
             format!(
-                "compressed      a gzip or zstd file is one stream on one worker at {:.0} MB/s: at most {} of CSV ({} gzip at {GZIP_RATIO}:1) within {MAX_SECONDS:.0} s",
+                "compressed      a gzip or zstd file of one member is one stream on one worker at {:.0} MB/s: at most {} of CSV ({} gzip at {GZIP_RATIO}:1) within {MAX_SECONDS:.0} s; one of many members (bgzip, pzstd, cat a.gz b.gz) splits into chunks as a plain file does",
                 rate / 1e6,
                 human((rate * MAX_SECONDS) as u64),
                 human((rate * MAX_SECONDS / GZIP_RATIO) as u64)

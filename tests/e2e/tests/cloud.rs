@@ -87,7 +87,7 @@ fn quoted_newlines_across_many_small_chunks() {
 /// is: the splitter tells it by its magic bytes and one worker decodes it;
 /// the result files are those of the plain file.
 #[test]
-fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
+fn a_gzip_file_of_ten_members_in_many_chunks_gives_the_plain_files_bytes() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let plain = gen_bmat(dir.path(), "plays.csv", "200kB", 9);
@@ -111,7 +111,8 @@ fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
     assert!(summary.contains("\"compression\": \"gzip\""), "{summary}");
     assert!(summary.contains(&format!("\"decoded_bytes\": {}", data.len())), "{summary}");
     let chunks: u64 = summary.split("\"chunks\": ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
-    assert!(chunks as usize > gz.len() / 5000 - 1, "cut into compressed chunks: {summary}");
+    // (The first chunk reaches past the 64 KiB the split decoded for the head.)
+    assert!(chunks as usize > gz.len() / 5000 / 2, "cut into compressed chunks: {summary}");
     // The step figures as CloudWatch embedded metrics: the chunk's rows are
     // the job's, the commit counted one job done; every log line of the
     // functions has its request id.
@@ -133,7 +134,7 @@ fn a_gzip_file_of_two_members_gives_the_plain_files_bytes() {
     // sum() over the table is the sum over the result.
     let total: u64 = rows_of(&want).lines().map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap()).sum();
     let sum = run.stdout.lines().find(|l| l.starts_with("athena sum of ")).unwrap_or_else(|| panic!("{}", run.stdout));
-    assert_eq!(sum, format!("athena sum of number_of_plays: {total}"));
+    assert_eq!(sum, format!("athena sum of total_number_of_plays_for_date: {total}"));
     let logs = run.stdout.lines().find(|l| l.starts_with("fanfold log lines: ")).unwrap();
     assert!(logs.ends_with(", without a request id: 0") && !logs.starts_with("fanfold log lines: 0,"), "{logs}");
 }
