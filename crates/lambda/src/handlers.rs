@@ -129,9 +129,9 @@ pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, Hand
 pub fn worker(task: Task, deps: &Deps, _request: &str) -> Result<Value, HandlerError> {
     let _log = RequestLog("chunk");
     match task {
-        Task::Chunk { job, range, state } => {
+        Task::Chunk { job, range, state, member } => {
             tracing::Span::current().record("job", job.as_str());
-            let r = deps.pipeline.run_chunk(&job, range, state);
+            let r = deps.pipeline.run_chunk(&job, range, state, member);
             step(deps, &job, r)
         }
         other => Err(bad_event(format!("the worker got {other:?}"))),

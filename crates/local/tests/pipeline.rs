@@ -472,6 +472,7 @@ fn a_dispatcher_that_died_mid_slice_is_resumed_where_it_stopped() {
         job: id.clone(),
         range: job.chunk(i).unwrap(),
         state: fanfold_engine::StartState::Guess,
+        member: None,
     }));
     q.0.lock().unwrap().extend(queued);
     let mut counts = std::collections::BTreeMap::new();

@@ -486,11 +486,13 @@ pub fn every_kind_of_task(job: &str) -> Vec<Task> {
             job: job.to_string(),
             range: ChunkRange { index: 7, start: 1 << 40, end: (1 << 40) + 67_108_864 },
             state: StartState::Guess,
+            member: None,
         },
         Task::Chunk {
             job: job.to_string(),
             range: ChunkRange { index: 8, start: 0, end: 1 },
             state: StartState::Known(QuoteState::InQuotes),
+            member: Some(1 << 41),
         },
         Task::Dispatch { job: job.to_string(), slice: 3 },
         Task::Plan { job: job.to_string() },
@@ -563,6 +565,7 @@ pub fn a_batch_arrives_whole(
             job: job.to_string(),
             range: ChunkRange { index: i, start: u64::from(i) * 10, end: u64::from(i) * 10 + 10 },
             state: StartState::Guess,
+            member: None,
         })
         .collect();
     d.dispatch(tasks.clone()).expect("dispatch a batch");

@@ -111,62 +111,53 @@ fn decodes_from(o: &Object, compression: Compression, p: u64) -> Result<bool, St
 /// The plan's check that the chunks' members join up: each chunk's first
 /// member is the one the chunk before it walked into, a chunk that found
 /// none has none walked into it, and the last walk ends at the object's end.
-/// A chunk that failed to decode from where the chain says a member starts
-/// holds a real decoding error; one that failed elsewhere took a false start.
+/// Chunk 0 starts at a member for certain, so by induction every walk the
+/// chain accepted is true, and a chunk that disagrees with it took a false
+/// start (magic bytes inside the data that decode): it is scanned again
+/// from the member the chain names. A chunk that failed to decode from
+/// where the chain says a member starts holds a real decoding error.
 #[derive(Debug, Default)]
 pub struct MemberChain {
     /// Where the next member starts, as the last chunk with members walked.
     expect: u64,
-    error: Option<ChainError>,
-}
-
-/// Why a compressed input's chunks cannot be merged.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ChainError {
-    /// The stream does not decode (the message names the compressed byte).
-    Undecodable(String),
-    /// The chunks disagree on where members start.
-    Apart(String),
+    /// A chunk is being scanned again: the chunks after it say nothing yet.
+    relinking: bool,
+    error: Option<String>,
 }
 
 impl MemberChain {
     /// The next chunk (in order): its compressed range and what it read.
-    pub fn check(&mut self, range: ChunkRange, members: Option<&MemberSpan>) {
-        if self.error.is_some() {
-            return;
+    /// `Some(m)`: scan it again from member `m` (at or past its end: from
+    /// none).
+    pub fn check(&mut self, range: ChunkRange, members: Option<&MemberSpan>) -> Option<u64> {
+        if self.broken() {
+            return None;
         }
         match members {
             Some(m) if m.first == self.expect => {
                 self.expect = m.next;
-                self.error = m.undecodable.clone().map(ChainError::Undecodable);
+                self.error = m.undecodable.clone();
+                None
             }
-            Some(m) => {
-                self.error = Some(ChainError::Apart(format!(
-                    "chunk {} found a member at compressed byte {}, the chunk before it one at {}",
-                    range.index, m.first, self.expect
-                )))
+            None if self.expect >= range.end => None,
+            _ => {
+                self.relinking = true;
+                Some(self.expect)
             }
-            None if self.expect < range.end => {
-                self.error = Some(ChainError::Apart(format!(
-                    "chunk {} found no member in compressed bytes {}..{}, the chunk before it one at {}",
-                    range.index, range.start, range.end, self.expect
-                )))
-            }
-            None => {}
         }
     }
 
     /// Whether a chunk so far broke the chain (the rows of the chunks
     /// after it say nothing).
     pub fn broken(&self) -> bool {
-        self.error.is_some()
+        self.relinking || self.error.is_some()
     }
 
-    /// After the last chunk of an object of `size` bytes: what is wrong, if anything.
-    pub fn finish(self, size: u64) -> Option<ChainError> {
+    /// After the last chunk of an object of `size` bytes, when no chunk is
+    /// scanned again: the decoding error, if any.
+    pub fn finish(self, size: u64) -> Option<String> {
         self.error.or_else(|| {
-            (self.expect != size)
-                .then(|| ChainError::Apart(format!("the members end at compressed byte {} of {size}", self.expect)))
+            (self.expect != size).then(|| format!("the members end at compressed byte {} of {size}", self.expect))
         })
     }
 }
@@ -262,46 +253,38 @@ mod tests {
         let tail = [(r(3, 300, 400), None), (r(4, 400, 500), m(420, 500))];
         let mut c = MemberChain::default();
         for (range, members) in good.iter().chain(&tail) {
-            c.check(*range, members.as_ref());
+            assert_eq!(c.check(*range, members.as_ref()), None);
         }
         assert_eq!(c.finish(500), None);
-        // Chunk 2 took a false start at 250; chunk 1's walk says 420.
+        // Chunk 2 took a false start at 250 (chunk 1's walk says 420): it is
+        // scanned again from 420, past its end, so from none; the chunks
+        // after it say nothing until then.
         let mut c = MemberChain::default();
-        for (range, members) in
-            [(r(0, 0, 100), m(0, 150)), (r(1, 100, 200), m(150, 420)), (r(2, 200, 300), m(250, 420))]
-        {
-            c.check(range, members.as_ref());
-        }
+        c.check(r(0, 0, 100), m(0, 150).as_ref());
+        c.check(r(1, 100, 200), m(150, 420).as_ref());
+        assert_eq!(c.check(r(2, 200, 300), m(250, 420).as_ref()), Some(420));
         assert!(c.broken());
-        assert!(apart(c.finish(500)).contains("chunk 2 found a member at compressed byte 250"));
+        assert_eq!(c.check(r(3, 300, 400), m(333, 500).as_ref()), None);
         // Chunk 1 missed the member at 150.
         let mut c = MemberChain::default();
         c.check(r(0, 0, 100), m(0, 150).as_ref());
-        c.check(r(1, 100, 200), None);
-        assert!(apart(c.finish(500)).contains("chunk 1 found no member"));
+        assert_eq!(c.check(r(1, 100, 200), None), Some(150));
         // The walks stop short of the end.
         let mut c = MemberChain::default();
         c.check(r(0, 0, 100), m(0, 420).as_ref());
-        assert!(apart(c.finish(500)).contains("end at compressed byte 420 of 500"));
+        assert!(c.finish(500).unwrap().contains("end at compressed byte 420 of 500"));
         // A decoding error where the chain says a member starts is real; one
         // after a false start is not.
         let bad = |first| Some(MemberSpan { first, next: 500, undecodable: Some("corrupt at 170".into()) });
         let mut c = MemberChain::default();
         c.check(r(0, 0, 100), m(0, 150).as_ref());
-        c.check(r(1, 100, 200), bad(150).as_ref());
+        assert_eq!(c.check(r(1, 100, 200), bad(150).as_ref()), None);
+        assert!(c.broken());
         c.check(r(2, 200, 300), m(999, 1000).as_ref());
-        assert_eq!(c.finish(500), Some(ChainError::Undecodable("corrupt at 170".into())));
+        assert_eq!(c.finish(500).as_deref(), Some("corrupt at 170"));
         let mut c = MemberChain::default();
         c.check(r(0, 0, 100), m(0, 150).as_ref());
-        c.check(r(1, 100, 200), bad(120).as_ref());
-        assert!(apart(c.finish(500)).contains("found a member at compressed byte 120"));
-    }
-
-    fn apart(e: Option<ChainError>) -> String {
-        match e {
-            Some(ChainError::Apart(s)) => s,
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(c.check(r(1, 100, 200), bad(120).as_ref()), Some(150));
     }
 
     #[test]

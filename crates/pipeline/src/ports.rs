@@ -284,6 +284,11 @@ pub enum Task {
         range: ChunkRange,
         /// The quote state to scan from (a guess, or the chain's).
         state: StartState,
+        /// A compressed input's chunk scanned again from the member the
+        /// plan's chain names (past the range: no member starts in it),
+        /// instead of the one it found (`crate::members`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member: Option<u64>,
     },
     /// Every chunk is done: check them, choose the key ranges, start the reducers.
     Plan {

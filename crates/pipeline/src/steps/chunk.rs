@@ -33,8 +33,16 @@ pub(super) type Scanned = (ChunkReport, Vec<u8>, ScanBuffers, Vec<u8>);
 
 impl Pipeline {
     /// Scans one chunk, stores its partial, marks it done, and dispatches
-    /// the plan if it completed the chunk count.
-    pub fn run_chunk(&self, id: &str, range: ChunkRange, state: StartState) -> Result<(), PipelineError> {
+    /// the plan if it completed the chunk count. `member`: a compressed
+    /// input's chunk starts at that member (the plan's chain says so)
+    /// instead of the first one it finds.
+    pub fn run_chunk(
+        &self,
+        id: &str,
+        range: ChunkRange,
+        state: StartState,
+        member: Option<u64>,
+    ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
         let job = self.job(id)?;
         // While the plan walks the chunks it sends rescans of the ones that
@@ -61,7 +69,7 @@ impl Pipeline {
         let (report, run, buffers) = if cut.len() == 1 {
             let buffers = BUFFERS.with(|b| b.take());
             let Some((report, run, scan_buffers, buf)) =
-                self.scan_range(&job, &compiled, range, first, state, buffers)?
+                self.scan_range(&job, &compiled, range, first, state, member, buffers)?
             else {
                 return Ok(()); // the job stopped
             };
@@ -139,7 +147,7 @@ impl Pipeline {
         state: StartState,
     ) -> Result<Option<(ChunkReport, Vec<u8>)>, PipelineError> {
         let scan = |i: usize, from: StartState| {
-            let scanned = self.scan_range(job, compiled, cut[i], first && i == 0, from, Default::default())?;
+            let scanned = self.scan_range(job, compiled, cut[i], first && i == 0, from, None, Default::default())?;
             Ok::<_, PipelineError>(scanned.map(|(report, run, ..)| (report, run)))
         };
         let starts: Vec<(usize, StartState)> =
@@ -172,11 +180,12 @@ impl Pipeline {
         range: ChunkRange,
         first: bool,
         state: StartState,
+        member: Option<u64>,
         (scan_buffers, mut buf): (ScanBuffers, Vec<u8>),
     ) -> Result<Option<Scanned>, PipelineError> {
         let compression = job.head.as_ref().map(|h| h.compression).unwrap_or_default();
         if !compression.is_none() {
-            return self.scan_stream(job, compiled, range, state, compression, (scan_buffers, buf));
+            return self.scan_stream(job, compiled, (range, state, member), compression, (scan_buffers, buf));
         }
         let (id, size) = (&job.id, job.source.size);
         let (key, etag) = (&job.source.key, &job.source.etag);

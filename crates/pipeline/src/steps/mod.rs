@@ -103,7 +103,7 @@ impl Pipeline {
 
     /// The task that scans chunk `index` of `job`, from `state`.
     fn chunk_task(job: &Job, index: u32, state: fanfold_engine::StartState) -> Option<Task> {
-        Some(Task::Chunk { job: job.id.clone(), range: job.chunk(index)?, state })
+        Some(Task::Chunk { job: job.id.clone(), range: job.chunk(index)?, state, member: None })
     }
 
     /// Whether the job was cancelled or failed (long steps check this now
@@ -214,7 +214,7 @@ impl Pipeline {
     /// Runs one task (what a worker or the finalizer function does).
     pub fn run_task(&self, task: &Task, owner: &str) -> Result<(), PipelineError> {
         match task {
-            Task::Chunk { job, range, state } => self.run_chunk(job, *range, *state),
+            Task::Chunk { job, range, state, member } => self.run_chunk(job, *range, *state, *member),
             Task::Dispatch { job, slice } => self.dispatch_slice(job, *slice, owner),
             Task::Plan { job } => self.plan(job, owner),
             Task::Reduce { job, range } => self.reduce(job, *range, owner),

@@ -19,7 +19,7 @@ use fanfold_engine::{BadRow, Error as EngineError, QuoteState, RangePlan, Sketch
 use super::{Pipeline, DISPATCH_BATCH, PAGE};
 use crate::config::{now_ms, PipelineError, ScanTotals};
 use crate::job::{Job, JobError, Status};
-use crate::members::{read_decoded, ChainError, MemberChain, Milestones, Object};
+use crate::members::{read_decoded, MemberChain, Milestones, Object};
 use crate::ports::{StoreError, Task};
 
 impl Pipeline {
@@ -69,15 +69,25 @@ impl Pipeline {
                     expected += 1;
                 }
                 expected = r.index + 1;
+                let mut relinked = false;
                 if compressed && rec.done {
                     let range =
                         job.chunk(r.index).ok_or_else(|| PipelineError::Invalid("chunk out of range".into()))?;
                     if let Some(m) = &r.members {
                         milestones.push(data_at - r.start, m.first);
                     }
-                    chain.check(range, r.members.as_ref());
+                    if let Some(from) = chain.check(range, r.members.as_ref()) {
+                        // A false member start: again from the chain's member.
+                        relinked = true;
+                        if self.jobs.reopen_chunk(id, owner, r.index, state)? {
+                            let (job, state, member) = (id.to_string(), StartState::Known(state), Some(from));
+                            again.push(Task::Chunk { job, range, state, member });
+                        }
+                    }
                 }
-                if !rec.done {
+                if relinked {
+                    // (Sent above.)
+                } else if !rec.done {
                     again.extend(Self::chunk_task(
                         &job,
                         r.index,
@@ -147,16 +157,8 @@ impl Pipeline {
             return Ok(());
         }
         if compressed {
-            match chain.finish(job.source.size) {
-                None => {}
-                Some(ChainError::Undecodable(e)) => return self.fail(id, JobError::rejected(e)),
-                Some(ChainError::Apart(e)) => {
-                    // Bytes inside the data that look like a member start
-                    // and decode (a field holding gzip bytes, stored blocks).
-                    let what = head.compression.name();
-                    let e = format!("the {what} members of the input could not be told apart: {e}");
-                    return self.fail(id, JobError::rejected(e));
-                }
+            if let Some(e) = chain.finish(job.source.size) {
+                return self.fail(id, JobError::rejected(e));
             }
         }
         if let Some(a) = overflow {

@@ -19,15 +19,15 @@ use crate::read_ahead::{store_error, ReadAhead};
 const DECODED_AHEAD: usize = 4;
 
 impl Pipeline {
-    /// Scans chunk `range` (compressed bytes) of a compressed input: its
-    /// members' rows. A stream that does not decode fails the job with the
+    /// Scans chunk `range` (compressed bytes) of a compressed input from
+    /// `state`: its members' rows, from the member `given` (or the first it
+    /// finds). A stream that does not decode fails the job with the
     /// compressed byte where it stopped; `None` then, or when the job stopped.
     pub(super) fn scan_stream(
         &self,
         job: &Job,
         compiled: &Compiled,
-        range: ChunkRange,
-        state: StartState,
+        (range, state, given): (ChunkRange, StartState, Option<u64>),
         compression: Compression,
         (scan_buffers, mut buf): (ScanBuffers, Vec<u8>),
     ) -> Result<Option<Scanned>, PipelineError> {
@@ -39,7 +39,11 @@ impl Pipeline {
         // Decoded coordinates from the first member's start: chunk 0's rows
         // start after the head, another chunk's one byte in.
         let local = ChunkRange { index: range.index, start: if first { data_start } else { 1 }, end: u64::MAX };
-        let member = if first { Some(0) } else { first_member(&object, compression, range.start, range.end)? };
+        let member = match given {
+            _ if first => Some(0),
+            Some(m) => Some(m).filter(|&m| m < range.end),
+            None => first_member(&object, compression, range.start, range.end)?,
+        };
         let Some(member) = member else {
             return Ok(Some(empty(compiled, range.index, None, scan_buffers, buf)));
         };
