@@ -355,6 +355,21 @@ fn listed(srv: &Server, key: &str) -> String {
     }
 }
 
+/// Kills the server once job `id` has three chunks done (and is still running).
+fn kill_after_three_chunks(srv: Server, id: &str) {
+    let t = Instant::now();
+    loop {
+        let r = srv.get(&format!("/jobs/{id}"));
+        assert_eq!(r.status, 425, "the job finished before the crash; make it bigger");
+        if r.json()["progress"]["chunks_done"].as_u64().unwrap() >= 3 {
+            break;
+        }
+        assert!(t.elapsed() < LONG);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    srv.kill();
+}
+
 #[test]
 fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     let work = tempfile::tempdir().unwrap();
@@ -401,17 +416,7 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     // resumes it.
     std::fs::copy(&big, data.join("incoming/big.csv")).unwrap();
     let big_id = listed(&srv, "incoming/big.csv");
-    let t = Instant::now();
-    loop {
-        let r = srv.get(&format!("/jobs/{big_id}"));
-        assert_eq!(r.status, 425, "the job finished before the crash; make it bigger");
-        if r.json()["progress"]["chunks_done"].as_u64().unwrap() >= 3 {
-            break;
-        }
-        assert!(t.elapsed() < LONG);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    srv.kill();
+    kill_after_three_chunks(srv, &big_id);
     let srv = Server::start(&data, TOKEN, &["--chunk-size", "128KiB", "--workers", "2"]);
     let r = srv.wait(&big_id, LONG);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -425,6 +430,40 @@ fn dropped_files_are_picked_up_whole_and_jobs_survive_a_crash() {
     let srv = Server::start(&data, TOKEN, &[]);
     assert_eq!(srv.get(&format!("/jobs/{slow_id}")).status, 200);
     assert_eq!(srv.get(&format!("/jobs/{big_id}")).status, 200);
+}
+
+/// A gzip file of many members dropped into `fanfold serve`: cut into
+/// compressed chunks at its members, resumed across a crash, the bytes of
+/// `fanfold run` on the plain file.
+#[test]
+fn a_dropped_gzip_file_of_many_members_survives_a_crash_with_the_plain_files_bytes() {
+    use std::io::Write;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let plain = gen_bmat(work.path(), "plays.csv", "24MB", 7);
+    let want = reference(&plain, work.path());
+    let bytes = std::fs::read(&plain).unwrap();
+    let mut gz = Vec::new();
+    for piece in bytes.chunks(256 * 1024 + 17) {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(piece).unwrap();
+        gz.extend(e.finish().unwrap());
+    }
+    let srv = Server::start(&data, TOKEN, &["--chunk-size", "128KiB", "--workers", "1"]);
+    std::fs::write(data.join("incoming/plays.csv.gz"), &gz).unwrap();
+    let id = listed(&srv, "incoming/plays.csv.gz");
+    kill_after_three_chunks(srv, &id);
+    let srv = Server::start(&data, TOKEN, &["--chunk-size", "128KiB", "--workers", "2"]);
+    let r = srv.wait(&id, LONG);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["stats"]["compression"], "gzip");
+    assert_eq!(v["stats"]["decoded_bytes"], bytes.len() as u64);
+    assert!(v["stats"]["chunks"].as_u64().unwrap() > 100, "{v}");
+    let data_lines = bytes.iter().filter(|&&b| b == b'\n').count() - 1;
+    assert_eq!(v["stats"]["rows_read"], data_lines as u64, "every row counted once across the crash");
+    let part = read(data.join(v["output_files"][0]["key"].as_str().unwrap()));
+    assert_eq!(part, want, "the plain file's bytes");
 }
 
 #[test]

@@ -69,7 +69,7 @@ impl Pipeline {
         let (report, run, buffers) = if cut.len() == 1 {
             let buffers = BUFFERS.with(|b| b.take());
             let Some((report, run, scan_buffers, buf)) =
-                self.scan_range(&job, &compiled, range, first, state, member, buffers)?
+                self.scan_range(&job, &compiled, range, first, (state, member), buffers)?
             else {
                 return Ok(()); // the job stopped
             };
@@ -147,7 +147,7 @@ impl Pipeline {
         state: StartState,
     ) -> Result<Option<(ChunkReport, Vec<u8>)>, PipelineError> {
         let scan = |i: usize, from: StartState| {
-            let scanned = self.scan_range(job, compiled, cut[i], first && i == 0, from, None, Default::default())?;
+            let scanned = self.scan_range(job, compiled, cut[i], first && i == 0, (from, None), Default::default())?;
             Ok::<_, PipelineError>(scanned.map(|(report, run, ..)| (report, run)))
         };
         let starts: Vec<(usize, StartState)> =
@@ -179,8 +179,7 @@ impl Pipeline {
         compiled: &Compiled,
         range: ChunkRange,
         first: bool,
-        state: StartState,
-        member: Option<u64>,
+        (state, member): (StartState, Option<u64>),
         (scan_buffers, mut buf): (ScanBuffers, Vec<u8>),
     ) -> Result<Option<Scanned>, PipelineError> {
         let compression = job.head.as_ref().map(|h| h.compression).unwrap_or_default();
