@@ -25,6 +25,10 @@ const CONFLICT_RETRIES: u32 = 5;
 /// Days a job's items are kept (DynamoDB TTL).
 const TTL_DAYS: u64 = 30;
 
+/// A retry's claim on a job is taken over after this long: the retry died
+/// (the API function that runs it has 29 s).
+const RETRY_CLAIM_MS: u64 = 60 * 1000;
+
 /// The partition that lists jobs newest first (`sk` = [`Job::list_key`]).
 const LIST_PK: &str = "jobs";
 /// The partition of jobs not known to have ended (the sweeper's work list).
@@ -915,17 +919,42 @@ impl JobStore for DynamoJobStore {
         if !matches!(job.status, Status::Failed | Status::Cancelled) {
             return Ok(false);
         }
-        // The records first: a task of the ended run that still writes one
+        // Claimed first, so that a second retry at the same time (a double
+        // click) deletes nothing of the first one's new run; a claim older
+        // than RETRY_CLAIM_MS is a retry that died half way, and is taken over.
+        let (pk, sk) = job_key(id);
+        let claim = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .key("sk", sk)
+            .update_expression("SET retrying = :now")
+            .condition_expression(
+                "#st IN (:failed, :cancelled) AND (attribute_not_exists(retrying) OR retrying < :stale)",
+            )
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":failed", status(Status::Failed))
+            .expression_attribute_values(":cancelled", status(Status::Cancelled))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":stale", n(now_ms.saturating_sub(RETRY_CLAIM_MS)));
+        match self.rt.block_on(claim.send()) {
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => return Ok(false),
+            Err(e) => return Err(sdk_error("DynamoDB UpdateItem", e)),
+        }
+        // Then the records: a task of the ended run that still writes one
         // is stopped by the status until the job item is reset, and writes
         // what a duplicate of the new run would.
         self.delete_records(id)?;
         let fresh = job.retried(now_ms);
         let req = self
             .new_job_item(&fresh)
-            .condition_expression("#st IN (:failed, :cancelled)")
+            .condition_expression("#st IN (:failed, :cancelled) AND retrying = :now")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":failed", status(Status::Failed))
-            .expression_attribute_values(":cancelled", status(Status::Cancelled));
+            .expression_attribute_values(":cancelled", status(Status::Cancelled))
+            .expression_attribute_values(":now", n(now_ms));
         match self.rt.block_on(req.send()) {
             Ok(_) => {}
             Err(e) if is_condition_failed(&e) => return Ok(false),

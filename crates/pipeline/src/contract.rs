@@ -198,9 +198,17 @@ pub fn retry_starts_an_ended_job_again(store: &dyn JobStore, id: &str) {
     assert!(store.start_running(id, &head(), 40, 3, 1, 9).unwrap());
     assert!(store.put_chunk(id, &record(0, PartialRef::Inline(vec![1, 2]))).unwrap());
     assert_eq!(store.mark_done(id, 0, StartState::Guess, 3, 10, 10).unwrap(), Some(1));
-    // Cancelled jobs too; DONE ones never.
+    // Cancelled jobs too, once however many ask at the same time (a
+    // double click); DONE ones never.
+    assert!(store.put_chunk(id, &record(1, PartialRef::Inline(vec![3]))).unwrap());
     assert!(store.cancel(id, 11).unwrap());
-    assert!(store.retry(id, 12).unwrap());
+    let won: Vec<bool> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..4).map(|_| s.spawn(|| store.retry(id, 12).unwrap())).collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    assert!(store.chunk_page(id, None, 10).unwrap().is_empty());
+    assert_eq!(store.get_job(id).unwrap().unwrap().status, Status::Splitting);
     let done = format!("{id}-done");
     running(store, &done, 0);
     assert!(store.take_lease(&done, "f", 13, 100).unwrap());

@@ -166,11 +166,14 @@ impl Pipeline {
             Ok(_) | Err(StoreError::NotFound(_)) => return Ok(Retried::ObjectChanged),
             Err(e) => return Err(e.into()),
         }
-        self.cleanup_partials(id);
-        self.discard_results(id);
+        // The job store's retry first: of two at once (a double click) only
+        // the winner goes on, and the loser deletes nothing of its new run,
+        // which sends no task before `split` below.
         if !self.jobs.retry(id, now_ms())? {
             return Ok(Retried::NotEnded(self.job(id)?.status)); // another retry won
         }
+        self.cleanup_partials(id);
+        self.discard_results(id);
         tracing::info!(job = id, "job started again");
         self.split(id)?;
         Ok(Retried::Started)
