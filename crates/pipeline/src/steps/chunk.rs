@@ -68,9 +68,12 @@ impl Pipeline {
         };
         let (report, run, buffers) = if cut.len() == 1 {
             let buffers = BUFFERS.with(|b| b.take());
-            let Some((report, run, scan_buffers, buf)) =
-                self.scan_range(&job, &compiled, range, first, (state, member), buffers)?
-            else {
+            let scanned = if head.compression.is_none() {
+                self.scan_range(&job, &compiled, range, first, state, buffers)?
+            } else {
+                self.scan_stream(&job, &compiled, (range, state, member), head.compression, buffers)?
+            };
+            let Some((report, run, scan_buffers, buf)) = scanned else {
                 return Ok(()); // the job stopped
             };
             (report, run, Some((scan_buffers, buf)))
@@ -147,7 +150,7 @@ impl Pipeline {
         state: StartState,
     ) -> Result<Option<(ChunkReport, Vec<u8>)>, PipelineError> {
         let scan = |i: usize, from: StartState| {
-            let scanned = self.scan_range(job, compiled, cut[i], first && i == 0, (from, None), Default::default())?;
+            let scanned = self.scan_range(job, compiled, cut[i], first && i == 0, from, Default::default())?;
             Ok::<_, PipelineError>(scanned.map(|(report, run, ..)| (report, run)))
         };
         let starts: Vec<(usize, StartState)> =
@@ -179,13 +182,9 @@ impl Pipeline {
         compiled: &Compiled,
         range: ChunkRange,
         first: bool,
-        (state, member): (StartState, Option<u64>),
+        state: StartState,
         (scan_buffers, mut buf): (ScanBuffers, Vec<u8>),
     ) -> Result<Option<Scanned>, PipelineError> {
-        let compression = job.head.as_ref().map(|h| h.compression).unwrap_or_default();
-        if !compression.is_none() {
-            return self.scan_stream(job, compiled, (range, state, member), compression, (scan_buffers, buf));
-        }
         let (id, size) = (&job.id, job.source.size);
         let (key, etag) = (&job.source.key, &job.source.etag);
         let mut scanner = ChunkScanner::with_buffers(compiled, range, size, first, state, scan_buffers);

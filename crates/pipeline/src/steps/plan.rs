@@ -69,24 +69,22 @@ impl Pipeline {
                     expected += 1;
                 }
                 expected = r.index + 1;
-                let mut relinked = false;
+                // A compressed chunk that took a false member start: the
+                // member the chain names, and the range to scan again from it.
+                let mut relink = None;
                 if compressed && rec.done {
                     let range =
                         job.chunk(r.index).ok_or_else(|| PipelineError::Invalid("chunk out of range".into()))?;
                     if let Some(m) = &r.members {
                         milestones.push(data_at - r.start, m.first);
                     }
-                    if let Some(from) = chain.check(range, r.members.as_ref()) {
-                        // A false member start: again from the chain's member.
-                        relinked = true;
-                        if self.jobs.reopen_chunk(id, owner, r.index, state)? {
-                            let (job, state, member) = (id.to_string(), StartState::Known(state), Some(from));
-                            again.push(Task::Chunk { job, range, state, member });
-                        }
-                    }
+                    relink = chain.check(range, r.members.as_ref()).map(|from| (range, from));
                 }
-                if relinked {
-                    // (Sent above.)
+                if let Some((range, from)) = relink {
+                    if self.jobs.reopen_chunk(id, owner, r.index, state)? {
+                        let (job, state, member) = (id.to_string(), StartState::Known(state), Some(from));
+                        again.push(Task::Chunk { job, range, state, member });
+                    }
                 } else if !rec.done {
                     again.extend(Self::chunk_task(
                         &job,

@@ -21,8 +21,9 @@ const DECODED_AHEAD: usize = 4;
 impl Pipeline {
     /// Scans chunk `range` (compressed bytes) of a compressed input from
     /// `state`: its members' rows, from the member `given` (or the first it
-    /// finds). A stream that does not decode fails the job with the
-    /// compressed byte where it stopped; `None` then, or when the job stopped.
+    /// finds). A stream that does not decode from chunk 0 fails the job with
+    /// the compressed byte where it stopped (`None` then, or when the job
+    /// stopped); from another chunk, the report says so and the plan decides.
     pub(super) fn scan_stream(
         &self,
         job: &Job,
