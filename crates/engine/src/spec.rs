@@ -239,6 +239,12 @@ pub struct Spec {
     pub on_bad_row: OnBadRow,
     /// How results are written.
     pub output: OutputSpec,
+    /// The spec sits in a folder's `_spec.json` and makes one job over
+    /// every file of the folder (a dataset) instead of one job per file.
+    /// Left out of the canonical JSON when false, so that file jobs keep
+    /// their ids.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dataset: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -278,6 +284,7 @@ impl Default for Spec {
             filters: vec![],
             on_bad_row: OnBadRow::Fail,
             output: OutputSpec { max_file_bytes: DEFAULT_MAX_FILE_BYTES },
+            dataset: false,
         }
     }
 }
@@ -336,7 +343,7 @@ impl Spec {
     /// A spec from parsed JSON (see [`Self::from_json`]).
     pub fn from_value(v: &Value) -> Result<Spec, SpecError> {
         let obj = v.as_object().ok_or_else(|| err("(document)", "expected a JSON object"))?;
-        check_keys(obj, "", &["csv", "group_by", "aggregates", "where", "on_bad_row", "output"])?;
+        check_keys(obj, "", &["csv", "group_by", "aggregates", "where", "on_bad_row", "output", "dataset"])?;
         let mut spec = Spec::default();
         let mut lenient = None;
 
@@ -495,6 +502,10 @@ impl Spec {
             }
         }
 
+        if let Some(d) = obj.get("dataset") {
+            spec.dataset = d.as_bool().ok_or_else(|| err("dataset", format!("expected true or false, got {d}")))?;
+        }
+
         if spec.group_by.is_empty() && spec.aggregates.is_empty() {
             return Err(err("group_by", "a spec needs at least one group_by column or one aggregate"));
         }
@@ -511,6 +522,20 @@ impl Spec {
     /// The normalized JSON that job ids are derived from.
     pub fn canonical_json(&self) -> String {
         serde_json::to_string(self).expect("a spec always serializes")
+    }
+
+    /// The part of the spec a file's scan depends on: everything but how
+    /// the results are written and named. Two specs with the same scan part
+    /// can merge the same kept partials (a dataset's files are scanned once
+    /// for every version of the dataset).
+    pub fn scan_part(&self) -> Spec {
+        let mut s = self.clone();
+        s.output = OutputSpec { max_file_bytes: DEFAULT_MAX_FILE_BYTES };
+        s.dataset = false;
+        for (i, a) in s.aggregates.iter_mut().enumerate() {
+            a.name = format!("#{i}");
+        }
+        s
     }
 }
 
@@ -695,6 +720,23 @@ mod tests {
         assert_eq!(back.canonical_json(), s.canonical_json());
         let d = Spec::default();
         assert_eq!(Spec::from_json(&d.canonical_json()).unwrap(), d);
+    }
+
+    #[test]
+    fn a_dataset_spec_keeps_file_ids_and_shares_its_scan_part() {
+        let d = Spec::from_json(r#"{"dataset":true,"output":{"max_file_bytes":99}}"#).unwrap();
+        assert!(d.dataset);
+        assert!(!Spec::default().canonical_json().contains("dataset"), "file jobs keep their ids");
+        assert_eq!(Spec::from_json(&d.canonical_json()).unwrap(), d);
+        // Output and names are not part of the scan; columns and filters are.
+        let renamed = Spec::from_json(r#"{"aggregates":[{"op":"sum","column":"Number of Plays","as":"n"}]}"#).unwrap();
+        let plain = Spec::from_json(r#"{"aggregates":[{"op":"sum","column":"Number of Plays"}]}"#).unwrap();
+        assert_eq!(renamed.scan_part().canonical_json(), plain.scan_part().canonical_json());
+        assert_eq!(d.scan_part().canonical_json(), Spec::default().scan_part().canonical_json());
+        let other = Spec::from_json(r#"{"group_by":["Song"]}"#).unwrap();
+        assert_ne!(other.scan_part().canonical_json(), Spec::default().scan_part().canonical_json());
+        assert_eq!(Spec::from_json(&d.scan_part().canonical_json()).unwrap(), d.scan_part());
+        assert!(Spec::from_json(r#"{"dataset":"yes"}"#).unwrap_err().to_string().contains("dataset"));
     }
 
     #[test]

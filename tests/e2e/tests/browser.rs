@@ -196,6 +196,12 @@ fn drop_a_file_watch_it_finish_see_the_preview() {
     );
     let msg = msg.as_str().unwrap();
     assert!(msg.contains("line 3") && msg.contains("is not a number"), "{msg}");
+    // The error comes from the job's own events; the table row may follow a
+    // moment later, so wait for the row before looking at its buttons.
+    b.wait_for(
+        "!!document.querySelector(\"#jobs tr[data-status='FAILED']\")",
+        "the rejected job's row in the jobs table",
+    );
     assert_eq!(
         b.eval("[...document.querySelectorAll('#jobs tr')].filter(r => r.dataset.status === 'FAILED').map(r => !!r.querySelector('button.retry'))"),
         json!([false]),
