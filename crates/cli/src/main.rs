@@ -8,14 +8,14 @@ mod size;
 mod webhook;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fanfold_engine::Spec;
-use fanfold_local::{run_file, RunOptions};
+use fanfold_local::{run_dataset, run_file, RunOptions};
 use fanfold_pipeline::{Job, Status};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -35,7 +35,9 @@ struct Cli {
 enum Command {
     /// Run a job on this machine: plan chunks, aggregate them in parallel, merge, write capped parts.
     Run {
-        /// The CSV file.
+        /// The CSV file; or a folder, or a pattern such as 'DIR/*.csv' (quoted),
+        /// for one job over its files (a dataset: the result of their
+        /// concatenation in name order).
         file: PathBuf,
         /// Job spec (JSON). Default: the BMAT job (sum "Number of Plays" by Song, Date).
         #[arg(long)]
@@ -288,6 +290,24 @@ fn read_spec(path: Option<PathBuf>) -> Result<Spec> {
     })
 }
 
+/// A folder, or a pattern of file names in one folder (`DIR/*.csv`): the
+/// folder and the pattern. `None` for one file.
+fn dataset_input(path: &Path) -> Result<Option<(PathBuf, Option<glob::Pattern>)>> {
+    if path.is_dir() {
+        return Ok(Some((path.to_path_buf(), None)));
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if path.exists() || !name.contains(['*', '?', '[']) {
+        return Ok(None);
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let pattern = glob::Pattern::new(name).map_err(|e| Rejected(format!("{}: {e}", path.display())))?;
+    Ok(Some((dir, Some(pattern))))
+}
+
 fn run(
     file: PathBuf,
     spec: Option<PathBuf>,
@@ -313,7 +333,7 @@ fn run(
     }
     let started = Instant::now();
     let mut pb: Option<ProgressBar> = None;
-    let outcome = run_file(&file, &spec, &opts, |job: &Job| {
+    let show = |job: &Job| {
         let bar = pb.get_or_insert_with(|| progress_bar(job.source.size));
         bar.set_position(job.bytes_done);
         let secs = started.elapsed().as_secs_f64().max(1e-3);
@@ -324,7 +344,11 @@ fn run(
             job.rows as f64 / secs / 1e6,
             job.status
         ));
-    })?;
+    };
+    let outcome = match dataset_input(&file)? {
+        Some((dir, pattern)) => run_dataset(&dir, pattern.as_ref(), &spec, &opts, show)?,
+        None => run_file(&file, &spec, &opts, show)?,
+    };
     if let Some(bar) = pb {
         bar.finish_and_clear();
     }
@@ -344,6 +368,16 @@ fn run(
                 s.chunks,
                 s.chunks_rerun
             );
+            if let Some(d) = &s.dataset {
+                println!(
+                    "  files   {} ({} scanned, {}; {} reused, {})",
+                    d.files,
+                    d.files_scanned,
+                    human(d.bytes_scanned),
+                    d.files_reused,
+                    human(d.bytes_reused)
+                );
+            }
             for b in &s.bad_row_samples {
                 println!("  skipped {b}");
             }

@@ -264,7 +264,7 @@ mod tests {
     fn jobs_chunks_and_ranges_survive_reopening_without_their_leases() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.redb");
-        let source = Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100 };
+        let source = Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100, kind: Default::default() };
         let head = Head {
             data_start: 0,
             newlines_before_data: 0,

@@ -5,7 +5,7 @@
 //! - [`DbJobStore`]: the same, written through to an embedded database file.
 //! - [`PoolDispatcher`]: a bounded pool of worker threads.
 //! - [`run_file`]: `fanfold run` — the same pipeline steps as on AWS, with
-//!   these adapters.
+//!   these adapters; [`run_dataset`]: the same over a folder of files.
 
 mod db;
 mod dir;
@@ -94,7 +94,7 @@ pub fn run_file(
     file: &Path,
     spec: &Spec,
     opts: &RunOptions,
-    mut progress: impl FnMut(&Job),
+    progress: impl FnMut(&Job),
 ) -> Result<RunOutcome, RunError> {
     let input_err = |message: String| RunError::Input { path: file.to_path_buf(), message };
     let meta = std::fs::metadata(file).map_err(|e| input_err(e.to_string()))?;
@@ -117,9 +117,83 @@ pub fn run_file(
     // Results of an earlier run into the same directory would mix with ours;
     // only what a run wrote is removed, and never the input.
     out_dir::prepare(&out_dir, &abs)?;
-    let output =
-        Arc::new(DirStore::new(&out_dir).map_err(|source| RunError::Output { path: out_dir.clone(), source })?);
+    let size = meta.len();
+    run_in(input, bucket, &out_dir, chunk_size(size, opts), opts, progress, |p| p.submit(name, spec))
+}
 
+/// Runs one job over every CSV file of folder `dir` (a dataset: see
+/// `fanfold_pipeline`'s dataset steps), or over those whose name matches
+/// `pattern` (`*.csv`), and waits for it. The result is that of the files'
+/// concatenation in name order.
+pub fn run_dataset(
+    dir: &Path,
+    pattern: Option<&glob::Pattern>,
+    spec: &Spec,
+    opts: &RunOptions,
+    progress: impl FnMut(&Job),
+) -> Result<RunOutcome, RunError> {
+    let input_err = |message: String| RunError::Input { path: dir.to_path_buf(), message };
+    let abs = dir.canonicalize().map_err(|e| input_err(e.to_string()))?;
+    if !abs.is_dir() {
+        return Err(input_err("is not a directory".into()));
+    }
+    let input = Arc::new(DirStore::new(&abs).map_err(|e| input_err(e.to_string()))?);
+    let bucket = format!("file://{}", abs.display());
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for m in input.list("").map_err(|e| input_err(e.to_string()))? {
+        let chosen = pattern.is_none_or(|p| p.matches(&m.key));
+        if !m.key.contains('/') && fanfold_pipeline::is_dataset_file(&m.key) && chosen {
+            total += m.size;
+            files.push(m);
+        }
+    }
+    let Some(first) = files.iter().min_by(|a, b| a.key.cmp(&b.key)) else {
+        let which = pattern.map_or("CSV files".to_string(), |p| format!("files matching {}", p.as_str()));
+        return Err(input_err(format!("holds no {which}")));
+    };
+    // The version's id, as the pipeline will derive it, names the default
+    // output directory.
+    let out_dir = match &opts.out_dir {
+        Some(d) => d.clone(),
+        None => {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for f in &files {
+                h.update(f.key.as_bytes());
+                h.update(f.etag.as_bytes());
+            }
+            let short = hex::encode(&h.finalize()[..8]);
+            PathBuf::from("fanfold-out").join(format!("dataset-{short}"))
+        }
+    };
+    std::fs::create_dir_all(&out_dir).map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
+    if out_dir.canonicalize().map_err(|source| RunError::Output { path: out_dir.clone(), source })? == abs {
+        return Err(input_err("is also the output directory: its results would be the next run's input".into()));
+    }
+    out_dir::prepare(&out_dir, &abs.join(&first.key))?;
+    // One chunk size for every file, from the folder's total (each file is
+    // cut on its own; a small file is one chunk).
+    let chunk = chunk_size(total, opts);
+    run_in(input, bucket, &out_dir, chunk, opts, progress, |p| {
+        p.submit_dataset("", spec, |name| pattern.is_none_or(|p| p.matches(name)))
+    })
+}
+
+/// Runs the job `submit` records on a pipeline over `input`, writing into
+/// `out_dir`, and waits for it.
+fn run_in(
+    input: Arc<DirStore>,
+    bucket: String,
+    out_dir: &Path,
+    chunk_size: u64,
+    opts: &RunOptions,
+    mut progress: impl FnMut(&Job),
+    submit: impl FnOnce(&Pipeline) -> Result<fanfold_pipeline::Submitted, PipelineError>,
+) -> Result<RunOutcome, RunError> {
+    let output = Arc::new(
+        DirStore::new(out_dir).map_err(|source| RunError::Output { path: out_dir.to_path_buf(), source })?,
+    );
     let dispatcher = PoolDispatcher::new();
     let jobs = Arc::new(MemoryJobStore::new());
     let pipeline = Arc::new(Pipeline::new(
@@ -129,7 +203,7 @@ pub fn run_file(
         Arc::new(dispatcher.clone()),
         Layout { results: ResultsAt::Root, partials: "_fanfold/partials/{job}/".into() },
         Config {
-            chunk_size: chunk_size(meta.len(), opts),
+            chunk_size,
             bucket,
             range_bytes: opts.range_bytes.max(1),
             scan_threads: opts.scan_threads.max(1),
@@ -137,7 +211,13 @@ pub fn run_file(
         },
     ));
     let pool = dispatcher.start(&pipeline, opts.workers);
-    let submitted = pipeline.submit(name, spec)?;
+    let submitted = match submit(&pipeline) {
+        Ok(s) => s,
+        Err(e) => {
+            pool.shutdown();
+            return Err(e.into());
+        }
+    };
     let job = loop {
         let job = pipeline.jobs.get_job(&submitted.id).map_err(PipelineError::from)?.expect("submitted jobs exist");
         progress(&job);
@@ -151,11 +231,16 @@ pub fn run_file(
         Status::Done => {
             let key = &job.outputs.as_ref().expect("done jobs have outputs").summary;
             let bytes = std::fs::read(output.root().join(key))
-                .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
+                .map_err(|source| RunError::Output { path: out_dir.to_path_buf(), source })?;
             serde_json::from_slice(&bytes).ok()
         }
         _ => None,
     };
+    // A dataset's file scans are not kept between runs here (the job
+    // store is in memory): their partials go with the run.
+    if matches!(job.source.kind, fanfold_pipeline::InputKind::Dataset { .. }) {
+        let _ = std::fs::remove_dir_all(output.root().join("_fanfold"));
+    }
     Ok(RunOutcome { job, out_dir: output.root().to_path_buf(), summary })
 }
 

@@ -104,6 +104,18 @@ impl Layout {
     pub fn scan_totals(&self, job: &str) -> String {
         format!("{}plan/totals.json", self.partials(job))
     }
+    /// A file scan's sampled keys (a dataset's plan merges them).
+    pub fn scan_sample(&self, job: &str) -> String {
+        format!("{}plan/sample", self.partials(job))
+    }
+    /// A file scan's key sketch.
+    pub fn scan_sketch(&self, job: &str) -> String {
+        format!("{}plan/sketch", self.partials(job))
+    }
+    /// Page `page` of a dataset version's file list.
+    pub fn dataset_files(&self, job: &str, page: u32) -> String {
+        format!("{}files/{page:05}.json", self.partials(job))
+    }
     /// What range `r`'s reducer wrote.
     pub fn range_result(&self, job: &str, r: u32) -> String {
         format!("{}ranges/{r:05}.json", self.partials(job))
@@ -312,6 +324,9 @@ pub struct Summary {
     /// The largest groups by the first aggregate (when it is numeric).
     #[serde(default)]
     pub top_groups: Vec<TopGroup>,
+    /// A dataset's files, scanned and reused (absent for one file's job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetFigures>,
     /// Where the time went.
     pub timings_ms: Timings,
 }
@@ -363,6 +378,26 @@ pub struct ScanTotals {
     /// Bytes of the data (a compressed input's decoded bytes).
     #[serde(default)]
     pub data_bytes: u64,
+    /// A dataset's files: how many were scanned for it and how many reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetFigures>,
+}
+
+/// What a dataset version read (`summary.json`'s `dataset`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatasetFigures {
+    /// The folder.
+    pub folder: String,
+    /// Files in the version.
+    pub files: u64,
+    /// Files this version scanned (new or changed).
+    pub files_scanned: u64,
+    /// Their bytes.
+    pub bytes_scanned: u64,
+    /// Files whose kept scan it merged without reading them.
+    pub files_reused: u64,
+    /// Their bytes.
+    pub bytes_reused: u64,
 }
 
 /// Places where the end-to-end tests inject failures. Production pipelines

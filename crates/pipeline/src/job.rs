@@ -39,6 +39,41 @@ pub struct Source {
     pub etag: String,
     /// The object's size.
     pub size: u64,
+    /// What the job makes of it: a file's result (the default), a file's
+    /// kept scan for a dataset, or a dataset's result over its files' scans.
+    #[serde(default, skip_serializing_if = "InputKind::is_file")]
+    pub kind: InputKind,
+}
+
+/// What a job makes of its input (see `crate::dataset`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "is")]
+pub enum InputKind {
+    /// One file's result.
+    #[default]
+    File,
+    /// One file of a dataset, scanned and kept: DONE once its chunks are
+    /// checked and its totals and key sample are stored; never merged on
+    /// its own. The dataset version that started it is told.
+    Scan {
+        /// The dataset version that started the scan.
+        dataset: String,
+        /// The file's place in that version's file list.
+        index: u32,
+    },
+    /// A dataset version: `key` is the folder, `etag` a hash of its file
+    /// list, `size` the files' bytes. Its "chunks" are its files.
+    Dataset {
+        /// How many files.
+        files: u32,
+    },
+}
+
+impl InputKind {
+    /// A plain file's job.
+    pub fn is_file(&self) -> bool {
+        matches!(self, InputKind::File)
+    }
 }
 
 /// Why a job failed. `rejected` is the input's fault (HTTP 406); a retry of
@@ -258,6 +293,9 @@ impl Job {
         let size = self.source.size;
         if index >= self.chunk_count {
             return None;
+        }
+        if let InputKind::Dataset { .. } = self.source.kind {
+            return Some(ChunkRange { index, start: 0, end: 0 }); // the file `index`
         }
         if h.compression.is_none() {
             let start = h.data_start.checked_add(index as u64 * self.chunk_size)?;

@@ -39,11 +39,13 @@ mod steps;
 pub mod contract;
 
 pub use config::{
-    incoming_skip_reason, now_ms, Config, FaultPoints, Layout, PipelineError, ResultsAt, ScanTotals, Submitted,
-    Summary, SweepPolicy, Timings,
+    incoming_skip_reason, now_ms, Config, DatasetFigures, FaultPoints, Layout, PipelineError, ResultsAt, ScanTotals,
+    Submitted, Summary, SweepPolicy, Timings,
 };
 pub use job::{
-    ChunkRecord, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeResult, Source, Stage, Status, WorkRecord,
+    ChunkRecord, InputKind, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeResult, Source, Stage, Status, WorkRecord,
 };
 pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
-pub use steps::{Pipeline, Retried, PROGRESS_EVERY, SLICE};
+pub use steps::{
+    is_dataset_file, DatasetFile, Pipeline, Retried, FILES_PAGE, MAX_FILES, PROGRESS_EVERY, SLICE,
+};

@@ -56,6 +56,9 @@ impl Pipeline {
             // another way: this run sends its own.
             return Ok(());
         }
+        if let crate::job::InputKind::Dataset { .. } = job.source.kind {
+            return self.await_scan(&job, range.index); // a dataset's "chunk" is a file
+        }
         let head = job.head.as_ref().ok_or_else(|| PipelineError::Invalid("running job without a head".into()))?;
         let spec = Self::spec_of(&job)?;
         let compiled = head.compile(&spec)?;

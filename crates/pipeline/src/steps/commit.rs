@@ -108,6 +108,7 @@ impl Pipeline {
             ranges: job.range_count,
             output_files: parts.clone(),
             top_groups,
+            dataset: totals.dataset,
             timings_ms: Timings {
                 split: running.saturating_sub(job.created_ms),
                 dispatch: job.dispatched_ms.map_or(0, |d| d.saturating_sub(job.created_ms)),

@@ -15,6 +15,7 @@
 
 mod chunk;
 mod commit;
+mod dataset;
 mod dispatch;
 mod plan;
 mod reduce;
@@ -25,6 +26,7 @@ mod sweep;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use dataset::{is_dataset_file, DatasetFile, FILES_PAGE, MAX_FILES};
 pub use dispatch::{PROGRESS_EVERY, SLICE};
 
 use crate::config::{now_ms, Config, FaultPoints, Layout, PipelineError};
@@ -81,6 +83,7 @@ impl Pipeline {
         if self.jobs.fail(id, &error, now_ms())? {
             failed_metric(id, &error);
             self.ended(id, None);
+            self.tell_dataset(id)?;
         }
         self.cleanup_partials(id);
         Ok(())
@@ -139,6 +142,9 @@ impl Pipeline {
     pub(crate) fn ended(&self, id: &str, groups: Option<u64>) {
         let Some(n) = &self.notifier else { return };
         let sent = self.job(id).map_err(|e| e.to_string()).and_then(|job| {
+            if let crate::job::InputKind::Scan { .. } = job.source.kind {
+                return Ok(()); // a dataset's file: its dataset tells
+            }
             let event = JobEvent::of(&job, |k| self.output.uri(k), groups, now_ms());
             n.job_ended(&event).map_err(|e| e.to_string())
         });

@@ -18,7 +18,7 @@ use fanfold_engine::{BadRow, Error as EngineError, QuoteState, RangePlan, Sketch
 
 use super::{Pipeline, DISPATCH_BATCH, PAGE};
 use crate::config::{now_ms, PipelineError, ScanTotals};
-use crate::job::{Job, JobError, Status};
+use crate::job::{InputKind, Job, JobError, Status};
 use crate::members::{read_decoded, MemberChain, Milestones, Object};
 use crate::ports::{StoreError, Task};
 
@@ -38,6 +38,9 @@ impl Pipeline {
         let now = now_ms();
         if !self.jobs.take_lease(id, owner, now, now + self.config.lease_ms)? {
             return Ok(());
+        }
+        if let InputKind::Dataset { .. } = job.source.kind {
+            return self.plan_dataset(&job, owner);
         }
         let head = job.head.clone().ok_or_else(|| PipelineError::Invalid("planning a job without a head".into()))?;
         let compiled = head.compile(&Self::spec_of(&job)?)?;
@@ -199,6 +202,13 @@ impl Pipeline {
         let row_bytes = if keys.is_empty() { 0.0 } else { key_bytes as f64 / keys.len() as f64 }
             + 12.0 * compiled.aggs.len() as f64;
         let want = self.config.range_count(totals.groups_estimate as f64 * row_bytes, size);
+        if let InputKind::Scan { .. } = job.source.kind {
+            // A dataset's file: kept for its dataset's plan and reducers.
+            self.output.put(&self.layout.scan_sample(id), &RangePlan { splitters: keys }.encode())?;
+            self.output.put(&self.layout.scan_sketch(id), &sketch.to_bytes())?;
+            self.output.put(&self.layout.scan_totals(id), &serde_json::to_vec(&totals).expect("totals serialize"))?;
+            return self.scanned(&job, owner);
+        }
         let plan = RangePlan::choose(&keys, want);
         tracing::info!(
             job = id,

@@ -20,7 +20,7 @@ use fanfold_engine::{Error as EngineError, Merger, PartInfo, PartSink, PartWrite
 use super::{CancelCheck, Pipeline, PAGE};
 use crate::config::{now_ms, FaultPoints, PipelineError};
 use crate::fan_in::{fan_in, merge_group};
-use crate::job::{JobError, OutputPart, RangeResult, Stage, Status};
+use crate::job::{InputKind, JobError, OutputPart, RangeResult, Stage, Status};
 use crate::ports::{ObjectStore, ObjectWriter, StoreError};
 use crate::sources::{open_all, slice_source, Bounds, Slice, Source};
 
@@ -70,7 +70,15 @@ impl Pipeline {
         // K² chunks, only as many groups of K are merged ahead as leave at
         // most K sources for the final merge; beyond that, every source is.
         let k = self.config.merge_fan_in.max(2);
-        let n = job.chunk_count as usize;
+        let dataset = matches!(job.source.kind, InputKind::Dataset { .. });
+        let n = if dataset {
+            let totals: crate::config::ScanTotals =
+                serde_json::from_slice(&self.read_object(&self.layout.scan_totals(id))?)
+                    .map_err(|e| PipelineError::Invalid(format!("scan totals: {e}")))?;
+            totals.chunks as usize
+        } else {
+            job.chunk_count as usize
+        };
         let ahead = match n {
             n if n <= k => 0,
             n if n <= k * k => (n - k).div_ceil(k - 1) * k,
@@ -79,19 +87,28 @@ impl Pipeline {
         let mut seen = 0usize;
         let mut spills = Spills { levels: Vec::new(), made: 0, prefix: self.layout.spills(id, range) };
         let mut pending: Vec<Slice> = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.jobs.chunk_page(id, after, PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.report.index);
-            for rec in &page {
-                pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone()));
-                seen += 1;
-                if pending.len() == k && seen <= ahead {
-                    let group = opened(std::mem::take(&mut pending));
-                    self.spill(&mut spills, 0, group, &names, &bounds, k)?;
+        // A dataset's partials are its files' scans', file by file.
+        let mut each_chunk_job = |chunks_of: &str| -> Result<(), PipelineError> {
+            let mut after = None;
+            loop {
+                let page = self.jobs.chunk_page(chunks_of, after, PAGE)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.report.index);
+                for rec in &page {
+                    pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone()));
+                    seen += 1;
+                    if pending.len() == k && seen <= ahead {
+                        let group = opened(std::mem::take(&mut pending));
+                        self.spill(&mut spills, 0, group, &names, &bounds, k)?;
+                    }
                 }
             }
+            Ok(())
+        };
+        if dataset {
+            self.each_file(&job, |f| each_chunk_job(&f.scan))?;
+        } else {
+            each_chunk_job(id)?;
         }
         let sources: Vec<Source> = if spills.made == 0 {
             opened(pending)

@@ -7,7 +7,7 @@ use fanfold_engine::{chunk_count, job_id, read_head, Compression, Error as Engin
 use super::{Pipeline, SLICE};
 use crate::config::{now_ms, unique_owner, PipelineError, Submitted};
 use crate::decode::{decode_error, decoded_counting};
-use crate::job::{compressed_chunk_count, Job, JobError, Source, Status};
+use crate::job::{compressed_chunk_count, InputKind, Job, JobError, Source, Status};
 use crate::ports::{Created, StoreError, Task};
 
 /// The longest first record (header) a job reads.
@@ -51,7 +51,13 @@ impl Pipeline {
         let meta = self.input.head(key)?;
         let id = id_of(&meta.etag);
         let source =
-            Source { bucket: self.config.bucket.clone(), key: key.to_string(), etag: meta.etag, size: meta.size };
+            Source {
+            bucket: self.config.bucket.clone(),
+            key: key.to_string(),
+            etag: meta.etag,
+            size: meta.size,
+            kind: Default::default(),
+        };
         let job = Job::new(id.clone(), source, spec_text.to_string(), now_ms());
         match self.jobs.create_job(&job)? {
             Created::Exists(old) => {
@@ -114,6 +120,9 @@ impl Pipeline {
             return self.resume(&job);
         }
         let spec = Self::spec_of(&job)?;
+        if let InputKind::Dataset { files } = job.source.kind {
+            return self.resplit_dataset(&job, &spec, files);
+        }
         let size = job.source.size;
         let compression = {
             let mut magic = Vec::with_capacity(Compression::MAGIC_LEN);

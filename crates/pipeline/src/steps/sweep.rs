@@ -4,7 +4,7 @@ use fanfold_engine::StartState;
 
 use super::{Pipeline, DISPATCH_BATCH, PAGE};
 use crate::config::{PipelineError, SweepPolicy};
-use crate::job::{Job, JobError, Stage, Status};
+use crate::job::{InputKind, Job, JobError, Stage, Status};
 use crate::ports::Task;
 
 /// What a sweep does for one job.
@@ -92,7 +92,10 @@ impl Pipeline {
             // or reducer may lose its lease while it works, and a job that
             // keeps moving must not fail for it.
             let progress = job.progress();
-            let stuck = if progress > job.swept_progress { 0 } else { job.stuck_sweeps };
+            // A dataset waiting for its files' scans: they are swept (and
+            // fail when stuck) on their own, and a failed scan fails it.
+            let waits_on_scans = matches!(job.source.kind, InputKind::Dataset { .. }) && job.status == Status::Running;
+            let stuck = if progress > job.swept_progress || waits_on_scans { 0 } else { job.stuck_sweeps };
             if stuck >= policy.max_sweeps {
                 let msg = format!("{what} after {} attempts; see the function logs", stuck + 1);
                 self.fail(&job.id, JobError::internal(msg.clone()))?;
