@@ -45,6 +45,10 @@ pub const INDEX_MAGIC: &[u8; 4] = b"FFIX";
 /// Bytes of the footer.
 pub const FOOTER: usize = 12;
 const FAST_WINDOW: usize = 16 * 1024;
+/// Set in a slice header's version byte: a u64 (little endian) follows the
+/// group count, added to every `first`/`last` position of the slice (see
+/// [`slice_header_at`]). Stored runs never carry it.
+const POSITION_BASE: u8 = 0x80;
 /// The group count of a streamed run.
 pub const STREAMED: u64 = u64::MAX;
 
@@ -250,12 +254,24 @@ pub fn slice_header(ops: &[AggOp]) -> Vec<u8> {
     RunWriter::streamed(ops).out
 }
 
+/// [`slice_header`] for a slice whose `first`/`last` positions count from
+/// `base`: a dataset's file `i` is read as if it followed files `0..i` in
+/// one stream, so that `first` and `last` follow (file, position).
+pub fn slice_header_at(ops: &[AggOp], base: u64) -> Vec<u8> {
+    let mut out = slice_header(ops);
+    if base != 0 {
+        out[3] |= POSITION_BASE;
+        out.extend_from_slice(&base.to_le_bytes());
+    }
+    out
+}
+
 /// Reads the first bytes of a run (its header) for its ops.
 pub fn ops_of(run: &[u8]) -> io::Result<Vec<AggOp>> {
     if run.len() < 5 || &run[..3] != MAGIC {
         return Err(corrupt("bad magic"));
     }
-    if run[3] != VERSION {
+    if run[3] & !POSITION_BASE != VERSION {
         return Err(corrupt(&format!("unsupported version {}", run[3])));
     }
     let n = run[4] as usize;
@@ -307,6 +323,8 @@ pub struct RunReader<R> {
     eof: bool,
     ops: Vec<AggOp>,
     remaining: u64,
+    /// Added to every `first`/`last` position (see [`slice_header_at`]).
+    position_base: u64,
     /// Only entries with `lo <= key < hi` are returned (a slice's bounds).
     lo: Option<Vec<u8>>,
     hi: Option<Vec<u8>>,
@@ -329,6 +347,7 @@ impl<R: Read> RunReader<R> {
             eof: false,
             ops: Vec::new(),
             remaining: 0,
+            position_base: 0,
             lo: None,
             hi: None,
             key: Vec::new(),
@@ -339,18 +358,23 @@ impl<R: Read> RunReader<R> {
         if &r.buf[..3] != MAGIC {
             return Err(corrupt("bad magic"));
         }
-        if r.buf[3] != VERSION {
+        if r.buf[3] & !POSITION_BASE != VERSION {
             return Err(corrupt(&format!("unsupported version {}", r.buf[3])));
         }
+        let based = r.buf[3] & POSITION_BASE != 0;
         let n = r.buf[4] as usize;
         r.pos = 5;
-        r.ensure(n + 8)?;
+        r.ensure(n + 8 + if based { 8 } else { 0 })?;
         for i in 0..n {
             r.ops.push(AggOp::from_code(r.buf[r.pos + i]).ok_or_else(|| corrupt("bad op"))?);
         }
         r.pos += n;
         r.remaining = u64::from_le_bytes(r.buf[r.pos..r.pos + 8].try_into().unwrap());
         r.pos += 8;
+        if based {
+            r.position_base = u64::from_le_bytes(r.buf[r.pos..r.pos + 8].try_into().unwrap());
+            r.pos += 8;
+        }
         Ok(r)
     }
 
@@ -478,7 +502,9 @@ impl<R: Read> RunReader<R> {
         Ok(match self.byte()? {
             0 => None,
             1 => {
-                let p = self.varint()? as u64;
+                let p = (self.varint()? as u64)
+                    .checked_add(self.position_base)
+                    .ok_or_else(|| corrupt("position past the end of the stream"))?;
                 Some((p, self.text()?))
             }
             _ => return Err(corrupt("bad first/last tag")),

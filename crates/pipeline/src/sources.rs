@@ -10,7 +10,7 @@
 use std::io::{self, Chain, Cursor, Read};
 use std::sync::Arc;
 
-use fanfold_engine::partial::{ops_of, slice_header};
+use fanfold_engine::partial::{ops_of, slice_header_at};
 use fanfold_engine::{AggOp, RunIndex};
 
 use crate::job::{ChunkRecord, PartialRef};
@@ -30,17 +30,24 @@ pub struct Bounds {
 
 /// Reads the slice of `record`'s partial that may hold keys in `bounds`,
 /// as a run (a header, then the slice's entries). The merger's bounds drop
-/// the few entries outside the range.
-pub fn slice_source(store: Arc<dyn ObjectStore>, record: &ChunkRecord, ops: Vec<AggOp>, bounds: Bounds) -> Slice {
+/// the few entries outside the range. `base` is added to the slice's
+/// `first`/`last` positions (a dataset's file after others; else 0).
+pub fn slice_source(
+    store: Arc<dyn ObjectStore>,
+    record: &ChunkRecord,
+    ops: Vec<AggOp>,
+    bounds: Bounds,
+    base: u64,
+) -> Slice {
     let index_at = record.report.index_at;
     let len = record.report.run_bytes;
     match &record.partial {
-        PartialRef::Inline(run) => match slice_in_memory(run, index_at, &bounds) {
+        PartialRef::Inline(run) => match slice_in_memory(run, index_at, &bounds, base) {
             Ok(bytes) => Slice { open: None, src: Some(Box::new(Cursor::new(bytes))) },
             Err(e) => Slice { open: None, src: Some(Box::new(Failed(Some(e)))) },
         },
         PartialRef::Object(key) => {
-            let opener = Opener { store, key: key.clone(), index_at, len, ops, bounds };
+            let opener = Opener { store, key: key.clone(), index_at, len, ops, bounds, base };
             Slice { open: Some(Box::new(opener)), src: None }
         }
     }
@@ -58,11 +65,11 @@ pub fn open_all(slices: &mut [Slice], in_flight: usize) {
     });
 }
 
-fn slice_in_memory(run: &[u8], index_at: u64, b: &Bounds) -> io::Result<Vec<u8>> {
+fn slice_in_memory(run: &[u8], index_at: u64, b: &Bounds, base: u64) -> io::Result<Vec<u8>> {
     let tail = run.get(index_at as usize..).ok_or_else(|| corrupt("index past the end"))?;
     let idx = RunIndex::parse(tail, index_at)?;
     let (s, e) = idx.slice_of(b.lo.as_deref(), b.hi.as_deref());
-    let mut out = slice_header(&ops_of(run)?);
+    let mut out = slice_header_at(&ops_of(run)?, base);
     out.extend_from_slice(run.get(s as usize..e as usize).ok_or_else(|| corrupt("slice past the end"))?);
     Ok(out)
 }
@@ -78,6 +85,7 @@ struct Opener {
     len: u64,
     ops: Vec<AggOp>,
     bounds: Bounds,
+    base: u64,
 }
 
 impl Opener {
@@ -86,13 +94,13 @@ impl Opener {
         if self.len <= READ_WHOLE {
             let mut run = Vec::with_capacity(self.len as usize);
             self.store.get_range(&self.key, 0, None).map_err(err)?.read_to_end(&mut run)?;
-            return Ok(Box::new(Cursor::new(slice_in_memory(&run, self.index_at, &self.bounds)?)));
+            return Ok(Box::new(Cursor::new(slice_in_memory(&run, self.index_at, &self.bounds, self.base)?)));
         }
         let mut tail = Vec::new();
         self.store.get_range(&self.key, self.index_at, Some(self.len)).map_err(err)?.read_to_end(&mut tail)?;
         let idx = RunIndex::parse(&tail, self.index_at)?;
         let (s, e) = idx.slice_of(self.bounds.lo.as_deref(), self.bounds.hi.as_deref());
-        let header = Cursor::new(slice_header(&self.ops));
+        let header = Cursor::new(slice_header_at(&self.ops, self.base));
         if s == e {
             return Ok(Box::new(header));
         }

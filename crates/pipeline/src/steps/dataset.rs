@@ -320,7 +320,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn scan_totals(&self, scan: &str) -> Result<ScanTotals, PipelineError> {
+    pub(super) fn scan_totals(&self, scan: &str) -> Result<ScanTotals, PipelineError> {
         serde_json::from_slice(&self.read_object(&self.layout.scan_totals(scan))?)
             .map_err(|e| PipelineError::Invalid(format!("scan {scan}'s totals: {e}")))
     }

@@ -88,14 +88,15 @@ impl Pipeline {
         let mut spills = Spills { levels: Vec::new(), made: 0, prefix: self.layout.spills(id, range) };
         let mut pending: Vec<Slice> = Vec::new();
         // A dataset's partials are its files' scans', file by file.
-        let mut each_chunk_job = |chunks_of: &str| -> Result<(), PipelineError> {
+        // File i's `first`/`last` positions count from the end of file i-1.
+        let mut each_chunk_job = |chunks_of: &str, base: u64| -> Result<(), PipelineError> {
             let mut after = None;
             loop {
                 let page = self.jobs.chunk_page(chunks_of, after, PAGE)?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.report.index);
                 for rec in &page {
-                    pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone()));
+                    pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone(), base));
                     seen += 1;
                     if pending.len() == k && seen <= ahead {
                         let group = opened(std::mem::take(&mut pending));
@@ -106,9 +107,15 @@ impl Pipeline {
             Ok(())
         };
         if dataset {
-            self.each_file(&job, |f| each_chunk_job(&f.scan))?;
+            let mut base = 0u64;
+            self.each_file(&job, |f| {
+                each_chunk_job(&f.scan, base)?;
+                let data = self.scan_totals(&f.scan)?.data_bytes;
+                base = base.saturating_add(data.max(f.size)).saturating_add(1);
+                Ok(())
+            })?;
         } else {
-            each_chunk_job(id)?;
+            each_chunk_job(id, 0)?;
         }
         let sources: Vec<Source> = if spills.made == 0 {
             opened(pending)
