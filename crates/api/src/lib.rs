@@ -13,6 +13,7 @@
 //! | `POST /jobs/{id}/retry` | 202 started again (a FAILED or CANCELLED job); 409 running or done, or the object changed; 406 the input was rejected; 404 |
 //! | `GET /jobs/{id}/events` | 200 `text/event-stream`: the job (as listed) at once and at every change, `event: progress`, then `event: end` when it ends; 404 |
 //! | `GET /jobs/{id}/preview` | 200 first rows + largest groups; as `GET /jobs/{id}` otherwise |
+//! | `GET /datasets/{dir}` | 200 the newest DONE version of dataset `incoming/<dir>` (as `GET /jobs/{id}`, with `dataset`: the stable `latest.json` and manifest); 404 none yet |
 //! | `POST /uploads` | 201 `{key, url, method, expires_in}`: a PUT URL under `incoming/` |
 //! | `GET /openapi.json`, `GET /` | the API document, the jobs page (no auth) |
 //! | `GET`/`PUT /files/{key}` | serve only: signed download and upload links ([`files`]) |
@@ -88,6 +89,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/jobs/{id}/preview", get(preview_job)),
         ("/jobs/{id}/retry", post(retry_job)),
         ("/jobs/{id}/events", get(job_events)),
+        ("/datasets/{dir}", get(get_dataset)),
         ("/uploads", post(create_upload)),
     ]
     .into_iter()
@@ -399,8 +401,44 @@ fn read_small(api: &Api, key: &str, limit: u64) -> Result<Vec<u8>, ApiError> {
 }
 
 async fn get_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    blocking(move || Ok(json_ok(job_result(&api, &id)?))).await
+}
+
+/// `GET /datasets/{dir}`: the newest DONE version of dataset folder
+/// `incoming/<dir>`, as `GET /jobs/{id}` answers for it, with `dataset`.
+async fn get_dataset(State(api): State<Shared>, Path(dir): Path<String>) -> Result<Response, ApiError> {
     blocking(move || {
-        let job = done_job(&api, &id)?;
+        check_filename(&dir)?;
+        let folder = format!("incoming/{dir}");
+        let prefix = api
+            .pipeline
+            .latest_prefix(&folder)
+            .ok_or_else(|| ApiError::not_found("this store publishes no dataset versions"))?;
+        let bytes = match read_small(&api, &format!("{prefix}latest.json"), 1 << 20) {
+            Ok(b) => b,
+            Err(e) if e.status == StatusCode::NOT_FOUND => {
+                return Err(ApiError::not_found(format!("dataset {folder} has no finished version yet")))
+            }
+            Err(e) => return Err(e),
+        };
+        let latest: fanfold_pipeline::Latest =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("latest.json: {e}"), false))?;
+        let mut out = job_result(&api, &latest.job)?;
+        let stable = format!("{prefix}manifest.json");
+        out["dataset"] = json!({
+            "folder": folder,
+            "latest": {"key": format!("{prefix}latest.json"), "url": api.links.download(&format!("{prefix}latest.json"))?},
+            "manifest": {"key": stable, "url": api.links.download(&stable)?},
+        });
+        Ok(json_ok(out))
+    })
+    .await
+}
+
+/// A DONE job's answer (`GET /jobs/{id}`).
+fn job_result(api: &Api, id: &str) -> Result<Value, ApiError> {
+    {
+        let job = done_job(api, id)?;
         let out = job.outputs.as_ref().ok_or_else(|| ApiError::internal("a DONE job without outputs", false))?;
         let summary = serde_json::from_slice::<Summary>(&read_small(&api, &out.summary, 64 << 20)?).ok();
         // The job record lists the first parts; the summary lists them all.
@@ -416,7 +454,7 @@ async fn get_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Re
         if let Some(src) = stats.get_mut("source") {
             *src = job.source.key.clone().into(); // not the store's internal address
         }
-        Ok(json_ok(json!({
+        Ok(json!({
             "id": job.id,
             "status": job.status,
             "source": source_of(&job),
@@ -425,9 +463,8 @@ async fn get_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Re
             "stats": stats,
             "created_ms": job.created_ms,
             "updated_ms": job.updated_ms,
-        })))
-    })
-    .await
+        }))
+    }
 }
 
 async fn preview_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {

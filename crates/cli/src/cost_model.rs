@@ -149,6 +149,7 @@ impl Shape {
     }
 }
 
+#[derive(Clone)]
 pub struct PlanInput {
     pub size: u64,
     pub chunk_size: u64,
@@ -170,6 +171,9 @@ pub struct Plan {
     pub lines: Vec<String>,
     /// Why this cannot run, if it cannot.
     pub refused: Option<String>,
+    /// The split and scan: until the last chunk is done, and what it costs.
+    pub scan_secs: f64,
+    pub scan_dollars: f64,
 }
 
 /// Functions available at time `t` (s) under Lambda's scaling rate.
@@ -388,6 +392,15 @@ pub fn plan(p: &PlanInput) -> Plan {
     let s3 = s3_gets * S3_GET + s3_puts * S3_PUT;
     let ddb = ddb_writes * DDB_WRU + ddb_reads * DDB_RRU;
     let dollars = lambda + s3 + ddb;
+    // The scan's share: the workers, the dispatchers, the chunks' requests.
+    let scan_dollars = (gb * chunks as f64 * chunk_secs
+        + 0.5 * (split_secs + slices as f64 * (DISPATCHER_START + fanfold_pipeline::SLICE as f64 / INVOKES_PER_S)))
+        * LAMBDA_GB_S
+        + (chunks + slices + 1) as f64 * LAMBDA_REQUEST
+        + (2.0 + chunks as f64 * per_chunk.s3_get) * S3_GET
+        + chunks as f64 * per_chunk.s3_put * S3_PUT
+        + chunks as f64 * (record_kb + 4.0) * DDB_WRU
+        + chunks as f64 * (1.0 + chunk_secs) * DDB_RRU;
     let phases =
         [("the scan", scan_end), ("the plan", plan_secs), ("the reducers", reduce_end), ("the commit", commit_secs)];
     let (slowest, secs) = phases.iter().copied().fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
@@ -465,7 +478,42 @@ pub fn plan(p: &PlanInput) -> Plan {
         format!("total           ${dollars:.4}"),
         format!("limited by      {slowest} ({secs:.1} s): {why}"),
     ];
-    Plan { chunks, ranges, wall_secs, dollars, lines, refused }
+    Plan { chunks, ranges, wall_secs, dollars, lines, refused, scan_secs: scan_end, scan_dollars }
+}
+
+/// Adding `add` bytes to a dataset of `p.size` bytes: the new file's scan
+/// (its own chunks), then the merge of every kept partial (the whole
+/// dataset's, as a full run merges them), next to a full run over both.
+/// Returns the lines to print and the two plans (added, full).
+pub fn plan_add(p: &PlanInput, add: u64) -> (Vec<String>, Plan, Plan) {
+    let full = plan(&PlanInput { size: p.size + add, ..p.clone() });
+    let scan = plan(&PlanInput { size: add, ..p.clone() });
+    let merge_secs = full.wall_secs - full.scan_secs;
+    let merge_dollars = full.dollars - full.scan_dollars;
+    let (secs, dollars) = (scan.scan_secs + merge_secs, scan.scan_dollars + merge_dollars);
+    let lines = vec![
+        format!(
+            "dataset add     {} to {}: scan {} chunks ({:.1} s, ${:.4}) + merge every kept partial ({} key ranges, {:.1} s, ${:.4}) = {:.1} s, ${:.4}",
+            human(add),
+            human(p.size),
+            scan.chunks,
+            scan.scan_secs,
+            scan.scan_dollars,
+            full.ranges,
+            merge_secs,
+            merge_dollars,
+            secs,
+            dollars
+        ),
+        format!(
+            "full re-run     {}: {:.1} s, ${:.4} (the merge is the same: the kept scans save the scan of the {} already there)",
+            human(p.size + add),
+            full.wall_secs,
+            full.dollars,
+            human(p.size)
+        ),
+    ];
+    (lines, scan, full)
 }
 
 impl Plan {
@@ -497,6 +545,21 @@ mod tests {
         // One vCPU decodes then scans; two do both at once, at the scan's rate.
         assert!((one - 1.0 / (1.0 / 350.0 + 1.0 / 115.0)).abs() < 1.0, "{one}");
         assert_eq!(two, 115.0);
+    }
+
+    #[test]
+    fn adding_a_gigabyte_to_a_terabyte_dataset_scans_it_and_merges_everything() {
+        for shape in [Shape::zipf(), Shape::bmat()] {
+            let (lines, added, full) = plan_add(&tb(shape), 1_000_000_000);
+            assert!(lines[0].starts_with("dataset add") && lines[1].starts_with("full re-run"), "{lines:?}");
+            // The new file's scan is a thousandth of the full one's chunks.
+            assert!(added.chunks * 500 < full.chunks, "{} vs {}", added.chunks, full.chunks);
+            assert!(added.scan_dollars * 100.0 < full.scan_dollars);
+            let merge = full.dollars - full.scan_dollars;
+            let incremental = added.scan_dollars + merge;
+            assert!(incremental < full.dollars && incremental > merge, "{incremental} {merge} {}", full.dollars);
+            assert!(full.scan_secs > 0.0 && full.scan_secs < full.wall_secs);
+        }
     }
 
     fn tb(shape: Shape) -> PlanInput {

@@ -94,6 +94,10 @@ enum Command {
         /// Partials up to this size stay in DynamoDB (the template's InlineLimit).
         #[arg(long, default_value_t = fanfold_pipeline::Config::default().inline_limit as u64)]
         inline_limit: u64,
+        /// A dataset of SIZE bytes gets a file of this size: what its next
+        /// version costs (scan the file, merge the kept scans) beside a full run.
+        #[arg(long, value_parser = parse_size)]
+        add: Option<u64>,
     },
     /// Serve the jobs API and page, and run jobs for files dropped into DIR/incoming/.
     Serve {
@@ -125,6 +129,10 @@ enum Command {
         /// The webhook's HMAC-SHA256 key (X-Fanfold-Signature-256; default: FANFOLD_WEBHOOK_SECRET).
         #[arg(long, env = "FANFOLD_WEBHOOK_SECRET", hide_env_values = true)]
         webhook_secret: Option<String>,
+        /// Seconds a dataset folder (its _spec.json says "dataset": true) must
+        /// be quiet before its new version starts: files dropped together make one job.
+        #[arg(long, default_value_t = 5.0)]
+        dataset_quiet: f64,
     },
     /// Generate test data.
     Gen {
@@ -163,6 +171,7 @@ fn main() -> ExitCode {
             header_timeout,
             webhook,
             webhook_secret,
+            dataset_quiet,
         } => read_spec(spec).and_then(|spec| {
             serve::serve(serve::ServeOptions {
                 data,
@@ -176,6 +185,7 @@ fn main() -> ExitCode {
                     max_connections: max_connections as usize,
                 },
                 webhook: webhook.map(|url| (url, webhook_secret.unwrap_or_default().into_bytes())),
+                dataset_quiet_ms: (dataset_quiet.clamp(0.0, 86_400.0) * 1000.0) as u64,
             })
         }),
         Command::Plan {
@@ -188,13 +198,14 @@ fn main() -> ExitCode {
             profile,
             partial_ratio,
             inline_limit,
+            add,
         } => {
             let shape = match (partial_ratio, profile) {
                 (Some(ratio), _) => cost_model::Shape::Unique { ratio },
                 (None, cost_model::Profile::Bmat) => cost_model::Shape::bmat(),
                 (None, cost_model::Profile::Zipf) => cost_model::Shape::zipf(),
             };
-            let p = cost_model::plan(&cost_model::PlanInput {
+            let input = cost_model::PlanInput {
                 size,
                 chunk_size,
                 concurrency,
@@ -203,9 +214,15 @@ fn main() -> ExitCode {
                 range_bytes,
                 inline_limit,
                 shape,
-            });
+            };
+            let p = cost_model::plan(&input);
             for l in &p.lines {
                 println!("{l}");
+            }
+            if let Some(add) = add {
+                for l in cost_model::plan_add(&input, add).0 {
+                    println!("{l}");
+                }
             }
             println!("{}", p.summary());
             println!(

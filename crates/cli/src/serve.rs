@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub limits: crate::http::Limits,
     /// Where to POST each job's end, and the signing secret.
     pub webhook: Option<(String, Vec<u8>)>,
+    /// How long a dataset folder must be quiet before its new version starts.
+    pub dataset_quiet_ms: u64,
 }
 
 fn random_token() -> Result<String> {
@@ -81,7 +83,7 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
         jobs,
         Arc::new(dispatcher.clone()),
         Layout::default(),
-        Config { chunk_size: opts.chunk_size.max(1), ..Config::default() },
+        Config { chunk_size: opts.chunk_size.max(1), dataset_quiet_ms: opts.dataset_quiet_ms, ..Config::default() },
     );
     pipeline.notifier = opts.webhook.clone().map(|(url, secret)| {
         Arc::new(crate::webhook::Webhook::start(url, secret, std::time::Duration::from_secs(1)))
@@ -144,7 +146,14 @@ fn watch(pipeline: &Pipeline, store: &DirStore, spec: &Spec) {
         match store.list("incoming/") {
             Ok(objects) => {
                 let now = Instant::now();
-                seen.retain(|k, _| objects.iter().any(|o| &o.key == k));
+                // A file removed from a dataset folder is a change of its dataset.
+                let present: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+                for gone in seen.keys().filter(|k| !present.contains(k.as_str())) {
+                    if let Err(e) = pipeline.dataset_event(gone) {
+                        tracing::warn!(key = gone, error = %e, "noting a removed file");
+                    }
+                }
+                seen.retain(|k, _| present.contains(k.as_str()));
                 for o in objects {
                     if incoming_skip_reason(&o.key).is_some() {
                         continue;
@@ -155,6 +164,19 @@ fn watch(pipeline: &Pipeline, store: &DirStore, spec: &Spec) {
                     }
                     if e.2 || now.duration_since(e.1) < SETTLE {
                         continue;
+                    }
+                    // A dataset's file: its folder's next version, once the folder is quiet.
+                    match pipeline.dataset_event(&o.key) {
+                        Ok(true) => {
+                            e.2 = true;
+                            tracing::info!(key = o.key, "noted for its dataset's next version");
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(err) => {
+                            tracing::warn!(key = o.key, error = %err, "reading the folder's spec; will retry");
+                            continue;
+                        }
                     }
                     match pipeline.submit_object(&o.key, spec) {
                         Ok(s) => {
@@ -174,6 +196,10 @@ fn watch(pipeline: &Pipeline, store: &DirStore, spec: &Spec) {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "listing incoming/"),
+        }
+        match pipeline.start_due_datasets(now_ms()) {
+            Ok(started) => started.iter().for_each(|l| tracing::info!("{l}")),
+            Err(e) => tracing::warn!(error = %e, "starting dataset versions"),
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();

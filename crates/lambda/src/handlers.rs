@@ -111,6 +111,21 @@ pub fn splitter(event: Value, deps: &Deps, _request: &str) -> Result<Value, Hand
             out.push(skip(key, why));
             continue;
         }
+        // A file added to, replaced in or removed from a dataset folder: its
+        // next version, started by the sweeper once the folder is quiet.
+        let removed = rec.event_name.as_deref().is_some_and(|e| e.starts_with("ObjectRemoved"));
+        match p.dataset_event(&key) {
+            Ok(true) => {
+                out.push(skip(key, "noted for its dataset's next version"));
+                continue;
+            }
+            Ok(false) if removed => {
+                out.push(skip(key, "removed"));
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => return Err(HandlerError { message: format!("{key}: {e}"), retryable: e.retryable() }),
+        }
         let submitted = p.submit_object(&key, &deps.default_spec);
         match submitted {
             Ok(s) => {

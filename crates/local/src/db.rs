@@ -118,7 +118,7 @@ impl DbJobStore {
             let bytes = serde_json::to_vec(&job).expect("jobs serialize");
             jobs.insert(id, bytes.as_slice()).map_err(db_err)?;
             let mut chunks = w.open_table(CHUNKS).map_err(db_err)?;
-            if job.status.is_final() {
+            if job.status.is_final() && !keeps_records(&job) {
                 chunks.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(db_err)?;
                 for stage in [Stage::Dispatch, Stage::Reduce] {
                     let mut t = w.open_table(table(stage)).map_err(db_err)?;
@@ -146,11 +146,17 @@ impl DbJobStore {
             }
         }
         w.commit().map_err(db_err)?;
-        if job.status.is_final() {
+        if job.status.is_final() && !keeps_records(&job) {
             self.mem.drop_records(id);
         }
         Ok(out)
     }
+}
+
+/// A dataset file's scan keeps its chunk records once DONE: its dataset's
+/// versions merge them. Every other job's go when it ends.
+fn keeps_records(job: &Job) -> bool {
+    job.status == fanfold_pipeline::Status::Done && matches!(job.source.kind, fanfold_pipeline::InputKind::Scan { .. })
 }
 
 impl JobStore for DbJobStore {
@@ -264,7 +270,13 @@ mod tests {
     fn jobs_chunks_and_ranges_survive_reopening_without_their_leases() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.redb");
-        let source = Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100, kind: Default::default() };
+        let source = Source {
+            bucket: "b".into(),
+            key: "incoming/x.csv".into(),
+            etag: "e".into(),
+            size: 100,
+            kind: Default::default(),
+        };
         let head = Head {
             data_start: 0,
             newlines_before_data: 0,

@@ -191,9 +191,8 @@ fn run_in(
     mut progress: impl FnMut(&Job),
     submit: impl FnOnce(&Pipeline) -> Result<fanfold_pipeline::Submitted, PipelineError>,
 ) -> Result<RunOutcome, RunError> {
-    let output = Arc::new(
-        DirStore::new(out_dir).map_err(|source| RunError::Output { path: out_dir.to_path_buf(), source })?,
-    );
+    let output =
+        Arc::new(DirStore::new(out_dir).map_err(|source| RunError::Output { path: out_dir.to_path_buf(), source })?);
     let dispatcher = PoolDispatcher::new();
     let jobs = Arc::new(MemoryJobStore::new());
     let pipeline = Arc::new(Pipeline::new(

@@ -41,10 +41,7 @@ fn cut_files(csv: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
     bounds.sort_unstable();
     bounds.insert(0, 0);
     bounds.push(rows.len());
-    bounds
-        .windows(2)
-        .map(|w| format!("{header}\n{}", rows[w[0]..w[1]].concat()).into_bytes())
-        .collect()
+    bounds.windows(2).map(|w| format!("{header}\n{}", rows[w[0]..w[1]].concat()).into_bytes()).collect()
 }
 
 fn opts(chunk: u64, workers: usize, range_bytes: u64, out: &Path) -> RunOptions {
@@ -139,7 +136,10 @@ fn a_pattern_picks_files_and_the_rest_of_the_folder_is_left_out() {
     std::fs::write(folder.join("notes.txt"), b"hello").unwrap();
     let all = run_dataset(&folder, None, &spec, &opts(7, 2, 1 << 30, &dir.path().join("all")), |_| {}).unwrap();
     assert_eq!(all.job.status, Status::Done, "{:?}", all.job.error);
-    assert_eq!(support::read(all.out_dir.join("part-00000-00000.csv")), support::read(support::fixture("catalogue.expected.csv")));
+    assert_eq!(
+        support::read(all.out_dir.join("part-00000-00000.csv")),
+        support::read(support::fixture("catalogue.expected.csv"))
+    );
     assert_eq!(all.summary.unwrap().dataset.unwrap().files, 3);
 
     let pattern = glob::Pattern::new("[ab].csv").unwrap();

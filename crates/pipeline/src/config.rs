@@ -178,6 +178,9 @@ pub struct Config {
     /// Partials a reducer merges at once (K); with more chunks the merge has
     /// more levels. At most 2K streams are open in one reducer.
     pub merge_fan_in: usize,
+    /// How long a dataset folder must be quiet (no file added, replaced or
+    /// removed) before its new version starts (`steps::trigger`).
+    pub dataset_quiet_ms: u64,
 }
 
 impl Default for Config {
@@ -200,6 +203,7 @@ impl Default for Config {
             max_ranges: 1000,
             glue_database: "fanfold".into(),
             merge_fan_in: 256,
+            dataset_quiet_ms: 30_000,
         }
     }
 }

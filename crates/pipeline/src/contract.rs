@@ -110,7 +110,13 @@ pub fn object_store(store: &dyn ObjectStore, prefix: &str) {
 fn job(id: &str) -> Job {
     Job::new(
         id.to_string(),
-        Source { bucket: "b".into(), key: "incoming/x.csv".into(), etag: "e".into(), size: 100, kind: Default::default() },
+        Source {
+            bucket: "b".into(),
+            key: "incoming/x.csv".into(),
+            etag: "e".into(),
+            size: 100,
+            kind: Default::default(),
+        },
         "{}".into(),
         1,
     )

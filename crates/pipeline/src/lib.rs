@@ -43,9 +43,10 @@ pub use config::{
     Submitted, Summary, SweepPolicy, Timings,
 };
 pub use job::{
-    ChunkRecord, InputKind, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeResult, Source, Stage, Status, WorkRecord,
+    ChunkRecord, InputKind, Job, JobError, Lease, OutputPart, Outputs, PartialRef, RangeResult, Source, Stage, Status,
+    WorkRecord,
 };
 pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
 pub use steps::{
-    is_dataset_file, DatasetFile, Pipeline, Retried, FILES_PAGE, MAX_FILES, PROGRESS_EVERY, SLICE,
+    is_dataset_file, DatasetFile, Latest, Pipeline, Retried, FILES_PAGE, MAX_FILES, PROGRESS_EVERY, SLICE,
 };

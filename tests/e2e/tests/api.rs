@@ -5,7 +5,7 @@ mod common;
 mod serve;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{fanfold, fixture, gen_bmat, read};
@@ -88,6 +88,7 @@ fn every_route_and_status_of_the_openapi_document() {
         ("GET", format!("/jobs/{id0}/preview"), "/jobs/{id}/preview"),
         ("POST", format!("/jobs/{id0}/retry"), "/jobs/{id}/retry"),
         ("GET", format!("/jobs/{id0}/events"), "/jobs/{id}/events"),
+        ("GET", "/datasets/plays-ds".to_string(), "/datasets/{dir}"),
         ("POST", "/uploads".to_string(), "/uploads"),
     ] {
         let r = request(&s.addr, m, &path, None, Some(b"{}"));
@@ -315,6 +316,36 @@ fn every_route_and_status_of_the_openapi_document() {
     let r = s.call("POST", &format!("/jobs/{big2}/retry"), None);
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(seen.note("post", "/jobs/{id}/retry", &r)["error"]["code"], "object_changed");
+
+    // GET /datasets/{dir}: 404 until a version is DONE, then 200; 400 for a bad name
+    std::fs::create_dir_all(data.join("incoming/plays-ds")).unwrap();
+    std::fs::write(data.join("incoming/plays-ds/_spec.json"), r#"{"dataset": true}"#).unwrap();
+    let r = s.get("/datasets/plays-ds");
+    assert_eq!(r.status, 404, "{}", r.text());
+    seen.note("get", "/datasets/{dir}", &r);
+    std::fs::copy(fixture("bmat-example.csv"), data.join("incoming/plays-ds/a.csv")).unwrap();
+    std::fs::copy(fixture("bmat-example.csv"), data.join("incoming/plays-ds/b.csv")).unwrap();
+    let t = Instant::now();
+    let r = loop {
+        let r = s.get("/datasets/plays-ds");
+        if r.status != 404 {
+            break r;
+        }
+        assert!(t.elapsed() < LONG, "no dataset version: {}", r.text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = seen.note("get", "/datasets/{dir}", &r);
+    assert_eq!(v["status"], "DONE");
+    assert_eq!(v["stats"]["rows_read"], 14, "both files: {v}");
+    assert_eq!(v["stats"]["dataset"]["files"], 2);
+    assert_eq!(v["dataset"]["manifest"]["key"], "results/plays-ds/manifest.json");
+    let (host, path) = split_url(v["dataset"]["latest"]["url"].as_str().unwrap());
+    let latest = request(&host, "GET", &path, None, None).json();
+    assert_eq!(latest["job"], v["id"]);
+    let r = s.get("/datasets/%2E%2E");
+    assert_eq!(r.status, 400, "{}", r.text());
+    seen.note("get", "/datasets/{dir}", &r);
 
     // routes: the router's table is the document's, method by method
     let (doc, documented) = documented();
@@ -663,4 +694,113 @@ fn the_webhook_gets_each_jobs_end_once_signed_and_retried() {
     let cancelled = of(&big_id);
     assert_eq!(cancelled.len(), 1, "{events:?}");
     assert!(["CANCELLED", "DONE"].contains(&cancelled[0]["status"].as_str().unwrap()), "{}", cancelled[0]);
+}
+
+/// `fanfold run` over a copy of `folder` as it is now: its result rows.
+fn reference_rows(folder: &Path, work: &Path, name: &str) -> String {
+    let copy = work.join(format!("snapshot-{name}"));
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(folder).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let out_dir = work.join(format!("ref-{name}"));
+    let out = fanfold(&["run", copy.to_str().unwrap(), "--out", out_dir.to_str().unwrap()], work);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rows_in(&out_dir)
+}
+
+/// The rows of the `part-*` files under `dir`, in name order, without headers.
+fn rows_in(dir: &Path) -> String {
+    let mut parts: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("part-"))
+        .collect();
+    parts.sort();
+    parts.iter().map(|p| read(p).split_once('\n').unwrap().1.to_string()).collect()
+}
+
+/// Polls `GET /datasets/{dir}` until its latest version has `files` files.
+fn latest_with(srv: &Server, dir: &str, files: u64) -> Value {
+    let t = Instant::now();
+    loop {
+        let r = srv.get(&format!("/datasets/{dir}"));
+        if r.status == 200 && r.json()["stats"]["dataset"]["files"] == files {
+            return r.json();
+        }
+        assert!(t.elapsed() < LONG, "no version of {dir} with {files} files: {}", r.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The dataset versions (jobs over the folder) the server knows.
+fn versions(srv: &Server, dir: &str) -> Vec<Value> {
+    let v = srv.get("/jobs?limit=100").json();
+    let key = format!("incoming/{dir}/");
+    v["jobs"].as_array().unwrap().iter().filter(|j| j["source"]["key"] == key.as_str()).cloned().collect()
+}
+
+/// A dataset folder in `fanfold serve`: files dropped together make one
+/// version; a file added while a version runs makes the next one, which
+/// shares the running scans and reuses the finished ones; a replaced and a
+/// removed file make a third; `latest` follows the newest; every result is
+/// `fanfold run` over the folder as it was.
+#[test]
+fn a_dataset_folder_gets_one_version_per_quiet_spell_and_scans_each_file_once() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let srv = Server::start(&data, TOKEN, &["--chunk-size", "256KiB", "--workers", "2", "--dataset-quiet", "1.5"]);
+    let ds = data.join("incoming/plays");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(ds.join("_spec.json"), r#"{"dataset": true}"#).unwrap();
+    let files: Vec<PathBuf> = (0..3).map(|i| gen_bmat(work.path(), &format!("f{i}.csv"), "1MB", 10 + i)).collect();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::copy(f, ds.join(format!("{i}.csv"))).unwrap();
+    }
+    let v1 = latest_with(&srv, "plays", 3);
+    assert_eq!(v1["stats"]["dataset"]["files_scanned"], 3);
+    assert_eq!(versions(&srv, "plays").len(), 1, "three files dropped together: one version");
+    assert_eq!(rows_in_job(&data, &v1), reference_rows(&ds, work.path(), "v1"));
+
+    // A big file, and another while its version runs: two versions; the
+    // second shares the first's scan of the big file.
+    let big = gen_bmat(work.path(), "big.csv", "16MB", 7);
+    std::fs::copy(&big, ds.join("3-big.csv")).unwrap();
+    let t = Instant::now();
+    while !versions(&srv, "plays").iter().any(|j| j["status"] != "DONE") {
+        assert!(t.elapsed() < LONG, "the second version never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::copy(&files[0], ds.join("4.csv")).unwrap();
+    let v3 = latest_with(&srv, "plays", 5);
+    let d = &v3["stats"]["dataset"];
+    assert_eq!(d["files_reused"].as_u64().unwrap() + d["files_scanned"].as_u64().unwrap(), 5);
+    assert!(d["files_reused"].as_u64().unwrap() >= 4, "only the new file is scanned for it: {d}");
+    assert_eq!(rows_in_job(&data, &v3), reference_rows(&ds, work.path(), "v3"));
+    let all = versions(&srv, "plays");
+    assert_eq!(all.len(), 3, "one version per quiet spell: {all:?}");
+
+    // A replaced file and a removed one: a version scanning only the new bytes.
+    std::fs::copy(&files[2], ds.join("0.csv")).unwrap();
+    std::fs::remove_file(ds.join("1.csv")).unwrap();
+    let v4 = latest_with(&srv, "plays", 4);
+    assert_eq!(v4["stats"]["dataset"]["files_scanned"], 1, "{v4}");
+    assert_eq!(rows_in_job(&data, &v4), reference_rows(&ds, work.path(), "v4"));
+    // The stable manifest points at the newest version's parts.
+    let manifest: Value = serde_json::from_str(&read(data.join("results/plays/manifest.json"))).unwrap();
+    let uris = manifest["fileLocations"][0]["URIs"].as_array().unwrap();
+    assert!(uris.iter().all(|u| u.as_str().unwrap().contains(v4["id"].as_str().unwrap())), "{manifest}");
+}
+
+/// The rows of a DONE job's parts, as `GET /jobs/{id}` lists them.
+fn rows_in_job(data: &Path, v: &Value) -> String {
+    v["output_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| read(data.join(f["key"].as_str().unwrap())).split_once('\n').unwrap().1.to_string())
+        .collect()
 }

@@ -347,3 +347,60 @@ fn the_api_function_behind_the_http_api_answers_the_serve_scenario() {
     assert_eq!(statuses, ["401", "401", "201", "409", "425", "200", "201", "406", "404", "200"], "{}", run.stdout);
     assert_eq!(parts(&out), want, "the presigned downloads give what fanfold run gives");
 }
+
+/// Issue 13 on the deployed shape: a folder of three files (every event
+/// delivered twice, and a stray removal) is one version, started by the
+/// sweeper once the folder is quiet; a replaced, a new and a removed file
+/// then make the next version, which scans only the two new files. Each
+/// gives the rows of `fanfold run` over the folder as it was, and
+/// `latest.json` names the newest.
+#[test]
+fn a_dataset_folder_scans_only_what_changed_between_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, next, last) = (dir.path().join("first"), dir.path().join("next"), dir.path().join("last"));
+    for d in [&first, &next, &last] {
+        std::fs::create_dir(d).unwrap();
+    }
+    for (name, seed) in [("a.csv", 1), ("b.csv", 2), ("c.csv", 3)] {
+        std::fs::rename(gen_bmat(dir.path(), name, "100kB", seed), first.join(name)).unwrap();
+    }
+    std::fs::rename(gen_bmat(dir.path(), "b.csv", "60kB", 4), next.join("b.csv")).unwrap();
+    std::fs::rename(gen_bmat(dir.path(), "d.csv", "80kB", 5), next.join("d.csv")).unwrap();
+    std::fs::write(next.join("_remove"), "c.csv\n").unwrap();
+    std::fs::copy(first.join("a.csv"), last.join("a.csv")).unwrap();
+    std::fs::copy(next.join("b.csv"), last.join("b.csv")).unwrap();
+    std::fs::copy(next.join("d.csv"), last.join("d.csv")).unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, r#"{"dataset": true}"#).unwrap();
+    let want_first = rows_of(&local_parts(&first, None, &dir.path().join("l1")));
+    let want_last = rows_of(&local_parts(&last, None, &dir.path().join("l2")));
+
+    let out = dir.path().join("cloud");
+    let run = cloud_local(
+        &first,
+        &out,
+        Some(&spec),
+        &[
+            ("FANFOLD_CHUNK_SIZE", "20000"),
+            ("FANFOLD_REPEAT_EVENT", "2"),
+            ("FANFOLD_SWEEP_EVERY", "5"),
+            // Longer than the uploads of a change take: one version per change.
+            ("FANFOLD_DATASET_QUIET", "20"),
+            ("FANFOLD_DATASET_NEXT", next.to_str().unwrap()),
+        ],
+    );
+    assert!(run.ok, "cloud-local failed:\n{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("first version ") && run.stdout.contains(" DONE"), "{}", run.stdout);
+    assert!(run.stdout.contains("jobs for this source: 2"), "two versions, no more: {}", run.stdout);
+    assert!(run.stdout.contains("partials left: 0"), "{}", run.stdout);
+    assert!(run.stdout.contains("job end events for this job: 1 (DONE)"), "{}", run.stdout);
+    assert_eq!(rows_of(&parts(&out.join("first/data"))), want_first, "the first version is fanfold run's");
+    assert_eq!(rows_of(&parts(&out.join("data"))), want_last, "the next version is fanfold run's");
+    let summary = |p: &Path| serde_json::from_str::<serde_json::Value>(&read(p.join("summary.json"))).unwrap();
+    let (s1, s2) = (summary(&out.join("first")), summary(&out));
+    assert_eq!((&s1["dataset"]["files"], &s1["dataset"]["files_scanned"]), (&3.into(), &3.into()), "{s1}");
+    let d = &s2["dataset"];
+    assert_eq!((&d["files"], &d["files_scanned"], &d["files_reused"]), (&3.into(), &2.into(), &1.into()), "{s2}");
+    let last_id = run.stdout.lines().find_map(|l| l.strip_prefix("job ")).unwrap().split(' ').next().unwrap();
+    assert!(run.stdout.contains(&format!("latest version: {last_id}")), "{}", run.stdout);
+}

@@ -11,7 +11,7 @@ use fanfold_engine::{PartWriter, RowFormatter, TopGroup};
 use super::reduce::{StoreSink, TOP_GROUPS};
 use super::Pipeline;
 use crate::config::{now_ms, PipelineError, ScanTotals, Summary, Timings};
-use crate::job::{OutputPart, Outputs, RangeResult, Status};
+use crate::job::{InputKind, OutputPart, Outputs, RangeResult, Status};
 
 impl Pipeline {
     /// Writes the manifest and summary and moves the job to DONE.
@@ -132,6 +132,9 @@ impl Pipeline {
             c.create_table(&table)?;
         }
         if self.jobs.complete(id, owner, &outputs, now_ms())? {
+            if let InputKind::Dataset { .. } = job.source.kind {
+                self.publish_latest(&job, &outputs)?;
+            }
             self.ended(id, Some(summary.groups));
             tracing::info!(
                 target: crate::metrics::TARGET,

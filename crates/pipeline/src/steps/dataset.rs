@@ -66,7 +66,9 @@ pub fn is_dataset_file(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     !name.starts_with('_')
         && !name.starts_with('.')
-        && [".csv", ".csv.gz", ".csv.zst", ".csv.zstd", ".tsv", ".tsv.gz", ".tsv.zst"].iter().any(|e| lower.ends_with(e))
+        && [".csv", ".csv.gz", ".csv.zst", ".csv.zstd", ".tsv", ".tsv.gz", ".tsv.zst"]
+            .iter()
+            .any(|e| lower.ends_with(e))
 }
 
 impl Pipeline {
@@ -167,13 +169,27 @@ impl Pipeline {
         let mut first: Option<(String, Head)> = None;
         for (i, f) in files.iter().enumerate() {
             let kind = InputKind::Scan { dataset: id.to_string(), index: i as u32 };
-            let source =
-                Source { bucket: self.config.bucket.clone(), key: f.key.clone(), etag: f.etag.clone(), size: f.size, kind };
+            let source = Source {
+                bucket: self.config.bucket.clone(),
+                key: f.key.clone(),
+                etag: f.etag.clone(),
+                size: f.size,
+                kind,
+            };
             let scan = Job::new(f.scan.clone(), source, scan_spec.clone(), now_ms());
             match self.jobs.create_job(&scan)? {
                 Created::New => self.split(&f.scan)?,
-                Created::Exists(old) if old.status == Status::Splitting => self.split(&f.scan)?,
-                Created::Exists(_) => {}
+                Created::Exists(old) => {
+                    if old.source.kind != scan.source.kind && !old.status.is_final() {
+                        // Another version's scan, still running: when it
+                        // ends it tells us too (this version's own check of
+                        // file i runs after this mark is written).
+                        self.output.put(&self.waiter_key(&f.scan, id, i as u32), b"")?;
+                    }
+                    if old.status == Status::Splitting {
+                        self.split(&f.scan)?;
+                    }
+                }
             }
             let scan = self.job(&f.scan)?;
             if let (Status::Failed | Status::Cancelled, Some(e)) = (scan.status, &scan.error) {
@@ -285,13 +301,31 @@ impl Pipeline {
 
     /// Job `id` ended: if it is a file's scan, the version that started it
     /// looks at it (the file's "chunk" task).
+    /// (Other versions that found the scan running left a waiter mark.)
     pub(super) fn tell_dataset(&self, id: &str) -> Result<(), PipelineError> {
-        if let InputKind::Scan { dataset, index } = self.job(id)?.source.kind {
-            let range = ChunkRange { index, start: 0, end: 0 };
-            let task = Task::Chunk { job: dataset, range, state: StartState::Guess, member: None };
-            self.dispatcher.dispatch(vec![task])?;
+        let InputKind::Scan { dataset, index } = self.job(id)?.source.kind else { return Ok(()) };
+        let task = |job: String, index: u32| Task::Chunk {
+            job,
+            range: ChunkRange { index, start: 0, end: 0 },
+            state: StartState::Guess,
+            member: None,
+        };
+        let mut tasks = vec![task(dataset, index)];
+        let prefix = self.waiter_key(id, "", 0);
+        let prefix = &prefix[..prefix.len() - "-0".len()];
+        for m in self.output.list(prefix)? {
+            if let Some((version, i)) = m.key[prefix.len()..].rsplit_once('-') {
+                if let Ok(i) = i.parse() {
+                    tasks.push(task(version.to_string(), i));
+                }
+            }
         }
-        Ok(())
+        self.dispatch_all(tasks)
+    }
+
+    /// The mark of version `dataset` waiting for `scan` as its file `index`.
+    fn waiter_key(&self, scan: &str, dataset: &str, index: u32) -> String {
+        format!("{}waiters/{dataset}-{index}", self.layout.partials(scan))
     }
 
     /// File `index` of version `id`.
@@ -425,4 +459,57 @@ fn header_difference(a: &Head, b: &Head) -> Option<String> {
     let extra: Vec<&String> = b.iter().filter(|c| !a.contains(c)).collect();
     let msg = format!("missing {missing:?}, extra {extra:?}");
     Some(fanfold_engine::clip(&msg, 500).into_owned())
+}
+
+/// `results/<folder>/latest.json`: the newest DONE version of a dataset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latest {
+    /// The folder (`incoming/<dir>`).
+    pub folder: String,
+    /// The version's job id.
+    pub job: String,
+    /// When the version was created (versions are ordered by it, then id).
+    pub created_ms: u64,
+    /// The version's own manifest.
+    pub manifest: String,
+    /// The version's summary.
+    pub summary: String,
+}
+
+impl Pipeline {
+    /// Where dataset folder `dir`'s latest version is published, if the
+    /// layout has a results prefix: `results/<dir without incoming/>/`.
+    pub fn latest_prefix(&self, dir: &str) -> Option<String> {
+        let root = self.layout.results_root()?;
+        let name = dir.trim_end_matches('/');
+        let name = name.strip_prefix("incoming/").unwrap_or(name);
+        (!name.is_empty()).then(|| format!("{root}{name}/"))
+    }
+
+    /// After a version's DONE: `latest.json` and the stable `manifest.json`
+    /// beside it, unless a newer version is already there. (Read, compare,
+    /// write: two versions committing in the same instant may leave the
+    /// older one; the next version corrects it.)
+    pub(super) fn publish_latest(&self, job: &Job, outputs: &Outputs) -> Result<(), PipelineError> {
+        let Some(prefix) = self.latest_prefix(&job.source.key) else { return Ok(()) };
+        let key = format!("{prefix}latest.json");
+        if let Ok(bytes) = self.read_object(&key) {
+            if let Ok(old) = serde_json::from_slice::<Latest>(&bytes) {
+                if (old.created_ms, old.job.as_str()) > (job.created_ms, job.id.as_str()) {
+                    return Ok(());
+                }
+            }
+        }
+        let manifest = self.read_object(&outputs.manifest)?;
+        self.output.put(&format!("{prefix}manifest.json"), &manifest)?;
+        let latest = Latest {
+            folder: job.source.key.trim_end_matches('/').to_string(),
+            job: job.id.clone(),
+            created_ms: job.created_ms,
+            manifest: outputs.manifest.clone(),
+            summary: outputs.summary.clone(),
+        };
+        self.output.put(&key, &serde_json::to_vec_pretty(&latest).expect("json"))?;
+        Ok(())
+    }
 }

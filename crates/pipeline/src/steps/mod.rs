@@ -22,11 +22,12 @@ mod reduce;
 mod stream;
 mod submit;
 mod sweep;
+mod trigger;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use dataset::{is_dataset_file, DatasetFile, FILES_PAGE, MAX_FILES};
+pub use dataset::{is_dataset_file, DatasetFile, Latest, FILES_PAGE, MAX_FILES};
 pub use dispatch::{PROGRESS_EVERY, SLICE};
 
 use crate::config::{now_ms, Config, FaultPoints, Layout, PipelineError};

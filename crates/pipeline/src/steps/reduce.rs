@@ -89,12 +89,14 @@ impl Pipeline {
         let mut pending: Vec<Slice> = Vec::new();
         // A dataset's partials are its files' scans', file by file.
         // File i's `first`/`last` positions count from the end of file i-1.
-        let mut each_chunk_job = |chunks_of: &str, base: u64| -> Result<(), PipelineError> {
+        let mut each_chunk_job = |chunks_of: &str, base: u64| -> Result<u32, PipelineError> {
             let mut after = None;
+            let mut records = 0u32;
             loop {
                 let page = self.jobs.chunk_page(chunks_of, after, PAGE)?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.report.index);
+                records += page.len() as u32;
                 for rec in &page {
                     pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone(), base));
                     seen += 1;
@@ -104,12 +106,20 @@ impl Pipeline {
                     }
                 }
             }
-            Ok(())
+            Ok(records)
         };
         if dataset {
             let mut base = 0u64;
             self.each_file(&job, |f| {
-                each_chunk_job(&f.scan, base)?;
+                // A scan whose records are gone would merge as an empty file.
+                let want = self.job(&f.scan)?.chunk_count;
+                let got = each_chunk_job(&f.scan, base)?;
+                if got != want {
+                    return Err(PipelineError::Invalid(format!(
+                        "{}: its kept scan has {got} of its {want} chunk records",
+                        f.key
+                    )));
+                }
                 let data = self.scan_totals(&f.scan)?.data_bytes;
                 base = base.saturating_add(data.max(f.size)).saturating_add(1);
                 Ok(())

@@ -50,8 +50,7 @@ impl Pipeline {
     ) -> Result<Submitted, PipelineError> {
         let meta = self.input.head(key)?;
         let id = id_of(&meta.etag);
-        let source =
-            Source {
+        let source = Source {
             bucket: self.config.bucket.clone(),
             key: key.to_string(),
             etag: meta.etag,
@@ -90,6 +89,11 @@ impl Pipeline {
         match spec_text {
             None => self.submit(key, default),
             Some(t) => match Spec::from_json(&t) {
+                // A dataset's file: the folder's version as it is now.
+                Ok(spec) if spec.dataset => {
+                    let dir = key.rsplit_once('/').map_or("incoming", |(d, _)| d);
+                    self.submit_dataset(dir, &spec, |_| true)
+                }
                 Ok(spec) => self.submit(key, &spec),
                 Err(e) => self.submit_rejected(key, &t, JobError::rejected(format!("{spec_key}: {e}"))),
             },

@@ -28,7 +28,8 @@ impl Pipeline {
     /// line per job. (With `orphaned`, leases are not waited for: a store
     /// reopened after its process died holds none, see `fanfold-local`.)
     pub fn sweep(&self, now: u64, policy: &SweepPolicy) -> Result<Vec<String>, PipelineError> {
-        let mut report = Vec::new();
+        // Dataset folders quiet long enough: their new versions.
+        let mut report = self.start_due_datasets(now)?;
         let (mut active, mut repairs) = (0u64, 0u64);
         for job in self.jobs.active_jobs()? {
             active += 1;
