@@ -437,34 +437,32 @@ async fn get_dataset(State(api): State<Shared>, Path(dir): Path<String>) -> Resu
 
 /// A DONE job's answer (`GET /jobs/{id}`).
 fn job_result(api: &Api, id: &str) -> Result<Value, ApiError> {
-    {
-        let job = done_job(api, id)?;
-        let out = job.outputs.as_ref().ok_or_else(|| ApiError::internal("a DONE job without outputs", false))?;
-        let summary = serde_json::from_slice::<Summary>(&read_small(&api, &out.summary, 64 << 20)?).ok();
-        // The job record lists the first parts; the summary lists them all.
-        let listed = match &summary {
-            Some(s) if !out.complete_list() => &s.output_files,
-            _ => &out.parts,
-        };
-        let mut files = Vec::new();
-        for p in listed {
-            files.push(json!({"key": p.key, "bytes": p.bytes, "rows": p.rows, "url": api.links.download(&p.key)?}));
-        }
-        let mut stats: Value = summary.and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
-        if let Some(src) = stats.get_mut("source") {
-            *src = job.source.key.clone().into(); // not the store's internal address
-        }
-        Ok(json!({
-            "id": job.id,
-            "status": job.status,
-            "source": source_of(&job),
-            "output_files": files,
-            "manifest": {"key": out.manifest, "url": api.links.download(&out.manifest)?},
-            "stats": stats,
-            "created_ms": job.created_ms,
-            "updated_ms": job.updated_ms,
-        }))
+    let job = done_job(api, id)?;
+    let out = job.outputs.as_ref().ok_or_else(|| ApiError::internal("a DONE job without outputs", false))?;
+    let summary = serde_json::from_slice::<Summary>(&read_small(api, &out.summary, 64 << 20)?).ok();
+    // The job record lists the first parts; the summary lists them all.
+    let listed = match &summary {
+        Some(s) if !out.complete_list() => &s.output_files,
+        _ => &out.parts,
+    };
+    let mut files = Vec::new();
+    for p in listed {
+        files.push(json!({"key": p.key, "bytes": p.bytes, "rows": p.rows, "url": api.links.download(&p.key)?}));
     }
+    let mut stats: Value = summary.and_then(|s| serde_json::to_value(s).ok()).unwrap_or(Value::Null);
+    if let Some(src) = stats.get_mut("source") {
+        *src = job.source.key.clone().into(); // not the store's internal address
+    }
+    Ok(json!({
+        "id": job.id,
+        "status": job.status,
+        "source": source_of(&job),
+        "output_files": files,
+        "manifest": {"key": out.manifest, "url": api.links.download(&out.manifest)?},
+        "stats": stats,
+        "created_ms": job.created_ms,
+        "updated_ms": job.updated_ms,
+    }))
 }
 
 async fn preview_job(State(api): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
