@@ -358,7 +358,8 @@ fn the_api_function_behind_the_http_api_answers_the_serve_scenario() {
 fn a_dataset_folder_scans_only_what_changed_between_versions() {
     let dir = tempfile::tempdir().unwrap();
     let (first, next, last) = (dir.path().join("first"), dir.path().join("next"), dir.path().join("last"));
-    for d in [&first, &next, &last] {
+    let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
+    for d in [&first, &next, &last, &l1, &l2] {
         std::fs::create_dir(d).unwrap();
     }
     for (name, seed) in [("a.csv", 1), ("b.csv", 2), ("c.csv", 3)] {
@@ -372,8 +373,8 @@ fn a_dataset_folder_scans_only_what_changed_between_versions() {
     std::fs::copy(next.join("d.csv"), last.join("d.csv")).unwrap();
     let spec = dir.path().join("spec.json");
     std::fs::write(&spec, r#"{"dataset": true}"#).unwrap();
-    let want_first = rows_of(&local_parts(&first, None, &dir.path().join("l1")));
-    let want_last = rows_of(&local_parts(&last, None, &dir.path().join("l2")));
+    let want_first = rows_of(&local_parts(&first, None, &l1));
+    let want_last = rows_of(&local_parts(&last, None, &l2));
 
     let out = dir.path().join("cloud");
     let run = cloud_local(
