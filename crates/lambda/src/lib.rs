@@ -100,6 +100,9 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
             range_bytes: env_or("RANGE_BYTES", Config::default().range_bytes).max(1),
             lease_ms: env_or("LEASE_SECONDS", 900u64) * 1000,
             dataset_quiet_ms: env_or("DATASET_QUIET_SECONDS", 60u64) * 1000,
+            // The bucket's lifecycle rule removes kept scans after 30 days
+            // (and DynamoDB's TTL their job records): a day's margin.
+            scan_keep_ms: Some(29 * 86_400_000),
             dispatch_lease_ms: dispatch_ms,
             bucket,
             scan_threads: env_or("SCAN_THREADS", vcpus()).max(1),

@@ -200,7 +200,7 @@ fn run_in(
         output.clone(),
         jobs.clone(),
         Arc::new(dispatcher.clone()),
-        Layout { results: ResultsAt::Root, partials: "_fanfold/partials/{job}/".into() },
+        Layout { results: ResultsAt::Root, ..Layout::default() },
         Config {
             chunk_size,
             bucket,

@@ -280,6 +280,12 @@ fn versions_scan_only_new_and_changed_files_under_shuffled_duplicate_tasks() {
         assert_eq!(d.bytes_scanned, files[3].len() as u64);
 
         // Version 3: b.csv replaced by its rows twice, c.csv deleted.
+        let scan_of = |name: &str| {
+            let key = format!("incoming/ds/{name}");
+            p.scan_id(&key, &store.head(&key).unwrap().etag, &spec)
+        };
+        let (old_b, old_c) = (scan_of("b.csv"), scan_of("c.csv"));
+        assert!(!store.list(&format!("_fanfold/scans/{old_c}/")).unwrap().is_empty(), "kept while used");
         let mut twice = files[1].clone();
         let rows = std::str::from_utf8(&files[1]).unwrap().split_once('\n').unwrap().1.to_string();
         twice.extend_from_slice(rows.as_bytes());
@@ -299,7 +305,71 @@ fn versions_scan_only_new_and_changed_files_under_shuffled_duplicate_tasks() {
         let one = p.submit("other/all.csv", &spec).unwrap();
         drain_shuffled(&p, &queue, seed, 1);
         assert_eq!(text, result_of(&p, &store, &one.id).0, "seed {seed}");
+
+        // Retention: the scans of the replaced and the removed file are gone.
+        for gone in [&old_b, &old_c] {
+            assert!(store.list(&format!("_fanfold/scans/{gone}/")).unwrap().is_empty(), "seed {seed}: {gone} kept");
+        }
+        let kept_a = p.scan_id("incoming/ds/a.csv", &store.head("incoming/ds/a.csv").unwrap().etag, &spec);
+        assert!(!store.list(&format!("_fanfold/scans/{kept_a}/")).unwrap().is_empty());
+
+        // c.csv back as it was: its old scan is gone, so it is scanned
+        // again (under the id's next generation), and the result is right.
+        put("c.csv", &files[2]);
+        let v4 = p.submit_dataset("incoming/ds", &spec, |_| true).unwrap();
+        drain_shuffled(&p, &queue, seed + 300, copies);
+        let (text, s4) = result_of(&p, &store, &v4.id);
+        let d = s4.dataset.unwrap();
+        assert_eq!((d.files, d.files_scanned, d.files_reused), (4, 1, 3), "seed {seed}");
+        let mut concat = files[0].clone();
+        for f in [&twice, &files[2], &files[3]] {
+            concat.extend_from_slice(std::str::from_utf8(f).unwrap().split_once('\n').unwrap().1.as_bytes());
+        }
+        store.put("other/all4.csv", &concat).unwrap();
+        let one = p.submit("other/all4.csv", &spec).unwrap();
+        drain_shuffled(&p, &queue, seed, 1);
+        assert_eq!(text, result_of(&p, &store, &one.id).0, "seed {seed}");
     }
+}
+
+#[test]
+fn scans_older_than_the_keep_time_are_not_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, queue, store) = queued(dir.path());
+    p.config.scan_keep_ms = Some(0);
+    let csv = std::fs::read(support::fixture("bmat-example.csv")).unwrap();
+    store.put("incoming/ds/1.csv", &csv).unwrap();
+    let v1 = p.submit_dataset("incoming/ds", &Spec::default(), |_| true).unwrap();
+    drain_shuffled(&p, &queue, 1, 1);
+    result_of(&p, &store, &v1.id);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    store.put("incoming/ds/2.csv", &csv).unwrap();
+    let v2 = p.submit_dataset("incoming/ds", &Spec::default(), |_| true).unwrap();
+    drain_shuffled(&p, &queue, 1, 1);
+    let d = result_of(&p, &store, &v2.id).1.dataset.unwrap();
+    assert_eq!((d.files, d.files_scanned), (2, 2), "the expired scan of 1.csv is not reused");
+
+    // A kept scan whose objects are gone (the lifecycle rule, or by hand)
+    // is not used either: the same file (same ETag) is scanned under the
+    // next generation of its id, and the result is whole.
+    p.config.scan_keep_ms = None;
+    let v2_scans: Vec<String> = store
+        .list("_fanfold/scans/")
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.key.split('/').nth(2).map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(v2_scans.len(), 2, "{v2_scans:?}");
+    store.delete_prefix(&format!("_fanfold/scans/{}/", v2_scans[0])).unwrap();
+    store.put("incoming/ds/3.csv", &csv).unwrap();
+    let v3 = p.submit_dataset("incoming/ds", &Spec::default(), |_| true).unwrap();
+    drain_shuffled(&p, &queue, 2, 2);
+    let (text, s3) = result_of(&p, &store, &v3.id);
+    let d = s3.dataset.unwrap();
+    assert_eq!((d.files, d.files_scanned, d.files_reused), (3, 2, 1));
+    assert_eq!(s3.rows_read, 21, "three files of 7 rows: {text}");
 }
 
 #[test]

@@ -41,6 +41,10 @@ pub struct Layout {
     pub results: ResultsAt,
     /// The prefix of the job's working objects.
     pub partials: String,
+    /// The prefix of a dataset file's kept scan (its partials, totals, key
+    /// sample and sketch): apart from the working objects, which the
+    /// bucket's lifecycle rule removes after a week.
+    pub scans: String,
 }
 
 /// Where a job's results go.
@@ -57,7 +61,11 @@ pub enum ResultsAt {
 impl Default for Layout {
     /// The bucket layout of `docs/architecture.md`.
     fn default() -> Self {
-        Layout { results: ResultsAt::PerJob("results/{job}/".into()), partials: "_fanfold/partials/{job}/".into() }
+        Layout {
+            results: ResultsAt::PerJob("results/{job}/".into()),
+            partials: "_fanfold/partials/{job}/".into(),
+            scans: "_fanfold/scans/{job}/".into(),
+        }
     }
 }
 
@@ -91,10 +99,23 @@ impl Layout {
     pub fn partials(&self, job: &str) -> String {
         self.partials.replace("{job}", job)
     }
-    /// The partial of `chunk` scanned from `state` (a scan with a known
-    /// state never overwrites the validated partial of another).
-    pub fn partial(&self, job: &str, chunk: u32, state: fanfold_engine::StartState) -> String {
-        format!("{}{chunk:07}-{}", self.partials(job), state.code())
+    /// Everything job `job` keeps: its working prefix, or for a dataset
+    /// file's scan its kept prefix.
+    pub fn work(&self, job: &crate::job::Job) -> String {
+        match job.source.kind {
+            crate::job::InputKind::Scan { .. } => self.kept(&job.id),
+            _ => self.partials(&job.id),
+        }
+    }
+    /// Where the kept scan `scan` is.
+    pub fn kept(&self, scan: &str) -> String {
+        self.scans.replace("{job}", scan)
+    }
+    /// The partial of `chunk` of the job whose objects are under `work`,
+    /// scanned from `state` (a scan with a known state never overwrites the
+    /// validated partial of another).
+    pub fn partial(&self, work: &str, chunk: u32, state: fanfold_engine::StartState) -> String {
+        format!("{work}{chunk:07}-{}", state.code())
     }
     /// The range plan (splitter keys).
     pub fn ranges(&self, job: &str) -> String {
@@ -105,12 +126,16 @@ impl Layout {
         format!("{}plan/totals.json", self.partials(job))
     }
     /// A file scan's sampled keys (a dataset's plan merges them).
-    pub fn scan_sample(&self, job: &str) -> String {
-        format!("{}plan/sample", self.partials(job))
+    pub fn scan_sample(&self, scan: &str) -> String {
+        format!("{}plan/sample", self.kept(scan))
     }
     /// A file scan's key sketch.
-    pub fn scan_sketch(&self, job: &str) -> String {
-        format!("{}plan/sketch", self.partials(job))
+    pub fn scan_sketch(&self, scan: &str) -> String {
+        format!("{}plan/sketch", self.kept(scan))
+    }
+    /// A file scan's totals.
+    pub fn kept_totals(&self, scan: &str) -> String {
+        format!("{}plan/totals.json", self.kept(scan))
     }
     /// Page `page` of a dataset version's file list.
     pub fn dataset_files(&self, job: &str, page: u32) -> String {
@@ -181,6 +206,10 @@ pub struct Config {
     /// How long a dataset folder must be quiet (no file added, replaced or
     /// removed) before its new version starts (`steps::trigger`).
     pub dataset_quiet_ms: u64,
+    /// A kept scan older than this is not used again (its file is scanned
+    /// anew): on AWS a day less than the lifecycle rule that removes kept
+    /// scans; `None` keeps them for as long as a version uses them.
+    pub scan_keep_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -204,6 +233,7 @@ impl Default for Config {
             glue_database: "fanfold".into(),
             merge_fan_in: 256,
             dataset_quiet_ms: 30_000,
+            scan_keep_ms: None,
         }
     }
 }

@@ -86,7 +86,7 @@ impl Pipeline {
             };
             (report, run, None)
         };
-        let key = self.layout.partial(id, range.index, state);
+        let key = self.layout.partial(&self.layout.work(&job), range.index, state);
         let (mut reuse, mut reuse_len) = (None, 0u64);
         let partial = if run.len() <= self.config.inline_limit {
             PartialRef::Inline(run)

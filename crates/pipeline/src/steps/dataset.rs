@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use super::{Pipeline, SLICE};
 use crate::config::{now_ms, unique_owner, DatasetFigures, PipelineError, ScanTotals, Submitted};
 use crate::job::{ChunkRecord, InputKind, Job, JobError, Outputs, PartialRef, Source, Status};
-use crate::ports::{Created, Task};
+use crate::ports::{Created, StoreError, Task};
 
 /// Files per page of a version's file list.
 pub const FILES_PAGE: u32 = 1000;
@@ -74,7 +74,42 @@ pub fn is_dataset_file(name: &str) -> bool {
 impl Pipeline {
     /// The id of the scan of `key` at `etag` for `spec`'s scan part.
     pub fn scan_id(&self, key: &str, etag: &str, spec: &Spec) -> String {
-        job_id_for_text(&self.config.bucket, key, etag, &format!("scan {}", spec.scan_part().canonical_json()))
+        self.scan_id_of(key, etag, spec, 0)
+    }
+
+    /// Generation `generation` of a scan's id: the next one is used once a
+    /// scan is expired (see [`Self::live_scan`]).
+    fn scan_id_of(&self, key: &str, etag: &str, spec: &Spec, generation: u32) -> String {
+        let mut text = format!("scan {}", spec.scan_part().canonical_json());
+        if generation > 0 {
+            text.push_str(&format!(" #{generation}"));
+        }
+        job_id_for_text(&self.config.bucket, key, etag, &text)
+    }
+
+    /// The scan a new version uses for file `key` at `etag`: the first
+    /// generation of its id that is new, still running, or DONE with its
+    /// kept objects in place and younger than `Config::scan_keep_ms` (the
+    /// bucket's lifecycle rule removes older ones; retention removes those
+    /// no version uses any more).
+    fn live_scan(&self, key: &str, etag: &str, spec: &Spec) -> Result<String, PipelineError> {
+        let now = now_ms();
+        for generation in 0..1000 {
+            let id = self.scan_id_of(key, etag, spec, generation);
+            let Some(scan) = self.jobs.get_job(&id)? else { return Ok(id) };
+            if scan.status != Status::Done {
+                return Ok(id);
+            }
+            let old = self.config.scan_keep_ms.is_some_and(|keep| now.saturating_sub(scan.created_ms) > keep);
+            if !old {
+                match self.output.head(&self.layout.kept_totals(&id)) {
+                    Ok(_) => return Ok(id),
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Err(PipelineError::Invalid(format!("{key}: a thousand expired scans")))
     }
 
     /// Submits the version of dataset `dir` (a folder of the input store:
@@ -96,7 +131,7 @@ impl Pipeline {
                 let name = &m.key[prefix.len()..];
                 !name.contains('/') && is_dataset_file(name) && select(name)
             })
-            .map(|m| DatasetFile { scan: self.scan_id(&m.key, &m.etag, spec), key: m.key, etag: m.etag, size: m.size })
+            .map(|m| DatasetFile { scan: String::new(), key: m.key, etag: m.etag, size: m.size })
             .collect();
         files.sort_by(|a, b| a.key.cmp(&b.key));
         let mut h = Sha256::new();
@@ -137,6 +172,9 @@ impl Pipeline {
             let msg = format!("{} files: a dataset holds at most {MAX_FILES}", files.len());
             self.fail(&id, JobError::rejected(msg))?;
             return Ok(Submitted { id, new });
+        }
+        for f in &mut files {
+            f.scan = self.live_scan(&f.key, &f.etag, &spec)?;
         }
         for (page, entries) in files.chunks(FILES_PAGE as usize).enumerate() {
             let bytes = serde_json::to_vec(entries).expect("file lists serialize");
@@ -188,6 +226,16 @@ impl Pipeline {
                     }
                     if old.status == Status::Splitting {
                         self.split(&f.scan)?;
+                    }
+                    // A scan that failed for a reason other than the file's
+                    // (or was cancelled) runs again for this version.
+                    let retry = match (&old.status, &old.error) {
+                        (Status::Cancelled, _) => true,
+                        (Status::Failed, Some(e)) => !e.rejected,
+                        _ => false,
+                    };
+                    if retry {
+                        self.retry(&f.scan)?;
                     }
                 }
             }
@@ -291,7 +339,7 @@ impl Pipeline {
             parts: Vec::new(),
             part_count: 0,
             manifest: String::new(),
-            summary: self.layout.scan_totals(&job.id),
+            summary: self.layout.kept_totals(&job.id),
         };
         if self.jobs.complete(&job.id, owner, &outputs, now_ms())? {
             self.tell_dataset(&job.id)?;
@@ -325,7 +373,7 @@ impl Pipeline {
 
     /// The mark of version `dataset` waiting for `scan` as its file `index`.
     fn waiter_key(&self, scan: &str, dataset: &str, index: u32) -> String {
-        format!("{}waiters/{dataset}-{index}", self.layout.partials(scan))
+        format!("{}waiters/{dataset}-{index}", self.layout.kept(scan))
     }
 
     /// File `index` of version `id`.
@@ -355,7 +403,7 @@ impl Pipeline {
     }
 
     pub(super) fn scan_totals(&self, scan: &str) -> Result<ScanTotals, PipelineError> {
-        serde_json::from_slice(&self.read_object(&self.layout.scan_totals(scan))?)
+        serde_json::from_slice(&self.read_object(&self.layout.kept_totals(scan))?)
             .map_err(|e| PipelineError::Invalid(format!("scan {scan}'s totals: {e}")))
     }
 
@@ -500,6 +548,12 @@ impl Pipeline {
                 }
             }
         }
+        // The scans this version uses, for the next one's retention.
+        let mut scans = Vec::with_capacity(job.chunk_count as usize);
+        self.each_file(job, |f| Ok(scans.push(f.scan)))?;
+        let scans_key = format!("{prefix}scans.json");
+        let before: Vec<String> =
+            self.read_object(&scans_key).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let manifest = self.read_object(&outputs.manifest)?;
         self.output.put(&format!("{prefix}manifest.json"), &manifest)?;
         let latest = Latest {
@@ -510,6 +564,49 @@ impl Pipeline {
             summary: outputs.summary.clone(),
         };
         self.output.put(&key, &serde_json::to_vec_pretty(&latest).expect("json"))?;
+        self.output.put(&scans_key, &serde_json::to_vec(&scans).expect("json"))?;
+        self.drop_unused_scans(before, &scans);
         Ok(())
+    }
+
+    /// Retention: the kept scans the previous latest version used and this
+    /// one does not (a file removed or replaced), unless a version still
+    /// running uses them, are deleted. Their job records stay; a later
+    /// version that meets the same file again scans it under the next
+    /// generation of the id ([`Self::live_scan`]). Best effort: a scan left
+    /// behind is removed by the bucket's lifecycle rule.
+    fn drop_unused_scans(&self, before: Vec<String>, now: &[String]) {
+        let now: std::collections::HashSet<&str> = now.iter().map(String::as_str).collect();
+        let mut unused: Vec<String> = before.into_iter().filter(|s| !now.contains(s.as_str())).collect();
+        if unused.is_empty() {
+            return;
+        }
+        let in_use = || -> Result<std::collections::HashSet<String>, PipelineError> {
+            let mut used = std::collections::HashSet::new();
+            for v in self.jobs.active_jobs()? {
+                if matches!(v.source.kind, InputKind::Dataset { .. }) && !v.status.is_final() {
+                    self.each_file(&v, |f| {
+                        used.insert(f.scan);
+                        Ok(())
+                    })?;
+                }
+            }
+            Ok(used)
+        };
+        match in_use() {
+            Ok(used) => unused.retain(|s| !used.contains(s)),
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: cannot tell which scans running versions use; keeping them");
+                return;
+            }
+        }
+        for scan in unused {
+            match self.output.delete_prefix(&self.layout.kept(&scan)) {
+                Ok(n) => {
+                    tracing::info!(scan = scan.as_str(), objects = n, "retention: a scan no version uses, deleted")
+                }
+                Err(e) => tracing::warn!(scan = scan.as_str(), error = %e, "retention: deleting a scan"),
+            }
+        }
     }
 }

@@ -189,7 +189,11 @@ impl Pipeline {
     /// Deletes the job's working objects (partials, plan, spills); best
     /// effort (the sweeper retries).
     fn cleanup_partials(&self, id: &str) {
-        self.delete_prefix(id, &self.layout.partials(id), "partial");
+        let prefix = match self.jobs.get_job(id) {
+            Ok(Some(job)) => self.layout.work(&job),
+            _ => self.layout.partials(id),
+        };
+        self.delete_prefix(id, &prefix, "partial");
     }
 
     /// Deletes every object under `prefix`; best effort, failures are

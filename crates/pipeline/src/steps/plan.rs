@@ -206,7 +206,7 @@ impl Pipeline {
             // A dataset's file: kept for its dataset's plan and reducers.
             self.output.put(&self.layout.scan_sample(id), &RangePlan { splitters: keys }.encode())?;
             self.output.put(&self.layout.scan_sketch(id), &sketch.to_bytes())?;
-            self.output.put(&self.layout.scan_totals(id), &serde_json::to_vec(&totals).expect("totals serialize"))?;
+            self.output.put(&self.layout.kept_totals(id), &serde_json::to_vec(&totals).expect("totals serialize"))?;
             return self.scanned(&job, owner);
         }
         let plan = RangePlan::choose(&keys, want);
