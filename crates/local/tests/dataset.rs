@@ -222,7 +222,10 @@ fn drain_shuffled(p: &Pipeline, queue: &Queue, seed: u64, copies: usize) {
             q.remove(i).unwrap()
         };
         for c in 0..copies {
-            p.run_task(&task, &format!("owner-{step}-{c}")).unwrap();
+            // What the pool does with a task that fails for good.
+            if let Err(e) = p.run_task(&task, &format!("owner-{step}-{c}")) {
+                p.fail_task(task.job(), &e, 1).unwrap();
+            }
         }
         step += 1;
     }
@@ -417,4 +420,41 @@ fn a_dataset_with_no_files_is_rejected_and_a_scan_lost_mid_way_is_swept() {
         })
         .collect();
     assert_eq!(text, doubled);
+}
+
+#[test]
+fn a_file_replaced_while_its_version_runs_ends_in_a_right_newest_version() {
+    let (csv, spec) = catalogue();
+    let files = cut_files(&csv, &[4]);
+    let want = support::read(support::fixture("catalogue.expected.csv"));
+    for cut_after in [1usize, 3, 6, 12] {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, queue, store) = queued(dir.path());
+        store.put("incoming/ds/a.csv", &files[0]).unwrap();
+        store.put("incoming/ds/b.csv", b"sku,name,price,qty\nzz-9,Old,1.00,1\n").unwrap();
+        let v1 = p.submit_dataset("incoming/ds", &spec, |_| true).unwrap();
+        for _ in 0..cut_after {
+            if let Some(t) = queue.pop() {
+                if let Err(e) = p.run_task(&t, "w") {
+                    p.fail_task(t.job(), &e, 1).unwrap();
+                }
+            }
+        }
+        // b.csv replaced mid-version; the folder's next version follows.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.put("incoming/ds/b.csv", &files[1]).unwrap();
+        let v2 = p.submit_dataset("incoming/ds", &spec, |_| true).unwrap();
+        assert_ne!(v1.id, v2.id);
+        drain_shuffled(&p, &queue, cut_after as u64, 2);
+        let (text, _) = result_of(&p, &store, &v2.id);
+        assert_eq!(text, want, "after {cut_after} tasks");
+        // The first version ended one way or the other (the bytes it read
+        // changed under it, or it had read them all), never as the latest.
+        let first = p.jobs.get_job(&v1.id).unwrap().unwrap();
+        assert!(first.status.is_final(), "{:?}", first.status);
+        let mut latest = String::new();
+        std::io::Read::read_to_string(&mut store.get_range("results/ds/latest.json", 0, None).unwrap(), &mut latest)
+            .unwrap();
+        assert!(latest.contains(&v2.id), "after {cut_after} tasks: {latest}");
+    }
 }

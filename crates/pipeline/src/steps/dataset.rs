@@ -550,7 +550,10 @@ impl Pipeline {
         }
         // The scans this version uses, for the next one's retention.
         let mut scans = Vec::with_capacity(job.chunk_count as usize);
-        self.each_file(job, |f| Ok(scans.push(f.scan)))?;
+        self.each_file(job, |f| {
+            scans.push(f.scan);
+            Ok(())
+        })?;
         let scans_key = format!("{prefix}scans.json");
         let before: Vec<String> =
             self.read_object(&scans_key).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();

@@ -221,6 +221,10 @@ impl Pipeline {
         if self.jobs.fail(job, &error, now_ms())? {
             failed_metric(job, &error);
             self.ended(job, None);
+            // A dataset file's scan: its versions learn it now, not at the next sweep.
+            if let Err(e) = self.tell_dataset(job) {
+                tracing::warn!(job, error = %e, "telling the scan's dataset versions");
+            }
         }
         Ok(())
     }
