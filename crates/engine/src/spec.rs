@@ -245,7 +245,16 @@ pub struct Spec {
     /// their ids.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dataset: bool,
+    /// A named column that a file's header lacks is empty in every row of
+    /// that file, instead of an error (a dataset's files with different
+    /// headers). Left out of the canonical JSON when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub union: bool,
 }
+
+/// The column index of a named column that the file lacks (`union`): every
+/// row's value is empty.
+pub const MISSING: usize = usize::MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OutputSpec {
@@ -285,6 +294,7 @@ impl Default for Spec {
             on_bad_row: OnBadRow::Fail,
             output: OutputSpec { max_file_bytes: DEFAULT_MAX_FILE_BYTES },
             dataset: false,
+            union: false,
         }
     }
 }
@@ -343,7 +353,7 @@ impl Spec {
     /// A spec from parsed JSON (see [`Self::from_json`]).
     pub fn from_value(v: &Value) -> Result<Spec, SpecError> {
         let obj = v.as_object().ok_or_else(|| err("(document)", "expected a JSON object"))?;
-        check_keys(obj, "", &["csv", "group_by", "aggregates", "where", "on_bad_row", "output", "dataset"])?;
+        check_keys(obj, "", &["csv", "group_by", "aggregates", "where", "on_bad_row", "output", "dataset", "union"])?;
         let mut spec = Spec::default();
         let mut lenient = None;
 
@@ -505,6 +515,9 @@ impl Spec {
         if let Some(d) = obj.get("dataset") {
             spec.dataset = d.as_bool().ok_or_else(|| err("dataset", format!("expected true or false, got {d}")))?;
         }
+        if let Some(u) = obj.get("union") {
+            spec.union = u.as_bool().ok_or_else(|| err("union", format!("expected true or false, got {u}")))?;
+        }
 
         if spec.group_by.is_empty() && spec.aggregates.is_empty() {
             return Err(err("group_by", "a spec needs at least one group_by column or one aggregate"));
@@ -605,6 +618,7 @@ impl Spec {
                                     crate::clip(n, 200)
                                 ),
                             )),
+                            (None, _) if self.union => Ok(MISSING),
                             (None, _) => Err(err(
                                 path,
                                 format!(
@@ -656,7 +670,16 @@ impl Spec {
                 })
             })
             .collect::<Result<Vec<_>, SpecError>>()?;
-        let mut output_header: Vec<String> = keys.iter().map(|(c, _)| column_names[*c].clone()).collect();
+        let mut output_header: Vec<String> = keys
+            .iter()
+            .zip(&self.group_by)
+            .map(|((c, _), g)| match (&g.column, column_names.get(*c)) {
+                (_, Some(name)) => name.clone(),
+                // A column this file lacks (`union`): the name the spec gives it.
+                (ColumnRef::Name(n), None) => n.clone(),
+                (ColumnRef::Index(i), None) => format!("column {i}"),
+            })
+            .collect();
         output_header.extend(aggs.iter().map(|a| a.name.clone()));
         // Two output columns of one name: a reader (QuickSight, Athena) cannot tell them apart.
         let place = |i: usize| {
@@ -737,6 +760,19 @@ mod tests {
         assert_ne!(other.scan_part().canonical_json(), Spec::default().scan_part().canonical_json());
         assert_eq!(Spec::from_json(&d.scan_part().canonical_json()).unwrap(), d.scan_part());
         assert!(Spec::from_json(r#"{"dataset":"yes"}"#).unwrap_err().to_string().contains("dataset"));
+        // union: a named column the header lacks is MISSING (empty), not an error.
+        let u = Spec::from_json(r#"{"union":true,"group_by":["Song","Day"]}"#).unwrap();
+        assert!(!Spec::default().canonical_json().contains("union"));
+        assert_ne!(
+            u.scan_part().canonical_json(),
+            Spec::from_json(r#"{"group_by":["Song","Day"]}"#).unwrap().scan_part().canonical_json()
+        );
+        let header: Vec<String> = ["Song", "Date"].iter().map(|s| s.to_string()).collect();
+        let c = u.compile(Some(&header), 2).unwrap();
+        assert_eq!(c.keys.iter().map(|k| k.0).collect::<Vec<_>>(), vec![0, MISSING]);
+        assert_eq!(c.output_header[..2], ["Song".to_string(), "Day".to_string()]);
+        let strict = Spec::from_json(r#"{"group_by":["Song","Day"]}"#).unwrap();
+        assert!(strict.compile(Some(&header), 2).unwrap_err().to_string().contains("not in the header"));
     }
 
     #[test]

@@ -458,3 +458,35 @@ fn a_file_replaced_while_its_version_runs_ends_in_a_right_newest_version() {
         assert!(latest.contains(&v2.id), "after {cut_after} tasks: {latest}");
     }
 }
+
+#[test]
+fn with_union_a_column_a_file_lacks_is_empty_in_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("1.csv"), "Song,Date,Number of Plays\nA,2020-01-01,5\nB,2020-01-02,1\n").unwrap();
+    // No Date, and an extra column.
+    std::fs::write(folder.join("2.csv"), "Number of Plays,Song,Label\n7,A,x\n2,C,y\n").unwrap();
+    let spec = Spec::from_json(
+        r#"{"union": true, "group_by": ["Song", "Date"], "aggregates": [{"op": "sum", "column": "Number of Plays"},
+            {"op": "count", "column": "Date", "as": "dated"}, {"op": "first", "column": "Date", "as": "first_date"}]}"#,
+    )
+    .unwrap();
+    let o = run_dataset(&folder, None, &spec, &opts(7, 2, 1 << 30, &dir.path().join("o")), |_| {}).unwrap();
+    assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
+    assert_eq!(
+        support::read(o.out_dir.join("part-00000-00000.csv")),
+        "Song,Date,sum(Number of Plays),dated,first_date\nA,,7,0,\nA,2020-01-01,5,1,2020-01-01\nB,2020-01-02,1,1,2020-01-02\nC,,2,0,\n"
+    );
+    // The first file may be the one that lacks it: the header is the spec's name.
+    std::fs::rename(folder.join("1.csv"), folder.join("3.csv")).unwrap();
+    let o = run_dataset(&folder, None, &spec, &opts(7, 2, 1 << 30, &dir.path().join("o2")), |_| {}).unwrap();
+    assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
+    let text = support::read(o.out_dir.join("part-00000-00000.csv"));
+    assert!(text.starts_with("Song,Date,sum(Number of Plays),dated,first_date\n"), "{text}");
+    // Without union, the same folder is an error naming the file.
+    let strict = Spec::from_json(r#"{"group_by": ["Song", "Date"]}"#).unwrap();
+    let o = run_dataset(&folder, None, &strict, &opts(7, 2, 1 << 30, &dir.path().join("o3")), |_| {}).unwrap();
+    assert_eq!(o.job.status, Status::Failed);
+    assert!(o.job.error.unwrap().message.contains("2.csv"));
+}

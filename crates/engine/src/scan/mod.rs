@@ -614,7 +614,7 @@ impl<'c> ChunkScanner<'c> {
             spec.column_names
                 .get(c)
                 .map(|n| crate::clip(n, 200).into_owned())
-                .unwrap_or_else(|| format!("column {}", c + 1))
+                .unwrap_or_else(|| format!("column {}", c.saturating_add(1)))
         });
         let value = issue.col.and_then(|c| self.tok.fields.get(c)).filter(|_| !row.is_empty()).map(|&(s, e)| {
             let v = &row[s.min(row.len())..e.min(row.len())];

@@ -6,7 +6,7 @@ use crate::acc::Input;
 use crate::agg::GroupTable;
 use crate::key::push_field;
 use crate::number::Decimal;
-use crate::spec::{AggOp, Compiled, FilterOp, Transform};
+use crate::spec::{AggOp, Compiled, FilterOp, Transform, MISSING};
 
 /// Per-row work: filters, key, inputs, group update.
 pub(super) struct RowWork<'c> {
@@ -34,7 +34,8 @@ impl RowWork<'_> {
         if fields.len() != spec.width {
             return Err(Issue { problem: Problem::Ragged { found: fields.len() }, col: None, byte: rec });
         }
-        let field = |c: usize| &row[fields[c].0..fields[c].1];
+        // A column the file lacks (`union`) is empty in every row.
+        let field = |c: usize| if c == MISSING { &row[..0] } else { &row[fields[c].0..fields[c].1] };
         for f in &spec.filters {
             if !filter_keeps(f.op, &f.values, field(f.col)) {
                 return Ok(false);
@@ -69,6 +70,10 @@ impl RowWork<'_> {
         for a in &spec.aggs {
             let input = match a.col {
                 None => Input::Present,
+                Some(MISSING) => match a.op {
+                    AggOp::First | AggOp::Last => Input::Text(0, 0),
+                    _ => Input::Null,
+                },
                 Some(c) => {
                     let (s, e) = fields[c];
                     let v = &row[s..e];

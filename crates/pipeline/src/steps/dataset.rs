@@ -248,12 +248,14 @@ impl Pipeline {
             };
             match &first {
                 None => first = Some((f.key.clone(), head)),
-                Some((first_key, h)) => {
+                // With `union`, a column a file lacks is empty in its rows.
+                Some((first_key, h)) if !spec.union => {
                     if let Some(msg) = header_difference(h, &head) {
                         let e = JobError::rejected(format!("{}: its header differs from {first_key}'s: {msg}", f.key));
                         return self.fail(id, e);
                     }
                 }
+                Some(_) => {}
             }
         }
         let (_, head) = first.expect("a dataset has files");
