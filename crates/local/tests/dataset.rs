@@ -490,3 +490,33 @@ fn with_union_a_column_a_file_lacks_is_empty_in_its_rows() {
     assert_eq!(o.job.status, Status::Failed);
     assert!(o.job.error.unwrap().message.contains("2.csv"));
 }
+
+#[test]
+fn a_version_that_failed_for_a_reason_of_its_own_runs_again_when_submitted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, queue, store) = queued(dir.path());
+    let csv = std::fs::read(support::fixture("bmat-example.csv")).unwrap();
+    store.put("incoming/ds/1.csv", &csv).unwrap();
+    store.put("incoming/ds/2.csv", &csv).unwrap();
+    let v = p.submit_dataset("incoming/ds", &Spec::default(), |_| true).unwrap();
+    // An outage fails it half way.
+    if let Some(t) = queue.pop() {
+        p.run_task(&t, "w").unwrap();
+    }
+    p.fail_task(&v.id, &fanfold_pipeline::PipelineError::Invalid("an outage".into()), 3).unwrap();
+    drain_shuffled(&p, &queue, 1, 1);
+    assert_eq!(p.jobs.get_job(&v.id).unwrap().unwrap().status, Status::Failed);
+    // The same folder again (a repeated event, or POST /jobs): the same
+    // version, started again, to the whole result.
+    let again = p.submit_dataset("incoming/ds", &Spec::default(), |_| true).unwrap();
+    assert_eq!(again.id, v.id);
+    drain_shuffled(&p, &queue, 2, 2);
+    let (_, s) = result_of(&p, &store, &v.id);
+    assert_eq!(s.rows_read, 14);
+    // A version whose folder changed since is not retried.
+    store.put("incoming/ds/3.csv", &csv).unwrap();
+    let v3 = p.submit_dataset("incoming/ds", &Spec::default(), |_| true).unwrap();
+    assert!(p.cancel(&v3.id).unwrap());
+    store.delete("incoming/ds/3.csv").unwrap();
+    assert!(matches!(p.retry(&v3.id).unwrap(), fanfold_pipeline::Retried::ObjectChanged));
+}

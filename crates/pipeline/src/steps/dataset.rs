@@ -123,25 +123,7 @@ impl Pipeline {
         select: impl Fn(&str) -> bool,
     ) -> Result<Submitted, PipelineError> {
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-        let mut files: Vec<DatasetFile> = self
-            .input
-            .list(&prefix)?
-            .into_iter()
-            .filter(|m| {
-                let name = &m.key[prefix.len()..];
-                !name.contains('/') && is_dataset_file(name) && select(name)
-            })
-            .map(|m| DatasetFile { scan: String::new(), key: m.key, etag: m.etag, size: m.size })
-            .collect();
-        files.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut h = Sha256::new();
-        for f in &files {
-            for part in [&f.key, &f.etag] {
-                h.update((part.len() as u64).to_le_bytes());
-                h.update(part.as_bytes());
-            }
-        }
-        let list_hash = hex::encode(&h.finalize()[..16]);
+        let (files, list_hash) = self.folder_files(&prefix, select)?;
         let mut spec = spec.clone();
         spec.dataset = true;
         let spec_text = spec.canonical_json();
@@ -159,6 +141,11 @@ impl Pipeline {
                 if old.status == Status::Running && old.slices_done < old.slice_count {
                     self.fan_out(&old, &unique_owner("split"))?;
                 }
+                // Failed for a reason other than its files (or cancelled):
+                // the same contents submitted again start it again.
+                if matches!(old.status, Status::Failed | Status::Cancelled) {
+                    self.retry(&id)?;
+                }
                 return Ok(Submitted { id, new: false });
             }
             Created::Exists(_) => false, // a submit that stopped half way: finish it
@@ -173,15 +160,66 @@ impl Pipeline {
             self.fail(&id, JobError::rejected(msg))?;
             return Ok(Submitted { id, new });
         }
+        self.start_version(&id, &spec, files)?;
+        Ok(Submitted { id, new })
+    }
+
+    /// The dataset files under `prefix` (not in subfolders) that `select`
+    /// accepts, in name order, and the hash of their (key, ETag) list.
+    fn folder_files(
+        &self,
+        prefix: &str,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<DatasetFile>, String), PipelineError> {
+        let mut files: Vec<DatasetFile> = self
+            .input
+            .list(prefix)?
+            .into_iter()
+            .filter(|m| {
+                let name = &m.key[prefix.len()..];
+                !name.contains('/') && is_dataset_file(name) && select(name)
+            })
+            .map(|m| DatasetFile { scan: String::new(), key: m.key, etag: m.etag, size: m.size })
+            .collect();
+        files.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut h = Sha256::new();
+        for f in &files {
+            for part in [&f.key, &f.etag] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+        }
+        Ok((files, hex::encode(&h.finalize()[..16])))
+    }
+
+    /// A version's file list (each file's live scan) written, its scans
+    /// started and its "chunks" dispatched.
+    fn start_version(&self, id: &str, spec: &Spec, mut files: Vec<DatasetFile>) -> Result<(), PipelineError> {
         for f in &mut files {
-            f.scan = self.live_scan(&f.key, &f.etag, &spec)?;
+            f.scan = self.live_scan(&f.key, &f.etag, spec)?;
         }
         for (page, entries) in files.chunks(FILES_PAGE as usize).enumerate() {
             let bytes = serde_json::to_vec(entries).expect("file lists serialize");
-            self.output.put(&self.layout.dataset_files(&id, page as u32), &bytes)?;
+            self.output.put(&self.layout.dataset_files(id, page as u32), &bytes)?;
         }
-        self.split_dataset(&id, &spec, &files)?;
-        Ok(Submitted { id, new })
+        self.split_dataset(id, spec, &files)
+    }
+
+    /// Whether version `job`'s folder still holds exactly its files (a retry
+    /// may start it again); `None` when its files changed.
+    pub(super) fn version_files(&self, job: &Job) -> Result<Option<Vec<DatasetFile>>, PipelineError> {
+        let (files, hash) = self.folder_files(&job.source.key, |_| true)?;
+        Ok((hash == job.source.etag).then_some(files))
+    }
+
+    /// A retried version's split: its files listed again (its file list went
+    /// with its working objects).
+    pub(super) fn restart_version(&self, job: &Job) -> Result<(), PipelineError> {
+        let spec = Self::spec_of(job)?;
+        match self.version_files(job)? {
+            Some(files) if !files.is_empty() => self.start_version(&job.id, &spec, files),
+            _ => self.fail(&job.id, JobError::rejected("its folder's files changed since it ran")),
+        }
     }
 
     /// The split of a version whose submit stopped half way (the sweeper):
@@ -191,7 +229,8 @@ impl Pipeline {
         for page in 0..files.div_ceil(FILES_PAGE) {
             match self.dataset_page(&job.id, page) {
                 Ok(p) => list.extend(p),
-                Err(e) => return self.fail(&job.id, JobError::internal(format!("its file list is lost: {e}"))),
+                // Not written yet (a retry that stopped half way): from the folder.
+                Err(_) => return self.restart_version(job),
             }
         }
         if list.is_empty() {

@@ -168,10 +168,18 @@ impl Pipeline {
         if let Some(e) = job.error.as_ref().filter(|e| e.rejected) {
             return Ok(Retried::Rejected(e.clone()));
         }
-        match self.input.head(&job.source.key) {
-            Ok(m) if m.etag == job.source.etag => {}
-            Ok(_) | Err(StoreError::NotFound(_)) => return Ok(Retried::ObjectChanged),
-            Err(e) => return Err(e.into()),
+        let dataset = matches!(job.source.kind, crate::job::InputKind::Dataset { .. });
+        if dataset {
+            // A dataset version: its folder must still hold exactly its files.
+            if self.version_files(&job)?.is_none() {
+                return Ok(Retried::ObjectChanged);
+            }
+        } else {
+            match self.input.head(&job.source.key) {
+                Ok(m) if m.etag == job.source.etag => {}
+                Ok(_) | Err(StoreError::NotFound(_)) => return Ok(Retried::ObjectChanged),
+                Err(e) => return Err(e.into()),
+            }
         }
         // The job store's retry first: of two at once (a double click) only
         // the winner goes on, and the loser deletes nothing of its new run,
@@ -182,7 +190,11 @@ impl Pipeline {
         self.cleanup_partials(id);
         self.discard_results(id);
         tracing::info!(job = id, "job started again");
-        self.split(id)?;
+        if dataset {
+            self.restart_version(&self.job(id)?)?;
+        } else {
+            self.split(id)?;
+        }
         Ok(Retried::Started)
     }
 
