@@ -244,9 +244,17 @@ fn missing_file_and_directory_are_clear_errors() {
     let out = fanfold(&["run", "nope.csv"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.csv: No such file or directory"));
+    // A folder is a dataset: one without CSV files is a clear error.
     let out = fanfold(&["run", "."], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(".: holds no CSV files"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fanfold(&["run", "./*.csv"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no files matching *.csv"));
     let out = fanfold(&["run", "x.csv", "--chunk-size", "0"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     // A FIFO is refused before it is opened (opening one without a writer blocks forever).
@@ -561,4 +569,23 @@ fn tiny_chunks_cost_linear_time_and_memory() {
         assert!(t4 / t1 < 8.0, "{what}: 4x the input took {:.1}x the time", t4 / t1);
         assert!((m4 as f64) / (m1 as f64) < 8.0, "{what}: 4x the input took {:.1}x the memory", m4 as f64 / m1 as f64);
     }
+}
+
+#[test]
+fn a_folder_or_a_pattern_is_one_job_over_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("exports");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(fixture("bmat-example.csv"), folder.join("2024.csv")).unwrap();
+    std::fs::copy(fixture("bmat-example.csv"), folder.join("2025.csv")).unwrap();
+    std::fs::write(folder.join("notes.txt"), "not data").unwrap();
+    let out = fanfold(&["run", "exports", "--out", "o"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("files   2 (2 scanned"), "{stdout}");
+    assert!(stdout.contains("14 rows read"), "{stdout}");
+    let out = fanfold(&["run", "exports/2025*", "--out", "p"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("files   1 (1 scanned"));
+    assert_eq!(read(dir.path().join("p/part-00000-00000.csv")), read(fixture("bmat-example.expected.csv")));
 }
