@@ -318,7 +318,12 @@ fn progress(job: &Job) -> Value {
 }
 
 fn source_of(job: &Job) -> Value {
-    json!({"bucket": job.source.bucket, "key": job.source.key, "size": job.source.size})
+    let kind = match &job.source.kind {
+        fanfold_pipeline::InputKind::File => "file",
+        fanfold_pipeline::InputKind::Scan { .. } => "scan",
+        fanfold_pipeline::InputKind::Dataset { .. } => "dataset",
+    };
+    json!({"bucket": job.source.bucket, "key": job.source.key, "size": job.source.size, "kind": kind})
 }
 
 /// A job in a listing.

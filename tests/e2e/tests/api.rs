@@ -763,6 +763,10 @@ fn a_dataset_folder_gets_one_version_per_quiet_spell_and_scans_each_file_once() 
     let v1 = latest_with(&srv, "plays", 3);
     assert_eq!(v1["stats"]["dataset"]["files_scanned"], 3);
     assert_eq!(versions(&srv, "plays").len(), 1, "three files dropped together: one version");
+    assert_eq!(versions(&srv, "plays")[0]["source"]["kind"], "dataset");
+    let all = srv.get("/jobs?limit=100").json();
+    let scans = all["jobs"].as_array().unwrap().iter().filter(|j| j["source"]["kind"] == "scan").count();
+    assert_eq!(scans, 3, "one kept scan per file: {all}");
     assert_eq!(rows_in_job(&data, &v1), reference_rows(&ds, work.path(), "v1"));
 
     // A big file, and another while its version runs: two versions; the
