@@ -589,3 +589,31 @@ fn a_folder_or_a_pattern_is_one_job_over_its_files() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("files   1 (1 scanned"));
     assert_eq!(read(dir.path().join("p/part-00000-00000.csv")), read(fixture("bmat-example.expected.csv")));
 }
+
+/// A dataset at scale: 200 files cut into 20,000 chunks, under Lambda's
+/// descriptor limit, merged by several reducers: the rows of the same data
+/// as one file.
+#[test]
+fn a_folder_of_two_hundred_files_in_twenty_thousand_chunks_gives_the_rows_of_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = std::fs::read_to_string(gen_bmat(dir.path(), "all.csv", "4MB", 12)).unwrap();
+    let (header, body) = csv.split_once('\n').unwrap();
+    let rows: Vec<&str> = body.lines().collect();
+    let folder = dir.path().join("files");
+    std::fs::create_dir(&folder).unwrap();
+    for (i, part) in rows.chunks(rows.len().div_ceil(200)).enumerate() {
+        std::fs::write(folder.join(format!("f{i:03}.csv")), format!("{header}\n{}\n", part.join("\n"))).unwrap();
+    }
+    let (ok, err, peak) =
+        run_limited(&["run", "files", "--out", "tiny", "--range-bytes", "256kB", "--chunk-size", "200"], dir.path());
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(&read(dir.path().join("tiny/summary.json"))).unwrap();
+    assert!(summary["chunks"].as_u64().unwrap() >= 20_000, "{}", summary["chunks"]);
+    assert!(summary["ranges"].as_u64().unwrap() >= 4, "{}", summary["ranges"]);
+    assert_eq!(summary["dataset"]["files"], 200);
+    let (ok, err, _) = run_limited(&["run", "all.csv", "--out", "one"], dir.path());
+    assert!(ok, "{err}");
+    assert_eq!(rows_of(&parts(&dir.path().join("tiny"))), rows_of(&parts(&dir.path().join("one"))));
+    eprintln!("peak RSS, 200 files in 20,000 chunks: {peak} B");
+    assert!(peak < 512 << 20, "peak RSS {peak} B");
+}
