@@ -63,6 +63,11 @@ enum Command {
         /// the workers already scan a chunk per core).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
         scan_threads: u64,
+        /// For a folder: keep each file's scan in this directory, so that the
+        /// next run over the folder scans only new and changed files (the
+        /// kept partials take about the result's size per file).
+        #[arg(long)]
+        keep_scans: Option<PathBuf>,
     },
     /// Simulate a job of SIZE on AWS Lambda: chunks, waves, key ranges, requests, wall time, dollars.
     Plan {
@@ -156,8 +161,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, spec, out, chunk_size, workers, range_bytes, scan_threads } => {
-            run(file, spec, out, chunk_size, workers, range_bytes, scan_threads as usize)
+        Command::Run { file, spec, out, chunk_size, workers, range_bytes, scan_threads, keep_scans } => {
+            run(file, spec, out, chunk_size, workers, range_bytes, scan_threads as usize, keep_scans)
         }
         Command::Gen { profile, size, output, seed } => gen_cmd(profile, size, output, seed),
         Command::Serve {
@@ -325,6 +330,7 @@ fn dataset_input(path: &Path) -> Result<Option<(PathBuf, Option<glob::Pattern>)>
     Ok(Some((dir, Some(pattern))))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     file: PathBuf,
     spec: Option<PathBuf>,
@@ -333,6 +339,7 @@ fn run(
     workers: Option<u64>,
     range_bytes: u64,
     scan_threads: usize,
+    keep_scans: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let spec = read_spec(spec)?;
     let mut opts = RunOptions {
@@ -340,6 +347,7 @@ fn run(
         even_waves: chunk_size.is_none(),
         range_bytes,
         scan_threads,
+        keep_scans,
         ..RunOptions::default()
     };
     if let Some(c) = chunk_size {

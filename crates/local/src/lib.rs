@@ -24,7 +24,9 @@ pub use out_dir::{OutDirError, MARKER as OUT_MARKER};
 pub use pool::{Pool, PoolDispatcher, RunTask};
 
 use fanfold_engine::{job_id, Spec};
-use fanfold_pipeline::{Config, Job, Layout, ObjectStore, Pipeline, PipelineError, ResultsAt, Status, Summary};
+use fanfold_pipeline::{
+    Config, Job, JobStore, Layout, ObjectStore, Pipeline, PipelineError, ResultsAt, Status, Summary,
+};
 
 /// Options of a local run.
 #[derive(Clone, Debug)]
@@ -42,6 +44,10 @@ pub struct RunOptions {
     pub range_bytes: u64,
     /// Threads that scan one chunk (see `Config::scan_threads`).
     pub scan_threads: usize,
+    /// A dataset run keeps its files' scans here (and their job records in
+    /// `jobs.redb`), so that the next run over the folder scans only new
+    /// and changed files; `None`: nothing is kept.
+    pub keep_scans: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +59,7 @@ impl Default for RunOptions {
             out_dir: None,
             range_bytes: Config::default().range_bytes,
             scan_threads: Config::default().scan_threads,
+            keep_scans: None,
         }
     }
 }
@@ -118,7 +125,8 @@ pub fn run_file(
     // only what a run wrote is removed, and never the input.
     out_dir::prepare(&out_dir, &abs)?;
     let size = meta.len();
-    run_in(input, bucket, &out_dir, chunk_size(size, opts), opts, progress, |p| p.submit(name, spec))
+    let jobs: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new());
+    run_in(input, bucket, &out_dir, chunk_size(size, opts), opts, (jobs, None), progress, |p| p.submit(name, spec))
 }
 
 /// Runs one job over every CSV file of folder `dir` (a dataset: see
@@ -175,30 +183,45 @@ pub fn run_dataset(
     // One chunk size for every file, from the folder's total (each file is
     // cut on its own; a small file is one chunk).
     let chunk = chunk_size(total, opts);
-    run_in(input, bucket, &out_dir, chunk, opts, progress, |p| {
+    // Kept scans: their objects and job records in a directory of their own.
+    let (jobs, kept): (Arc<dyn JobStore>, Option<Arc<dyn ObjectStore>>) = match &opts.keep_scans {
+        None => (Arc::new(MemoryJobStore::new()), None),
+        Some(d) => {
+            let out_err = |source| RunError::Output { path: d.clone(), source };
+            std::fs::create_dir_all(d).map_err(out_err)?;
+            let db = d.join("jobs.redb");
+            let jobs = DbJobStore::open(&db).map_err(|e| RunError::Input {
+                path: db.clone(),
+                message: format!("the kept scans' job database: {e} (is another run using it?)"),
+            })?;
+            (Arc::new(jobs), Some(Arc::new(DirStore::new(d).map_err(out_err)?)))
+        }
+    };
+    run_in(input, bucket, &out_dir, chunk, opts, (jobs, kept), progress, |p| {
         p.submit_dataset("", spec, |name| pattern.is_none_or(|p| p.matches(name)))
     })
 }
 
 /// Runs the job `submit` records on a pipeline over `input`, writing into
 /// `out_dir`, and waits for it.
+#[allow(clippy::too_many_arguments)]
 fn run_in(
     input: Arc<DirStore>,
     bucket: String,
     out_dir: &Path,
     chunk_size: u64,
     opts: &RunOptions,
+    (jobs, kept): (Arc<dyn JobStore>, Option<Arc<dyn ObjectStore>>),
     mut progress: impl FnMut(&Job),
     submit: impl FnOnce(&Pipeline) -> Result<fanfold_pipeline::Submitted, PipelineError>,
 ) -> Result<RunOutcome, RunError> {
     let output =
         Arc::new(DirStore::new(out_dir).map_err(|source| RunError::Output { path: out_dir.to_path_buf(), source })?);
     let dispatcher = PoolDispatcher::new();
-    let jobs = Arc::new(MemoryJobStore::new());
-    let pipeline = Arc::new(Pipeline::new(
+    let mut pipeline = Pipeline::new(
         input,
         output.clone(),
-        jobs.clone(),
+        jobs,
         Arc::new(dispatcher.clone()),
         Layout { results: ResultsAt::Root, ..Layout::default() },
         Config {
@@ -206,9 +229,16 @@ fn run_in(
             bucket,
             range_bytes: opts.range_bytes.max(1),
             scan_threads: opts.scan_threads.max(1),
+            // With kept scans the job store outlives the run: this run's
+            // version is its own (its results are in this run's directory).
+            version_salt: if kept.is_some() { fanfold_pipeline::now_ms().to_string() } else { String::new() },
             ..Config::default()
         },
-    ));
+    );
+    if let Some(k) = kept {
+        pipeline.kept = k;
+    }
+    let pipeline = Arc::new(pipeline);
     let pool = dispatcher.start(&pipeline, opts.workers);
     let submitted = match submit(&pipeline) {
         Ok(s) => s,
@@ -235,9 +265,8 @@ fn run_in(
         }
         _ => None,
     };
-    // A dataset's file scans are not kept between runs here (the job
-    // store is in memory): their partials go with the run.
-    if matches!(job.source.kind, fanfold_pipeline::InputKind::Dataset { .. }) {
+    // A dataset's file scans, unless kept elsewhere, go with the run.
+    if matches!(job.source.kind, fanfold_pipeline::InputKind::Dataset { .. }) && opts.keep_scans.is_none() {
         let _ = std::fs::remove_dir_all(output.root().join("_fanfold"));
     }
     Ok(RunOutcome { job, out_dir: output.root().to_path_buf(), summary })
@@ -256,6 +285,7 @@ mod chunk_tests {
             out_dir: None,
             range_bytes: 1 << 20,
             scan_threads: 1,
+            keep_scans: None,
         };
         for (size, workers, want) in [(1_000_000_000u64, 2usize, 16u64), (1_000_000_000, 3, 15), (1_000_000_000, 4, 16)]
         {

@@ -68,6 +68,7 @@ fn run(dir: &Path, name: &str, bytes: &[u8], spec: &Spec, chunk: u64) -> Run {
         out_dir: Some(dir.join(format!("out-{name}-{chunk}"))),
         range_bytes: 64 << 10,
         scan_threads: 2,
+        keep_scans: None,
     };
     let o = run_file(&input, spec, &opts, |_| {}).unwrap();
     let parts = if o.job.status == Status::Done { support::parts(&o.out_dir) } else { Vec::new() };

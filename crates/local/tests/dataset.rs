@@ -52,6 +52,7 @@ fn opts(chunk: u64, workers: usize, range_bytes: u64, out: &Path) -> RunOptions 
         out_dir: Some(out.to_path_buf()),
         range_bytes,
         scan_threads: 1,
+        keep_scans: None,
     }
 }
 
@@ -519,4 +520,34 @@ fn a_version_that_failed_for_a_reason_of_its_own_runs_again_when_submitted_again
     assert!(p.cancel(&v3.id).unwrap());
     store.delete("incoming/ds/3.csv").unwrap();
     assert!(matches!(p.retry(&v3.id).unwrap(), fanfold_pipeline::Retried::ObjectChanged));
+}
+
+#[test]
+fn kept_scans_make_the_next_run_over_a_folder_scan_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, spec) = catalogue();
+    let files = cut_files(&csv, &[3, 6]);
+    let folder = dir.path().join("in");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("a.csv"), &files[0]).unwrap();
+    std::fs::write(folder.join("b.csv"), &files[1]).unwrap();
+    let keep = dir.path().join("kept");
+    let run = |out: &str| {
+        let mut o = opts(7, 2, 1 << 30, &dir.path().join(out));
+        o.keep_scans = Some(keep.clone());
+        let r = run_dataset(&folder, None, &spec, &o, |_| {}).unwrap();
+        assert_eq!(r.job.status, Status::Done, "{:?}", r.job.error);
+        let d = r.summary.unwrap().dataset.unwrap();
+        (support::read(r.out_dir.join("part-00000-00000.csv")), (d.files, d.files_scanned, d.files_reused))
+    };
+    let (_, first) = run("o1");
+    assert_eq!(first, (2, 2, 0));
+    std::fs::write(folder.join("c.csv"), &files[2]).unwrap();
+    let (text, second) = run("o2");
+    assert_eq!(second, (3, 1, 2), "only the new file is scanned");
+    assert_eq!(text, support::read(support::fixture("catalogue.expected.csv")));
+    // The same folder again, into the same directory: nothing scanned, the same bytes.
+    let (again, third) = run("o2");
+    assert_eq!(third, (3, 0, 3));
+    assert_eq!(again, text);
 }

@@ -296,7 +296,7 @@ proptest! {
             r#"{"group_by":["k"],"aggregates":[{"op":"sum","column":"v","as":"s"},{"op":"last","column":"t","as":"l"},{"op":"min","column":"t","as":"m"}]}"#,
         ).unwrap();
         let run = |chunk: u64, workers: usize, range_bytes: u64, out: &str| {
-            let opts = RunOptions { chunk_size: chunk, workers, even_waves: false, out_dir: Some(dir.path().join(out)), range_bytes, scan_threads: 1 };
+            let opts = RunOptions { chunk_size: chunk, workers, even_waves: false, out_dir: Some(dir.path().join(out)), range_bytes, scan_threads: 1, keep_scans: None };
             let o = run_file(&input, &spec, &opts, |_| {}).unwrap();
             assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);
             support::parts(&o.out_dir)
@@ -644,6 +644,7 @@ fn run_csv(
         out_dir: Some(dir.join(out)),
         range_bytes,
         scan_threads: 1,
+        keep_scans: None,
     };
     let o = run_file(&input, spec, &opts, |_| {}).unwrap();
     assert_eq!(o.job.status, Status::Done, "{:?}", o.job.error);

@@ -210,6 +210,10 @@ pub struct Config {
     /// anew): on AWS a day less than the lifecycle rule that removes kept
     /// scans; `None` keeps them for as long as a version uses them.
     pub scan_keep_ms: Option<u64>,
+    /// Mixed into dataset version ids when not empty: `fanfold run DIR
+    /// --keep-scans` makes each run its own version (its results go to that
+    /// run's directory) while the scans are shared.
+    pub version_salt: String,
 }
 
 impl Default for Config {
@@ -234,6 +238,7 @@ impl Default for Config {
             merge_fan_in: 256,
             dataset_quiet_ms: 30_000,
             scan_keep_ms: None,
+            version_salt: String::new(),
         }
     }
 }

@@ -91,7 +91,7 @@ impl Pipeline {
         let partial = if run.len() <= self.config.inline_limit {
             PartialRef::Inline(run)
         } else {
-            self.output.put(&key, &run)?;
+            self.store_for(&job).put(&key, &run)?;
             reuse_len = run.len() as u64;
             reuse = Some(run);
             PartialRef::Object(key.clone())
@@ -133,7 +133,7 @@ impl Pipeline {
         }
         if spilled && self.stopped(id)? {
             // Cancelled while we scanned: the cleanup may have run before our put.
-            self.output.delete(&key)?;
+            self.store_for(&job).delete(&key)?;
         }
         Ok(())
     }

@@ -102,7 +102,7 @@ impl Pipeline {
             }
             let old = self.config.scan_keep_ms.is_some_and(|keep| now.saturating_sub(scan.created_ms) > keep);
             if !old {
-                match self.output.head(&self.layout.kept_totals(&id)) {
+                match self.kept.head(&self.layout.kept_totals(&id)) {
                     Ok(_) => return Ok(id),
                     Err(StoreError::NotFound(_)) => {}
                     Err(e) => return Err(e.into()),
@@ -127,7 +127,8 @@ impl Pipeline {
         let mut spec = spec.clone();
         spec.dataset = true;
         let spec_text = spec.canonical_json();
-        let id = job_id_for_text(&self.config.bucket, &prefix, &list_hash, &spec_text);
+        let salted = format!("{list_hash}{}", self.config.version_salt);
+        let id = job_id_for_text(&self.config.bucket, &prefix, &salted, &spec_text);
         let source = Source {
             bucket: self.config.bucket.clone(),
             key: prefix.clone(),
@@ -261,7 +262,7 @@ impl Pipeline {
                         // Another version's scan, still running: when it
                         // ends it tells us too (this version's own check of
                         // file i runs after this mark is written).
-                        self.output.put(&self.waiter_key(&f.scan, id, i as u32), b"")?;
+                        self.kept.put(&self.waiter_key(&f.scan, id, i as u32), b"")?;
                     }
                     if old.status == Status::Splitting {
                         self.split(&f.scan)?;
@@ -402,7 +403,7 @@ impl Pipeline {
         let mut tasks = vec![task(dataset, index)];
         let prefix = self.waiter_key(id, "", 0);
         let prefix = &prefix[..prefix.len() - "-0".len()];
-        for m in self.output.list(prefix)? {
+        for m in self.kept.list(prefix)? {
             if let Some((version, i)) = m.key[prefix.len()..].rsplit_once('-') {
                 if let Ok(i) = i.parse() {
                     tasks.push(task(version.to_string(), i));
@@ -444,7 +445,7 @@ impl Pipeline {
     }
 
     pub(super) fn scan_totals(&self, scan: &str) -> Result<ScanTotals, PipelineError> {
-        serde_json::from_slice(&self.read_object(&self.layout.kept_totals(scan))?)
+        serde_json::from_slice(&self.read_kept(&self.layout.kept_totals(scan))?)
             .map_err(|e| PipelineError::Invalid(format!("scan {scan}'s totals: {e}")))
     }
 
@@ -490,11 +491,11 @@ impl Pipeline {
                     totals.bad_row_samples.push(s);
                 }
             }
-            let bytes = self.read_object(&self.layout.scan_sketch(&f.scan))?;
+            let bytes = self.read_kept(&self.layout.scan_sketch(&f.scan))?;
             let s = Sketch::from_bytes(&bytes)
                 .ok_or_else(|| PipelineError::Invalid(format!("{}: malformed key sketch", f.key)))?;
             sketch.merge(&s);
-            let sample = RangePlan::decode(&self.read_object(&self.layout.scan_sample(&f.scan))?)
+            let sample = RangePlan::decode(&self.read_kept(&self.layout.scan_sample(&f.scan))?)
                 .map_err(|e| PipelineError::Invalid(format!("{}: key sample: {e}", f.key)))?
                 .splitters;
             let step = sample.len().div_ceil(share).max(1);
@@ -645,7 +646,7 @@ impl Pipeline {
             }
         }
         for scan in unused {
-            match self.output.delete_prefix(&self.layout.kept(&scan)) {
+            match self.kept.delete_prefix(&self.layout.kept(&scan)) {
                 Ok(n) => {
                     tracing::info!(scan = scan.as_str(), objects = n, "retention: a scan no version uses, deleted")
                 }

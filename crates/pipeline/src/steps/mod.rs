@@ -60,6 +60,10 @@ pub struct Pipeline {
     pub notifier: Option<Arc<dyn Notifier>>,
     /// Where a DONE job's table is made; `None`: nowhere.
     pub catalog: Option<Arc<dyn crate::athena::TableCatalog>>,
+    /// Where dataset files' kept scans are (`Layout::scans`): the output
+    /// store, unless a run keeps them elsewhere (`fanfold run DIR
+    /// --keep-scans`, whose results go to a fresh directory every time).
+    pub kept: Arc<dyn ObjectStore>,
 }
 
 impl Pipeline {
@@ -72,7 +76,8 @@ impl Pipeline {
         layout: Layout,
         config: Config,
     ) -> Self {
-        Pipeline { input, output, jobs, dispatcher, layout, config, faults: None, notifier: None, catalog: None }
+        let kept = output.clone();
+        Pipeline { input, output, jobs, dispatcher, layout, config, faults: None, notifier: None, catalog: None, kept }
     }
 
     fn job(&self, id: &str) -> Result<Job, PipelineError> {
@@ -201,11 +206,29 @@ impl Pipeline {
     /// Deletes the job's working objects (partials, plan, spills); best
     /// effort (the sweeper retries).
     fn cleanup_partials(&self, id: &str) {
-        let prefix = match self.jobs.get_job(id) {
-            Ok(Some(job)) => self.layout.work(&job),
-            _ => self.layout.partials(id),
-        };
-        self.delete_prefix(id, &prefix, "partial");
+        match self.jobs.get_job(id) {
+            Ok(Some(job)) if matches!(job.source.kind, crate::job::InputKind::Scan { .. }) => {
+                if let Err(e) = self.kept.delete_prefix(&self.layout.kept(id)) {
+                    tracing::warn!(job = id, error = %e, "could not delete every kept partial");
+                }
+            }
+            _ => self.delete_prefix(id, &self.layout.partials(id), "partial"),
+        }
+    }
+
+    /// The store of `job`'s partials: the kept one for a dataset file's scan.
+    fn store_for(&self, job: &Job) -> &Arc<dyn ObjectStore> {
+        match job.source.kind {
+            crate::job::InputKind::Scan { .. } => &self.kept,
+            _ => &self.output,
+        }
+    }
+
+    /// Reads a small object of the kept store whole.
+    fn read_kept(&self, key: &str) -> Result<Vec<u8>, PipelineError> {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut self.kept.get_range(key, 0, None)?, &mut v).map_err(StoreError::Io)?;
+        Ok(v)
     }
 
     /// Deletes every object under `prefix`; best effort, failures are

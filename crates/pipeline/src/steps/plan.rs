@@ -204,9 +204,9 @@ impl Pipeline {
         let want = self.config.range_count(totals.groups_estimate as f64 * row_bytes, size);
         if let InputKind::Scan { .. } = job.source.kind {
             // A dataset's file: kept for its dataset's plan and reducers.
-            self.output.put(&self.layout.scan_sample(id), &RangePlan { splitters: keys }.encode())?;
-            self.output.put(&self.layout.scan_sketch(id), &sketch.to_bytes())?;
-            self.output.put(&self.layout.kept_totals(id), &serde_json::to_vec(&totals).expect("totals serialize"))?;
+            self.kept.put(&self.layout.scan_sample(id), &RangePlan { splitters: keys }.encode())?;
+            self.kept.put(&self.layout.scan_sketch(id), &sketch.to_bytes())?;
+            self.kept.put(&self.layout.kept_totals(id), &serde_json::to_vec(&totals).expect("totals serialize"))?;
             return self.scanned(&job, owner);
         }
         let plan = RangePlan::choose(&keys, want);

@@ -89,6 +89,8 @@ impl Pipeline {
         let mut pending: Vec<Slice> = Vec::new();
         // A dataset's partials are its files' scans', file by file.
         // File i's `first`/`last` positions count from the end of file i-1.
+        // (A dataset's kept scans may be in a store of their own.)
+        let store = if dataset { self.kept.clone() } else { self.output.clone() };
         let mut each_chunk_job = |chunks_of: &str, base: u64| -> Result<u32, PipelineError> {
             let mut after = None;
             let mut records = 0u32;
@@ -98,7 +100,7 @@ impl Pipeline {
                 after = Some(last.report.index);
                 records += page.len() as u32;
                 for rec in &page {
-                    pending.push(slice_source(self.output.clone(), rec, ops.clone(), bounds.clone(), base));
+                    pending.push(slice_source(store.clone(), rec, ops.clone(), bounds.clone(), base));
                     seen += 1;
                     if pending.len() == k && seen <= ahead {
                         let group = opened(std::mem::take(&mut pending));
