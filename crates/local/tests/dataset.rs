@@ -206,30 +206,10 @@ fn queued(dir: &Path) -> (Pipeline, Arc<Queue>, Arc<DirStore>) {
     (p, queue, store)
 }
 
-/// Runs every queued task, in a shuffled order, each `copies` times.
+/// Runs every queued task, in a shuffled order, each `copies` times; a task
+/// that fails fails its job, as in the worker pool.
 fn drain_shuffled(p: &Pipeline, queue: &Queue, seed: u64, copies: usize) {
-    let mut rng = seed | 1;
-    let mut step = 0;
-    loop {
-        let task = {
-            let mut q = queue.0.lock().unwrap();
-            if q.is_empty() {
-                break;
-            }
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let i = (rng % q.len() as u64) as usize;
-            q.remove(i).unwrap()
-        };
-        for c in 0..copies {
-            // What the pool does with a task that fails for good.
-            if let Err(e) = p.run_task(&task, &format!("owner-{step}-{c}")) {
-                p.fail_task(task.job(), &e, 1).unwrap();
-            }
-        }
-        step += 1;
-    }
+    support::drain_shuffled(p, queue, seed, copies, support::OnTaskError::FailJob);
 }
 
 fn result_of(p: &Pipeline, store: &DirStore, id: &str) -> (String, Summary) {

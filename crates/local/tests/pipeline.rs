@@ -182,25 +182,7 @@ fn run_shuffled_with(
     let id = p.submit("incoming/in.csv", spec).unwrap().id;
     // The same submission again finds the job.
     assert!(!p.submit("incoming/in.csv", spec).unwrap().new);
-    let mut rng = seed | 1;
-    let mut step = 0;
-    loop {
-        let task = {
-            let mut q = queue.0.lock().unwrap();
-            if q.is_empty() {
-                break;
-            }
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let i = (rng % q.len() as u64) as usize;
-            q.remove(i).unwrap()
-        };
-        for c in 0..copies {
-            p.run_task(&task, &format!("owner-{step}-{c}")).unwrap();
-        }
-        step += 1;
-    }
+    support::drain_shuffled(&p, &queue, seed, copies, support::OnTaskError::Panic);
     let job = p.jobs.get_job(&id).unwrap().unwrap();
     let out = (job.status == Status::Done).then(|| {
         let keys: Vec<String> = job.outputs.as_ref().unwrap().parts.iter().map(|p| p.key.clone()).collect();

@@ -28,3 +28,48 @@ pub fn parts(dir: &Path) -> Vec<(String, String)> {
 pub fn rows_of(parts: &[(String, String)]) -> String {
     parts.iter().map(|(_, c)| c.split_once('\n').map_or("", |(_, rows)| rows)).collect()
 }
+
+/// How [`drain_shuffled`] treats a task that returns an error.
+#[allow(dead_code)] // not every test file drains a queue
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OnTaskError {
+    /// The test fails.
+    Panic,
+    /// The task's job fails, as the worker pool does with a task that fails for good.
+    FailJob,
+}
+
+/// Runs every task of `queue` in an order shuffled by `seed`, each
+/// delivered `copies` times, until the queue is empty.
+#[allow(dead_code)]
+pub fn drain_shuffled(
+    p: &fanfold_pipeline::Pipeline,
+    queue: &fanfold_pipeline::contract::QueueDispatcher,
+    seed: u64,
+    copies: usize,
+    on_error: OnTaskError,
+) {
+    let mut rng = seed | 1;
+    let mut step = 0;
+    loop {
+        let task = {
+            let mut q = queue.0.lock().unwrap();
+            if q.is_empty() {
+                break;
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let i = (rng % q.len() as u64) as usize;
+            q.remove(i).unwrap()
+        };
+        for c in 0..copies {
+            match (p.run_task(&task, &format!("owner-{step}-{c}")), on_error) {
+                (Ok(()), _) => {}
+                (Err(e), OnTaskError::Panic) => panic!("{task:?}: {e}"),
+                (Err(e), OnTaskError::FailJob) => p.fail_task(task.job(), &e, 1).unwrap(),
+            }
+        }
+        step += 1;
+    }
+}

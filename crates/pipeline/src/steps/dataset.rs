@@ -246,15 +246,7 @@ impl Pipeline {
         let scan_spec = spec.scan_part().canonical_json();
         let mut first: Option<(String, Head)> = None;
         for (i, f) in files.iter().enumerate() {
-            let kind = InputKind::Scan { dataset: id.to_string(), index: i as u32 };
-            let source = Source {
-                bucket: self.config.bucket.clone(),
-                key: f.key.clone(),
-                etag: f.etag.clone(),
-                size: f.size,
-                kind,
-            };
-            let scan = Job::new(f.scan.clone(), source, scan_spec.clone(), now_ms());
+            let scan = self.scan_job(id, i as u32, f, &scan_spec);
             match self.jobs.create_job(&scan)? {
                 Created::New => self.split(&f.scan)?,
                 Created::Exists(old) => {
@@ -358,20 +350,23 @@ impl Pipeline {
     }
 
     fn restart_scan(&self, job: &Job, index: u32, file: &DatasetFile) -> Result<(), PipelineError> {
-        let spec = Self::spec_of(job)?;
-        let kind = InputKind::Scan { dataset: job.id.clone(), index };
+        let scan_spec = Self::spec_of(job)?.scan_part().canonical_json();
+        if let Created::New = self.jobs.create_job(&self.scan_job(&job.id, index, file, &scan_spec))? {
+            self.split(&file.scan)?;
+        }
+        Ok(())
+    }
+
+    /// The job of `file`'s scan, started for version `dataset` as its file `index`.
+    fn scan_job(&self, dataset: &str, index: u32, file: &DatasetFile, scan_spec: &str) -> Job {
         let source = Source {
             bucket: self.config.bucket.clone(),
             key: file.key.clone(),
             etag: file.etag.clone(),
             size: file.size,
-            kind,
+            kind: InputKind::Scan { dataset: dataset.to_string(), index },
         };
-        let scan = Job::new(file.scan.clone(), source, spec.scan_part().canonical_json(), now_ms());
-        if let Created::New = self.jobs.create_job(&scan)? {
-            self.split(&file.scan)?;
-        }
-        Ok(())
+        Job::new(file.scan.clone(), source, scan_spec.to_string(), now_ms())
     }
 
     /// A file scan's plan is done: its totals, sample and sketch are

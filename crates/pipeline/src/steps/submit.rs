@@ -76,27 +76,29 @@ impl Pipeline {
     /// `_spec.json` beside the object, or `default` when there is none; a
     /// `_spec.json` that does not parse gives a job rejected with the reason.
     pub fn submit_object(&self, key: &str, default: &Spec) -> Result<Submitted, PipelineError> {
-        let spec_key = format!("{}/_spec.json", key.rsplit_once('/').map(|(d, _)| d).unwrap_or("incoming"));
-        let spec_text = match self.input.get_range(&spec_key, 0, None) {
-            Ok(mut r) => {
-                let mut t = String::new();
-                r.read_to_string(&mut t).map_err(StoreError::Io)?;
-                Some(t)
-            }
-            Err(StoreError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        match spec_text {
+        let dir = key.rsplit_once('/').map(|(d, _)| d).unwrap_or("incoming");
+        let spec_key = format!("{dir}/_spec.json");
+        match self.folder_spec_text(dir)? {
             None => self.submit(key, default),
             Some(t) => match Spec::from_json(&t) {
                 // A dataset's file: the folder's version as it is now.
-                Ok(spec) if spec.dataset => {
-                    let dir = key.rsplit_once('/').map_or("incoming", |(d, _)| d);
-                    self.submit_dataset(dir, &spec, |_| true)
-                }
+                Ok(spec) if spec.dataset => self.submit_dataset(dir, &spec, |_| true),
                 Ok(spec) => self.submit(key, &spec),
                 Err(e) => self.submit_rejected(key, &t, JobError::rejected(format!("{spec_key}: {e}"))),
             },
+        }
+    }
+
+    /// The text of folder `dir`'s `_spec.json`, if it has one.
+    pub(super) fn folder_spec_text(&self, dir: &str) -> Result<Option<String>, PipelineError> {
+        match self.input.get_range(&format!("{dir}/_spec.json"), 0, None) {
+            Ok(mut r) => {
+                let mut t = String::new();
+                r.read_to_string(&mut t).map_err(StoreError::Io)?;
+                Ok(Some(t))
+            }
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

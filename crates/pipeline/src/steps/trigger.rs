@@ -31,15 +31,9 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
 impl Pipeline {
     /// The spec of folder `dir` when its `_spec.json` makes it a dataset.
     pub fn dataset_spec(&self, dir: &str) -> Result<Option<Spec>, PipelineError> {
-        let mut text = String::new();
-        match self.input.get_range(&format!("{dir}/_spec.json"), 0, None) {
-            Ok(mut r) => r.read_to_string(&mut text).map_err(StoreError::Io)?,
-            Err(StoreError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
         // A spec that does not parse is not a dataset's: its files are
         // rejected one by one with the reason (`submit_object`).
-        Ok(Spec::from_json(&text).ok().filter(|s| s.dataset))
+        Ok(self.folder_spec_text(dir)?.and_then(|t| Spec::from_json(&t).ok()).filter(|s| s.dataset))
     }
 
     /// Object `key` was created, replaced or removed. In a dataset folder
