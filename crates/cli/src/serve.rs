@@ -76,6 +76,10 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
             )
         }
     })?);
+    // Reducers spill beside the data, on its disk; no reducer runs yet, so
+    // what a killed server left there goes.
+    let spill_dir = opts.data.join("_fanfold");
+    fanfold_pipeline::clear_stale_spills(&spill_dir);
     let dispatcher = PoolDispatcher::new();
     let mut pipeline = Pipeline::new(
         store.clone(),
@@ -83,7 +87,12 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
         jobs,
         Arc::new(dispatcher.clone()),
         Layout::default(),
-        Config { chunk_size: opts.chunk_size.max(1), dataset_quiet_ms: opts.dataset_quiet_ms, ..Config::default() },
+        Config {
+            chunk_size: opts.chunk_size.max(1),
+            dataset_quiet_ms: opts.dataset_quiet_ms,
+            spill_dir: spill_dir.clone(),
+            ..Config::default()
+        },
     );
     pipeline.notifier = opts.webhook.clone().map(|(url, secret)| {
         Arc::new(crate::webhook::Webhook::start(url, secret, std::time::Duration::from_secs(1)))

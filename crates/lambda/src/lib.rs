@@ -54,6 +54,15 @@ fn vcpus() -> usize {
     (mb / 1769.0).round().max(1.0) as usize
 }
 
+/// Where reducers spill (`SPILL_DIR`, else the system's temp dir: `/tmp`),
+/// cleared of what an earlier, killed invocation left: an environment runs
+/// one invocation at a time, and this runs before its first.
+fn spill_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("SPILL_DIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
+    fanfold_pipeline::clear_stale_spills(&dir);
+    dir
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -108,6 +117,9 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
             scan_threads: env_or("SCAN_THREADS", vcpus()).max(1),
             read_streams: env_or("READ_STREAMS", 4usize).max(1),
             read_block: env_or("READ_BLOCK", 8u64 << 20).max(1),
+            // /tmp (the function's EphemeralStorage); what a killed reducer
+            // left there is removed before this environment runs another.
+            spill_dir: spill_dir(),
             glue_database: std::env::var("GLUE_DATABASE")
                 .ok()
                 .filter(|d| !d.is_empty())

@@ -232,6 +232,8 @@ fn run_in(
             // With kept scans the job store outlives the run: this run's
             // version is its own (its results are in this run's directory).
             version_salt: if kept.is_some() { fanfold_pipeline::now_ms().to_string() } else { String::new() },
+            // Beside the output, on its disk (a system temp dir may be RAM).
+            spill_dir: out_dir.join("_fanfold"),
             ..Config::default()
         },
     );

@@ -214,15 +214,44 @@ fn reducers_merge_in_levels_when_there_are_more_chunks_than_their_fan_in() {
     let want = support::read(support::fixture("catalogue.expected.csv"));
     // K = 2 and 3 with hundreds of chunks: more than K² (every level); 16 and 40: fewer (only what is needed).
     for (k, chunk, range_bytes) in [(2usize, 13u64, 1u64 << 30), (3, 7, 64), (16, 5, 1 << 30), (40, 3, 100)] {
-        let config = Config { chunk_size: chunk, inline_limit: 64, merge_fan_in: k, range_bytes, ..Config::default() };
+        let spill_dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            chunk_size: chunk,
+            inline_limit: 64,
+            merge_fan_in: k,
+            range_bytes,
+            spill_dir: spill_dir.path().to_path_buf(),
+            ..Config::default()
+        };
         let (status, out, _) = run_shuffled_with(&csv, &spec, config, k as u64, 2);
         assert_eq!(status, Status::Done);
+        // Spills are local files, in a directory each reducer removes (the
+        // store held none: `run_shuffled_with` checks `_fanfold/` is empty).
+        assert_eq!(std::fs::read_dir(spill_dir.path()).unwrap().count(), 0, "K = {k}: spills left behind");
         let out = out.unwrap();
         // Several ranges: their parts joined, one header.
         let header = want.lines().next().unwrap();
         let rows: String = out.split_inclusive('\n').filter(|l| l.trim_end() != header).collect();
         assert_eq!(format!("{header}\n{rows}"), want, "K = {k}, chunks of {chunk}");
     }
+}
+
+#[test]
+fn a_reducer_that_cannot_spill_fails_the_job_naming_where() {
+    let csv = std::fs::read(support::fixture("catalogue.csv")).unwrap();
+    let spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("a-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let config = Config { chunk_size: 13, merge_fan_in: 2, spill_dir: not_a_dir.clone(), ..Config::default() };
+    let data = tempfile::tempdir().unwrap();
+    let (p, queue, _) = queued_pipeline(data.path(), &csv, config);
+    let id = p.submit("incoming/in.csv", &spec).unwrap().id;
+    support::drain_shuffled(&p, &queue, 1, 1, support::OnTaskError::FailJob);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.status, Status::Failed);
+    let error = job.error.unwrap().message;
+    assert!(error.contains("spill") && error.contains("a-file"), "{error}");
 }
 
 #[test]

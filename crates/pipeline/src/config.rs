@@ -145,10 +145,6 @@ impl Layout {
     pub fn range_result(&self, job: &str, r: u32) -> String {
         format!("{}ranges/{r:05}.json", self.partials(job))
     }
-    /// Intermediate runs of range `r`'s multi-level merge.
-    pub fn spills(&self, job: &str, r: u32) -> String {
-        format!("{}spill/{r:05}/", self.partials(job))
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +199,10 @@ pub struct Config {
     /// Partials a reducer merges at once (K); with more chunks the merge has
     /// more levels. At most 2K streams are open in one reducer.
     pub merge_fan_in: usize,
+    /// Where reducers write their spills (the intermediate runs of a merge
+    /// of more than K chunks): a local disk, Lambda's `/tmp` (its
+    /// `EphemeralStorage`), never the object store.
+    pub spill_dir: std::path::PathBuf,
     /// How long a dataset folder must be quiet (no file added, replaced or
     /// removed) before its new version starts (`steps::trigger`).
     pub dataset_quiet_ms: u64,
@@ -236,6 +236,7 @@ impl Default for Config {
             max_ranges: 1000,
             glue_database: "fanfold".into(),
             merge_fan_in: 256,
+            spill_dir: std::env::temp_dir(),
             dataset_quiet_ms: 30_000,
             scan_keep_ms: None,
             version_salt: String::new(),

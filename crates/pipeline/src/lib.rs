@@ -48,5 +48,6 @@ pub use job::{
 };
 pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
 pub use steps::{
-    is_dataset_file, DatasetFile, Latest, Pipeline, Retried, FILES_PAGE, MAX_FILES, PROGRESS_EVERY, SLICE,
+    clear_stale_spills, is_dataset_file, DatasetFile, Latest, Pipeline, Retried, FILES_PAGE, MAX_FILES, PROGRESS_EVERY,
+    SLICE,
 };

@@ -29,6 +29,7 @@ use std::time::Instant;
 
 pub use dataset::{is_dataset_file, DatasetFile, Latest, FILES_PAGE, MAX_FILES};
 pub use dispatch::{PROGRESS_EVERY, SLICE};
+pub use reduce::clear_stale_spills;
 
 use crate::config::{now_ms, Config, FaultPoints, Layout, PipelineError};
 use crate::job::{Job, JobError, Status};

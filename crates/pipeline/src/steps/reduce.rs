@@ -3,17 +3,21 @@
 //! It reads its slice of each chunk's partial ([`crate::sources`]), a page
 //! of chunk records at a time. With at most K = `merge_fan_in` chunks it
 //! merges them at once; with more, every K sources are merged into an
-//! intermediate run (a *spill*, written under the job's working prefix),
-//! K spills of one level into one of the next, and the final merge reads
-//! what is left (at most K). So at most 2K streams are open and the memory
-//! is O(K) whatever the chunk count. The final merge runs on several
+//! intermediate run (a *spill*), K spills of one level into one of the
+//! next, and the final merge reads what is left (at most K). So at most 2K
+//! streams are open and the memory is O(K) whatever the chunk count.
+//! Spills are files on the reducer's local disk (`Config::spill_dir`:
+//! Lambda's `/tmp`), in a directory of this invocation's own that is
+//! removed when it returns: an extra merge level costs disk and CPU, never
+//! the function's network, which the slices and the parts already fill. The final merge runs on several
 //! threads (`fan_in`) and formats rows while this thread cuts and writes
 //! the capped parts `part-RRRRR-SSSSS.csv`. Names are deterministic, so a
 //! reducer run again (it died, or its task came twice) writes the same
 //! parts over the same keys.
 
-use std::io::Write;
-use std::sync::Arc;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use fanfold_engine::{Error as EngineError, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroups};
 
@@ -85,7 +89,7 @@ impl Pipeline {
             n => n,
         };
         let mut seen = 0usize;
-        let mut spills = Spills { levels: Vec::new(), made: 0, prefix: self.layout.spills(id, range) };
+        let mut spills = Spills::new(&self.config.spill_dir)?;
         let mut pending: Vec<Slice> = Vec::new();
         // A dataset's partials are its files' scans', file by file.
         // File i's `first`/`last` positions count from the end of file i-1.
@@ -132,27 +136,28 @@ impl Pipeline {
         let sources: Vec<Source> = if spills.made == 0 {
             opened(pending)
         } else {
-            let mut keys: Vec<String> = spills.levels.iter().flatten().cloned().collect();
+            let mut keys: Vec<PathBuf> = spills.levels.iter().flatten().cloned().collect();
             if keys.len() + pending.len() > k {
                 if !pending.is_empty() {
                     let key = spills.next_key(0);
-                    self.write_spill(&key, opened(std::mem::take(&mut pending)), &names, &bounds)?;
+                    write_spill(&key, opened(std::mem::take(&mut pending)), &names, &bounds)?;
                     keys.push(key);
                 }
                 while keys.len() > k {
-                    let group: Vec<Source> = keys.drain(..k).map(|key| self.whole(&key)).collect();
+                    let merged: Vec<PathBuf> = keys.drain(..k).collect();
                     let key = spills.next_key(usize::MAX);
-                    self.write_spill(&key, group, &names, &bounds)?;
+                    write_spill(&key, merged.iter().map(|p| whole(p)).collect(), &names, &bounds)?;
+                    remove(&merged)?;
                     keys.push(key);
                 }
             }
-            let mut sources: Vec<Source> = keys.iter().map(|key| self.whole(key)).collect();
+            let mut sources: Vec<Source> = keys.iter().map(|key| whole(key)).collect();
             sources.extend(opened(pending));
             sources
         };
 
         let written = self.write_range(&job, range as usize, sources, &names, &bounds, &compiled);
-        self.delete_prefix(id, &spills.prefix, "spill");
+        drop(spills); // its directory, and every spill left in it
         let result = match written {
             Ok(r) => r,
             Err(_) if self.stopped(id)? => {
@@ -190,7 +195,7 @@ impl Pipeline {
         }
     }
 
-    /// Merges `group` into a spill of `level + 1`, cascading up when a level fills.
+    /// Merges `group` into a spill of `level`, cascading up when a level fills.
     fn spill(
         &self,
         spills: &mut Spills,
@@ -201,48 +206,18 @@ impl Pipeline {
         k: usize,
     ) -> Result<(), PipelineError> {
         let key = spills.next_key(level);
-        self.write_spill(&key, group, names, bounds)?;
+        write_spill(&key, group, names, bounds)?;
         if spills.levels.len() <= level {
             spills.levels.resize(level + 1, Vec::new());
         }
         spills.levels[level].push(key);
         if spills.levels[level].len() == k {
             let keys = std::mem::take(&mut spills.levels[level]);
-            let group: Vec<Source> = keys.iter().map(|key| self.whole(key)).collect();
+            let group: Vec<Source> = keys.iter().map(|key| whole(key)).collect();
             self.spill(spills, level + 1, group, names, bounds, k)?;
-            for key in keys {
-                self.output.delete(&key)?;
-            }
+            remove(&keys)?;
         }
         Ok(())
-    }
-
-    fn write_spill(
-        &self,
-        key: &str,
-        group: Vec<Source>,
-        names: &[String],
-        bounds: &Bounds,
-    ) -> Result<(), PipelineError> {
-        let mut w = self.output.put_stream(key)?;
-        let mut io_error = None;
-        merge_group(group, names.to_vec(), bounds, |bytes| match w.write_all(&bytes) {
-            Ok(()) => true,
-            Err(e) => {
-                io_error = Some(e);
-                false
-            }
-        })?;
-        if let Some(e) = io_error {
-            return Err(StoreError::Io(e).into());
-        }
-        w.finish()?;
-        Ok(())
-    }
-
-    /// A whole object as a source, opened on its first read.
-    fn whole(&self, key: &str) -> Source {
-        Box::new(LazyWhole { store: self.output.clone(), key: key.to_string(), src: None })
     }
 
     /// The final merge of a range into its parts.
@@ -342,38 +317,94 @@ impl Pipeline {
     }
 }
 
-/// A reducer's spills, by level.
+/// A reducer's spills, by level, in a directory of its own.
 struct Spills {
-    levels: Vec<Vec<String>>,
+    dir: tempfile::TempDir,
+    levels: Vec<Vec<PathBuf>>,
     made: usize,
-    prefix: String,
 }
 
+/// What a reducer's spill directory is called, in `Config::spill_dir`.
+pub const SPILL_DIR_PREFIX: &str = "fanfold-spill-";
+
 impl Spills {
-    fn next_key(&mut self, level: usize) -> String {
+    fn new(root: &Path) -> Result<Self, PipelineError> {
+        std::fs::create_dir_all(root).map_err(|e| spill_error(root, e))?;
+        let dir =
+            tempfile::Builder::new().prefix(SPILL_DIR_PREFIX).tempdir_in(root).map_err(|e| spill_error(root, e))?;
+        Ok(Spills { dir, levels: Vec::new(), made: 0 })
+    }
+
+    fn next_key(&mut self, level: usize) -> PathBuf {
         self.made += 1;
         let level = if level == usize::MAX { "f".to_string() } else { level.to_string() };
-        format!("{}{level}-{:07}", self.prefix, self.made)
+        self.dir.path().join(format!("{level}-{:07}", self.made))
     }
 }
 
-/// A spill, read whole, opened on its first read.
-struct LazyWhole {
-    store: Arc<dyn ObjectStore>,
-    key: String,
-    src: Option<Source>,
+fn spill_error(path: &Path, e: std::io::Error) -> PipelineError {
+    StoreError::Io(std::io::Error::new(e.kind(), format!("spill {}: {e}", path.display()))).into()
 }
 
-impl std::io::Read for LazyWhole {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.src.is_none() {
-            let r = self
-                .store
-                .get_range(&self.key, 0, None)
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", self.key)))?;
-            self.src = Some(r);
+/// Merges `group` into the spill file `path`.
+fn write_spill(path: &Path, group: Vec<Source>, names: &[String], bounds: &Bounds) -> Result<(), PipelineError> {
+    let mut w = BufWriter::new(File::create(path).map_err(|e| spill_error(path, e))?);
+    let mut io_error = None;
+    merge_group(group, names.to_vec(), bounds, |bytes| match w.write_all(&bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            io_error = Some(e);
+            false
         }
-        self.src.as_mut().expect("opened").read(buf)
+    })?;
+    if let Some(e) = io_error {
+        return Err(spill_error(path, e));
+    }
+    w.into_inner().map_err(|e| spill_error(path, e.into_error()))?;
+    Ok(())
+}
+
+/// Deletes spills merged into the next level.
+fn remove(paths: &[PathBuf]) -> Result<(), PipelineError> {
+    for p in paths {
+        std::fs::remove_file(p).map_err(|e| spill_error(p, e))?;
+    }
+    Ok(())
+}
+
+/// A spill file as a source, opened on its first read (so that no more
+/// than the merge's own sources hold a descriptor).
+fn whole(path: &Path) -> Source {
+    Box::new(LazyFile { path: path.to_path_buf(), file: None })
+}
+
+struct LazyFile {
+    path: PathBuf,
+    file: Option<BufReader<File>>,
+}
+
+impl std::io::Read for LazyFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.file.is_none() {
+            let f = File::open(&self.path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("spill {}: {e}", self.path.display())))?;
+            self.file = Some(BufReader::with_capacity(256 * 1024, f));
+        }
+        self.file.as_mut().expect("opened").read(buf)
+    }
+}
+
+/// Removes the spill directories a killed reducer left in `root` (Lambda
+/// keeps `/tmp` across invocations, a timed-out one too). Only for a
+/// process that runs one reducer at a time, before it runs any.
+pub fn clear_stale_spills(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(SPILL_DIR_PREFIX) {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "could not remove a stale spill directory");
+            }
+        }
     }
 }
 
