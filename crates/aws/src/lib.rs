@@ -43,7 +43,7 @@ pub use events::EventBridgeNotifier;
 pub use glue::GlueCatalog;
 pub use lambda::LambdaDispatcher;
 pub use requests::take_request_counts;
-pub use s3::S3Store;
+pub use s3::{S3Store, MIN_PART_SIZE, PART_SIZE};
 pub use tokio::runtime::Handle;
 
 use fanfold_pipeline::StoreError;

@@ -9,7 +9,9 @@ use fanfold_pipeline::contract;
 fn s3_contract(kind: Kind) {
     let server = start(kind);
     server.create_bucket("contract");
-    let store = S3Store::new(&server.config, "contract", server.rt.handle().clone());
+    // Parts of S3's smallest size, so the contract's 20 MiB object is four.
+    let store =
+        S3Store::new(&server.config, "contract", server.rt.handle().clone()).with_part_size(fanfold_aws::MIN_PART_SIZE);
     // The ports block on the runtime: call them from a plain thread.
     std::thread::spawn(move || contract::object_store(&store, "prefix/")).join().unwrap();
 }

@@ -23,8 +23,9 @@
 //!    GET for a partial under 256 KiB, [`OPENS_IN_FLIGHT`] at a time), then
 //!    reading its share of the partials and writing its share of the result
 //!    through one network interface, merging at [`MERGE_PER_CORE`]; with
-//!    more than K chunks, each extra merge level writes and reads the share
-//!    once more;
+//!    more than K chunks, each extra merge level merges the share once more
+//!    through the reducer's `/tmp` (CPU and disk, not network), which must
+//!    hold it;
 //! 5. the commit: one GET per range, the manifest and summary.
 //!
 //! It refuses a chunk or a reducer that would pass 900 s, or a worker whose
@@ -36,6 +37,8 @@ use crate::size::human;
 /// standard GET/PUT, DynamoDB on demand per million write and read units.
 const LAMBDA_GB_S: f64 = 0.000_013_333_4;
 const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+/// Lambda ephemeral storage past the free 512 MB, per GB-second.
+const LAMBDA_TMP_GB_S: f64 = 0.000_000_030_9;
 const S3_GET: f64 = 0.0004 / 1000.0;
 const S3_PUT: f64 = 0.005 / 1000.0;
 const DDB_WRU: f64 = 0.625 / 1e6;
@@ -53,6 +56,9 @@ pub const S3_PER_LAMBDA: f64 = 75e6;
 pub const GZIP_DECODE_PER_CORE: f64 = 350e6;
 /// How much CSV shrinks under gzip (the zipf file above: 2.9; assumption).
 pub const GZIP_RATIO: f64 = 3.0;
+/// Bytes per second a function writes or reads its `/tmp` sequentially
+/// (assumption; a reducer's spills are written and read back once a level).
+pub const TMP_PER_LAMBDA: f64 = 200e6;
 /// Seconds to the first byte of a GET (assumption).
 pub const GET_LATENCY: f64 = 0.02;
 /// Async invokes per second from one function (assumption: ~50 ms each, 32 in flight).
@@ -81,8 +87,8 @@ const READ_AHEAD_BYTES: f64 = 9.0 * 8.0 * 1048576.0;
 /// Rows a piece stages before folding them into its groups (the engine's
 /// `FOLD_BYTES`).
 const STAGED_BYTES: f64 = 64.0 * 1048576.0;
-/// Multipart upload part size of the S3 adapter.
-const UPLOAD_PART: f64 = 16.0 * 1048576.0;
+/// Multipart upload part size of the S3 adapter (`fanfold_aws::PART_SIZE`).
+const UPLOAD_PART: f64 = 64.0 * 1048576.0;
 
 /// The requests one invocation of a step makes.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -111,41 +117,77 @@ pub enum Profile {
     Zipf,
 }
 
-/// What the data looks like.
+/// What the data looks like. Bytes per input byte or per group, as
+/// `fanfold run` measured them on `fanfold gen`'s 1 GB files (2026-12-07,
+/// `summary.json`'s `partial_bytes` and the parts' sizes).
 #[derive(Clone, Copy, Debug)]
 pub enum Shape {
-    /// Almost every row its own group: partials and result as big as the input × `ratio`.
-    Unique { ratio: f64 },
-    /// A bounded key space: `groups` groups of `row_bytes` each, `rows_per_byte`.
-    Bounded { groups: f64, row_bytes: f64, rows_per_byte: f64 },
+    /// Almost every row its own group: the partials, the result and what a
+    /// worker holds for its groups are these fractions of the input.
+    Unique { partial: f64, result: f64, held: f64 },
+    /// A bounded key space of `groups` groups. A chunk of `c` bytes holds
+    /// the fraction `min(1, (c / saturation)^growth)` of them (the number of
+    /// distinct keys in a sample grows as a power of its size under a Zipf
+    /// law, Heaps' law), at `partial` bytes each in its partial, `held`
+    /// bytes each in the worker's memory and `result` bytes each in the
+    /// result.
+    Bounded { groups: f64, saturation: f64, growth: f64, partial: f64, held: f64, result: f64 },
 }
 
 impl Shape {
-    /// Measured on `fanfold gen` 1 GB files (`bench/run.sh`): bmat's result
-    /// and partials are 0.95 of the input; zipf has 1.9 M groups of ~24 bytes
-    /// (result 45 MB) in 46 M rows per GB.
+    /// bmat (1 GB): the result 0.996 of the input, partials 0.62 of it in
+    /// 512 MiB chunks and 0.73 in 64 MiB ones (0.7 here); what a worker
+    /// holds, 0.95 (its measured peak: see `plan`).
     pub fn bmat() -> Shape {
-        Shape::Unique { ratio: 0.95 }
+        Shape::Unique { partial: 0.7, result: 1.0, held: 0.95 }
     }
+    /// zipf (1 GB): 1.83 M groups; a chunk's partial is 5.9 MB at 64 MiB,
+    /// 8.3 MB at 128 MiB, 11.6 MB at 256 MiB, 14.7 MB at 512 MiB and 16.8 MB
+    /// for the whole file (9.1 bytes a group); the result 55.3 MB (30.2
+    /// bytes a group). The curve through them: every group by 720 MB, growth
+    /// 0.44.
     pub fn zipf() -> Shape {
-        Shape::Bounded { groups: 1.9e6, row_bytes: 24.0, rows_per_byte: 0.046 }
+        Shape::Bounded { groups: 1.83e6, saturation: 720e6, growth: 0.44, partial: 9.1, held: 24.0, result: 30.2 }
+    }
+
+    /// The groups in `bytes` of input.
+    fn groups_in(&self, bytes: f64) -> f64 {
+        match *self {
+            Shape::Unique { .. } => f64::NAN,
+            Shape::Bounded { groups, saturation, growth, .. } => groups * (bytes / saturation).powf(growth).min(1.0),
+        }
     }
 
     fn partial_of_chunk(&self, chunk: f64) -> f64 {
         match *self {
-            Shape::Unique { ratio } => chunk * ratio,
-            // The groups a chunk holds: each of G groups appears with
-            // probability 1 - e^(-rows/G) under an even spread (a Zipf file
-            // has fewer: an upper bound).
-            Shape::Bounded { groups, row_bytes, rows_per_byte } => {
-                let rows = chunk * rows_per_byte;
-                groups * (1.0 - (-rows / groups).exp()) * row_bytes
-            }
+            Shape::Unique { partial, .. } => chunk * partial,
+            Shape::Bounded { partial, .. } => self.groups_in(chunk) * partial,
+        }
+    }
+
+    /// What a worker holds for the groups of `chunk` bytes.
+    fn held_of_chunk(&self, chunk: f64) -> f64 {
+        match *self {
+            Shape::Unique { held, .. } => chunk * held,
+            Shape::Bounded { held, .. } => self.groups_in(chunk) * held,
         }
     }
 
     fn result_of(&self, size: f64) -> f64 {
-        self.partial_of_chunk(size)
+        match *self {
+            Shape::Unique { result, .. } => size * result,
+            Shape::Bounded { result, .. } => self.groups_in(size) * result,
+        }
+    }
+
+    /// Input bytes a vCPU scans per second: measured on the same machine in
+    /// the same run (`fanfold run --workers 1`, chunk phase): zipf 7.5 s and
+    /// bmat 11.5 s for 1 GB, so zipf at 1.5 × bmat's [`SCAN_PER_CORE`].
+    fn scan_per_core(&self) -> f64 {
+        match self {
+            Shape::Unique { .. } => SCAN_PER_CORE,
+            Shape::Bounded { .. } => SCAN_PER_CORE * 1.5,
+        }
     }
 }
 
@@ -156,6 +198,8 @@ pub struct PlanInput {
     pub concurrency: u64,
     pub memory_mb: u64,
     pub reducer_memory_mb: u64,
+    /// Reducer `/tmp` in MB (the template's FinalizerStorage), for spills.
+    pub reducer_storage_mb: u64,
     pub range_bytes: u64,
     /// Partials up to this size stay in DynamoDB (`InlineLimit`).
     pub inline_limit: u64,
@@ -247,7 +291,7 @@ pub fn plan(p: &PlanInput) -> Plan {
     // 1–2. Split and scan.
     let split_secs = 0.3;
     let read = chunk / S3_PER_LAMBDA;
-    let scan_rate = SCAN_PER_CORE * cpu.min(threads);
+    let scan_rate = p.shape.scan_per_core() * cpu.min(threads);
     let scan = chunk / scan_rate;
     // The pieces' partials merged into the chunk's one (one thread).
     let piece_partial = p.shape.partial_of_chunk(chunk / threads);
@@ -271,7 +315,10 @@ pub fn plan(p: &PlanInput) -> Plan {
     // (no read-ahead) on the 1 GB files: zipf 424 MB (this gives 357 MB),
     // bmat 1.26 GB (1.29 GB).
     let joined = if threads > 1.0 { partial_chunk } else { 0.0 };
-    let worker_mem = 200e6 + threads * (READ_AHEAD_BYTES + STAGED_BYTES + 2.0 * piece_partial) + joined;
+    let held = p.shape.held_of_chunk(chunk / threads);
+    // (Measured locally; on S3 the partial's upload also buffers a part.)
+    let upload = if spilled { UPLOAD_PART.min(partial_chunk) } else { 0.0 };
+    let worker_mem = 200e6 + threads * (READ_AHEAD_BYTES + STAGED_BYTES + 2.0 * held) + joined + upload;
     if chunk_secs > MAX_SECONDS {
         refused = Some(format!("a chunk takes {chunk_secs:.0} s, more than Lambda's 900 s: use smaller chunks"));
     } else if worker_mem > p.memory_mb as f64 * 1e6 {
@@ -310,9 +357,18 @@ pub fn plan(p: &PlanInput) -> Plan {
     let index_bytes = if gets_per_slice == 2.0 { chunks as f64 * 40e3 } else { 0.0 };
     let share_in = partials / r + index_bytes;
     let share_out = result / r;
-    let net = (share_in + share_out + 2.0 * levels * share_in) / S3_PER_LAMBDA;
-    let merge_cpu = share_in * (1.0 + levels) / (MERGE_PER_CORE * rcpu.min(2.0));
-    let reduce_secs = open_secs + net.max(merge_cpu) + 0.2;
+    let net = (share_in + share_out) / S3_PER_LAMBDA;
+    // Spills: each merges K sources, so it holds the groups of K chunks in
+    // the range (as much as its sources when every row is its own group,
+    // about one source's worth when the groups repeat); written and read
+    // back once a level, on the reducer's /tmp. A merged level's spills are
+    // deleted, so /tmp holds at most what the extra levels write.
+    let one_spill = p.shape.partial_of_chunk((FAN_IN * chunk).min(size)) / r;
+    let spill_written = levels * share_in.min((n / FAN_IN).ceil() * one_spill);
+    let spill_bytes = spill_written.min(share_in);
+    let merge_cpu = (share_in + spill_written) / (MERGE_PER_CORE * rcpu.min(2.0));
+    let disk = 2.0 * spill_written / TMP_PER_LAMBDA;
+    let reduce_secs = open_secs + net.max(merge_cpu).max(disk) + 0.2;
     let reduce_end = simulate(ranges, reduce_secs, p.concurrency, |_| 0.0);
     let commit_secs = r * GET_LATENCY + 0.3;
     if refused.is_none() && reduce_secs > MAX_SECONDS {
@@ -322,18 +378,23 @@ pub fn plan(p: &PlanInput) -> Plan {
             human(share_out as u64)
         ));
     }
+    let tmp_bytes = p.reducer_storage_mb as f64 * 1048576.0;
+    if refused.is_none() && spill_bytes > tmp_bytes {
+        refused = Some(format!(
+            "a reducer spills {} of intermediate runs, more than its {} MB of /tmp: raise FinalizerStorage (at most 10240) or lower RangeBytes",
+            human(spill_bytes as u64),
+            p.reducer_storage_mb
+        ));
+    }
     let wall_secs = scan_end + plan_secs + reduce_end + commit_secs;
 
     // Requests.
-    // Each extra level writes the share once more, as ceil(chunks / K) multipart uploads, and reads them back.
-    let spills = levels * (chunks as f64 / FAN_IN).ceil();
     // A stream is one PutObject up to a part, else a multipart upload (create, parts, complete).
     let puts = |bytes: f64| if bytes <= UPLOAD_PART { 1.0 } else { (bytes / UPLOAD_PART).ceil() + 2.0 };
-    let spill_bytes = share_in * FAN_IN / n;
     let reducer_puts = {
         let parts = (share_out / fanfold_engine::DEFAULT_MAX_FILE_BYTES as f64).ceil().max(1.0);
-        // its parts, its range's result, its spills
-        parts * puts(share_out / parts) + 1.0 + spills * puts(spill_bytes)
+        // its parts, its range's result
+        parts * puts(share_out / parts) + 1.0
     };
     let record_kb = ((RECORD_BYTES + if spilled { 0.0 } else { partial_chunk }) / 1024.0).ceil();
     // put_chunk + mark_done (two items in a transaction, 2 units each); per range: take + done transactions.
@@ -345,9 +406,9 @@ pub fn plan(p: &PlanInput) -> Plan {
     // emulator run in tests/e2e/tests/cloud.rs counts the real ones).
     let pages = (chunks as f64 / 1000.0).ceil();
     let per_chunk = Requests {
-        // the ranged GET (one more per 8 MiB window past the chunk's end), the partial's PUT
+        // the ranged GET (one more per 8 MiB window past the chunk's end), the partial's PUT(s)
         s3_get: 1.0 + (chunk / (chunk + 8.0 * 1048576.0)).floor(),
-        s3_put: if spilled { 1.0 } else { 0.0 },
+        s3_put: if spilled { puts(partial_chunk) } else { 0.0 },
         // put_chunk, and mark_done's transaction
         ddb_write: 2.0,
         // the job, a status check a second, the done count, and a status check after a spill
@@ -368,8 +429,8 @@ pub fn plan(p: &PlanInput) -> Plan {
     // result, writes the manifest and the summary, takes the job's lease and
     // marks it DONE; per reducer, a share of that.
     let per_reducer = Requests {
-        // the range plan, a slice of every partial, the spills read back
-        s3_get: 1.0 + chunks as f64 * gets_per_slice + spills + (r + 1.0) / r,
+        // the range plan, a slice of every partial
+        s3_get: 1.0 + chunks as f64 * gets_per_slice + (r + 1.0) / r,
         s3_put: reducer_puts + 2.0 / r,
         // take the range, done
         ddb_write: 2.0 + 2.0 / r,
@@ -388,7 +449,11 @@ pub fn plan(p: &PlanInput) -> Plan {
     let lambda_gbs = gb * chunks as f64 * chunk_secs
         + rgb * (r * reduce_secs + plan_secs + commit_secs)
         + 0.5 * (split_secs + slices as f64 * (DISPATCHER_START + fanfold_pipeline::SLICE as f64 / INVOKES_PER_S));
-    let lambda = lambda_gbs * LAMBDA_GB_S + (chunks + slices + ranges + 3) as f64 * LAMBDA_REQUEST;
+    // The finalizer's /tmp past 512 MB, billed while it runs.
+    let tmp_gbs =
+        (p.reducer_storage_mb.saturating_sub(512)) as f64 / 1024.0 * (r * reduce_secs + plan_secs + commit_secs);
+    let lambda =
+        lambda_gbs * LAMBDA_GB_S + tmp_gbs * LAMBDA_TMP_GB_S + (chunks + slices + ranges + 3) as f64 * LAMBDA_REQUEST;
     let s3 = s3_gets * S3_GET + s3_puts * S3_PUT;
     let ddb = ddb_writes * DDB_WRU + ddb_reads * DDB_RRU;
     let dollars = lambda + s3 + ddb;
@@ -407,7 +472,8 @@ pub fn plan(p: &PlanInput) -> Plan {
     let why = match slowest {
         "the scan" if read > scan => "S3 reads at 75 MB/s per function",
         "the scan" => "the scan's CPU",
-        "the reducers" if open_secs > net.max(merge_cpu) => "opening a slice of every partial",
+        "the reducers" if open_secs > net.max(merge_cpu).max(disk) => "opening a slice of every partial",
+        "the reducers" if disk > net.max(merge_cpu) => "a reducer's /tmp (its spills)",
         "the reducers" if net > merge_cpu => "a reducer's 75 MB/s of network",
         "the reducers" => "the merge's CPU",
         _ => "its requests",
@@ -437,14 +503,15 @@ pub fn plan(p: &PlanInput) -> Plan {
         format!("scan ends       at {scan_end:.1} s"),
         format!("plan            {plan_secs:.1} s (chunk records and 64 sample windows)"),
         format!(
-            "reducers        {} key ranges at {} MB: {:.1} s each (open {:.1} s, {} in, {} out, {:.2} extra merge levels)",
+            "reducers        {} key ranges at {} MB: {:.1} s each (open {:.1} s, {} in, {} out, {:.2} extra merge levels spilling {} to /tmp)",
             ranges,
             p.reducer_memory_mb,
             reduce_secs,
             open_secs,
             human(share_in as u64),
             human(share_out as u64),
-            levels
+            levels,
+            human(spill_bytes as u64)
         ),
         {
             // A single-member compressed input is one stream on one worker: decoding on one
@@ -569,6 +636,7 @@ mod tests {
             concurrency: 1000,
             memory_mb: 1769,
             reducer_memory_mb: 3538,
+            reducer_storage_mb: 10240,
             range_bytes: 1 << 30,
             inline_limit: 8192,
             shape,
@@ -589,7 +657,7 @@ mod tests {
         let z = plan(&tb(Shape::zipf()));
         let b = plan(&PlanInput { chunk_size: 256 << 20, ..tb(Shape::bmat()) });
         assert!(z.ranges < b.ranges, "{} {}", z.ranges, b.ranges);
-        assert_eq!(b.ranges, 885, "0.95 TB of result at 1 GiB per range");
+        assert_eq!(b.ranges, 932, "1 TB of result at 1 GiB per range");
         assert!(z.refused.is_none() && b.refused.is_none(), "{:?} {:?}", z.refused, b.refused);
         // 50 TB of unique groups in at most 1,000 ranges: a reducer's 48 GB cannot move in 900 s.
         let one = plan(&PlanInput { size: 50_000_000_000_000, chunk_size: 256 << 20, ..tb(Shape::bmat()) });

@@ -81,11 +81,15 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         concurrency: u64,
         /// Worker memory in MB (the template's WorkerMemory; 1769 MB = one vCPU).
-        #[arg(long, default_value_t = 1769)]
+        #[arg(long, default_value_t = 1536)]
         memory: u64,
         /// Reducer memory in MB (the template's FinalizerMemory).
         #[arg(long, default_value_t = 1024)]
         reducer_memory: u64,
+        /// Reducer /tmp in MB (the template's FinalizerStorage), where a
+        /// reducer of more than 256 chunks spills.
+        #[arg(long, default_value_t = 10240)]
+        reducer_storage: u64,
         /// Estimated result bytes per key range (the template's RangeBytes).
         #[arg(long, value_parser = parse_size, default_value = "4GiB")]
         range_bytes: u64,
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
             concurrency,
             memory,
             reducer_memory,
+            reducer_storage,
             range_bytes,
             profile,
             partial_ratio,
@@ -206,7 +211,7 @@ fn main() -> ExitCode {
             add,
         } => {
             let shape = match (partial_ratio, profile) {
-                (Some(ratio), _) => cost_model::Shape::Unique { ratio },
+                (Some(ratio), _) => cost_model::Shape::Unique { partial: ratio, result: ratio, held: ratio },
                 (None, cost_model::Profile::Bmat) => cost_model::Shape::bmat(),
                 (None, cost_model::Profile::Zipf) => cost_model::Shape::zipf(),
             };
@@ -216,6 +221,7 @@ fn main() -> ExitCode {
                 concurrency,
                 memory_mb: memory,
                 reducer_memory_mb: reducer_memory,
+                reducer_storage_mb: reducer_storage,
                 range_bytes,
                 inline_limit,
                 shape,
@@ -231,13 +237,14 @@ fn main() -> ExitCode {
             }
             println!("{}", p.summary());
             println!(
-                "assumptions: scan {:.0} MB/s per vCPU and merge {:.0} MB/s per vCPU (bench/run.sh), {:.0} MB/s of network per function and 1000 new functions per 10 s (published), {:.0} ms to a GET's first byte, {:.0} invokes/s from one function, {:.0} slice opens in flight per reducer, us-east-1 on-demand prices",
+                "assumptions: scan {:.0} MB/s per vCPU and merge {:.0} MB/s per vCPU (bench/run.sh), {:.0} MB/s of network per function and 1000 new functions per 10 s (published), {:.0} ms to a GET's first byte, {:.0} invokes/s from one function, {:.0} slice opens in flight per reducer, {:.0} MB/s to and from a function's /tmp, us-east-1 on-demand prices",
                 cost_model::SCAN_PER_CORE / 1e6,
                 cost_model::MERGE_PER_CORE / 1e6,
                 cost_model::S3_PER_LAMBDA / 1e6,
                 cost_model::GET_LATENCY * 1e3,
                 cost_model::INVOKES_PER_S,
-                cost_model::OPENS_IN_FLIGHT
+                cost_model::OPENS_IN_FLIGHT,
+                cost_model::TMP_PER_LAMBDA / 1e6
             );
             match p.refused {
                 None => Ok(ExitCode::SUCCESS),
