@@ -204,7 +204,7 @@ impl Pipeline {
         Ok(Retried::Started)
     }
 
-    /// Deletes the job's working objects (partials, plan, spills); best
+    /// Deletes the job's working objects (partials, plan); best
     /// effort (the sweeper retries).
     fn cleanup_partials(&self, id: &str) {
         match self.jobs.get_job(id) {
