@@ -87,6 +87,8 @@ const READ_AHEAD_BYTES: f64 = 9.0 * 8.0 * 1048576.0;
 /// Rows a piece stages before folding them into its groups (the engine's
 /// `FOLD_BYTES`).
 const STAGED_BYTES: f64 = 64.0 * 1048576.0;
+/// Bytes of a large partial's index (1,024 entries of a key and an offset).
+const INDEX_BYTES: f64 = 40e3;
 /// Multipart upload part size of the S3 adapter (`fanfold_aws::PART_SIZE`).
 const UPLOAD_PART: f64 = 64.0 * 1048576.0;
 
@@ -203,6 +205,8 @@ pub struct PlanInput {
     pub range_bytes: u64,
     /// Partials up to this size stay in DynamoDB (`InlineLimit`).
     pub inline_limit: u64,
+    /// Spilled partials up to this size are read whole by a reducer (`ReadWhole`).
+    pub read_whole: u64,
     pub shape: Shape,
 }
 
@@ -330,19 +334,30 @@ pub fn plan(p: &PlanInput) -> Plan {
     }
 
     // 3. Plan.
-    let plan_secs = chunks as f64 * RECORD_BYTES / 1e6 * 0.03 + 64.0 * GET_LATENCY + 0.5;
+    let mut plan_secs = chunks as f64 * RECORD_BYTES / 1e6 * 0.03 + 64.0 * GET_LATENCY + 0.5;
 
     // 4. Reducers: R as the pipeline chooses it.
     let ranges = ((result / p.range_bytes.max(1) as f64).ceil().max((size / (16u64 << 30) as f64).ceil()))
         .clamp(1.0, 1000.0) as u64;
     let r = ranges as f64;
-    let gets_per_slice = if partial_chunk > 256.0 * 1024.0 {
+    // A partial over `read_whole` is read by its slice: with several ranges
+    // the plan's slice tables say where (the plan reads every such index,
+    // 16 at a time, and writes a table per 1,000 chunks; each reducer reads
+    // its column of each), else the reducer reads the index first.
+    let sliced = spilled && partial_chunk > p.read_whole as f64;
+    let tables = if sliced && ranges > 1 { (chunks as f64 / fanfold_pipeline::TABLE_ROWS as f64).ceil() } else { 0.0 };
+    let gets_per_slice = if sliced && tables == 0.0 {
         2.0
     } else if spilled {
         1.0
     } else {
         0.0
     };
+    if tables > 0.0 {
+        plan_secs += chunks as f64 * GET_LATENCY / fanfold_pipeline::INDEX_READS_IN_FLIGHT as f64
+            + chunks as f64 * INDEX_BYTES / S3_PER_LAMBDA
+            + tables * GET_LATENCY;
+    }
     let open_secs = chunks as f64 * gets_per_slice * GET_LATENCY / OPENS_IN_FLIGHT;
     // Up to K² chunks, only the groups that leave K sources for the final
     // merge are merged ahead (a fraction of one extra level); beyond, every level.
@@ -354,7 +369,7 @@ pub fn plan(p: &PlanInput) -> Plan {
     } else {
         n.log(FAN_IN).ceil() - 1.0
     };
-    let index_bytes = if gets_per_slice == 2.0 { chunks as f64 * 40e3 } else { 0.0 };
+    let index_bytes = if gets_per_slice == 2.0 { chunks as f64 * INDEX_BYTES } else { 0.0 };
     let share_in = partials / r + index_bytes;
     let share_out = result / r;
     let net = (share_in + share_out) / S3_PER_LAMBDA;
@@ -429,8 +444,8 @@ pub fn plan(p: &PlanInput) -> Plan {
     // result, writes the manifest and the summary, takes the job's lease and
     // marks it DONE; per reducer, a share of that.
     let per_reducer = Requests {
-        // the range plan, a slice of every partial
-        s3_get: 1.0 + chunks as f64 * gets_per_slice + (r + 1.0) / r,
+        // the range plan, a slice of every partial, its column of each slice table
+        s3_get: 1.0 + chunks as f64 * gets_per_slice + tables + (r + 1.0) / r,
         s3_put: reducer_puts + 2.0 / r,
         // take the range, done
         ddb_write: 2.0 + 2.0 / r,
@@ -441,8 +456,13 @@ pub fn plan(p: &PlanInput) -> Plan {
 
     // The job's S3 requests: the split's header read and the plan's 64
     // sample windows and totals, then every step's invocations.
-    let s3_gets = 2.0 + 64.0 + chunks as f64 * per_chunk.s3_get + r * per_reducer.s3_get;
-    let s3_puts = 4.0 + chunks as f64 * per_chunk.s3_put + r * per_reducer.s3_put;
+    // (The slice tables: the plan's index GETs and table PUTs.)
+    let s3_gets = 2.0
+        + 64.0
+        + if tables > 0.0 { chunks as f64 } else { 0.0 }
+        + chunks as f64 * per_chunk.s3_get
+        + r * per_reducer.s3_get;
+    let s3_puts = 4.0 + tables + chunks as f64 * per_chunk.s3_put + r * per_reducer.s3_put;
 
     let gb = p.memory_mb as f64 / 1024.0;
     let rgb = p.reducer_memory_mb as f64 / 1024.0;
@@ -501,7 +521,10 @@ pub fn plan(p: &PlanInput) -> Plan {
             fanfold_pipeline::SLICE
         ),
         format!("scan ends       at {scan_end:.1} s"),
-        format!("plan            {plan_secs:.1} s (chunk records and 64 sample windows)"),
+        format!(
+            "plan            {plan_secs:.1} s (chunk records, 64 sample windows{})",
+            if tables > 0.0 { format!(", {chunks} partial indexes and {tables:.0} slice tables") } else { String::new() }
+        ),
         format!(
             "reducers        {} key ranges at {} MB: {:.1} s each (open {:.1} s, {} in, {} out, {:.2} extra merge levels spilling {} to /tmp)",
             ranges,
@@ -639,6 +662,7 @@ mod tests {
             reducer_storage_mb: 10240,
             range_bytes: 1 << 30,
             inline_limit: 8192,
+            read_whole: 256 * 1024,
             shape,
         }
     }

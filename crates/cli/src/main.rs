@@ -103,6 +103,9 @@ enum Command {
         /// Partials up to this size stay in DynamoDB (the template's InlineLimit).
         #[arg(long, default_value_t = fanfold_pipeline::Config::default().inline_limit as u64)]
         inline_limit: u64,
+        /// Spilled partials up to this size are read whole by a reducer (the template's ReadWhole).
+        #[arg(long, default_value_t = fanfold_pipeline::Config::default().read_whole)]
+        read_whole: u64,
         /// A dataset of SIZE bytes gets a file of this size: what its next
         /// version costs (scan the file, merge the kept scans) beside a full run.
         #[arg(long, value_parser = parse_size)]
@@ -208,6 +211,7 @@ fn main() -> ExitCode {
             profile,
             partial_ratio,
             inline_limit,
+            read_whole,
             add,
         } => {
             let shape = match (partial_ratio, profile) {
@@ -224,6 +228,7 @@ fn main() -> ExitCode {
                 reducer_storage_mb: reducer_storage,
                 range_bytes,
                 inline_limit,
+                read_whole,
                 shape,
             };
             let p = cost_model::plan(&input);

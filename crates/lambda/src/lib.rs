@@ -12,7 +12,7 @@
 //! by retrying fails the job with the reason and the invocation succeeds.
 //!
 //! Configuration (environment): `BUCKET`, `TABLE`, `WORKER_FUNCTION`,
-//! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `RANGE_BYTES`, `LEASE_SECONDS`,
+//! `FINALIZER_FUNCTION`, `CHUNK_SIZE`, `INLINE_LIMIT`, `READ_WHOLE`, `RANGE_BYTES`, `LEASE_SECONDS`,
 //! `DISPATCH_SECONDS` (a dispatcher's lease, and how long a split, a
 //! dispatch or an unstarted reducer may take before the sweeper repairs it),
 //! `STALE_SECONDS`, `MAX_SWEEPS`, `EVENT_BUS` (where job ends go; empty: nowhere), `GLUE_DATABASE` (where DONE jobs' tables go; empty: none), `DEFAULT_SPEC` (JSON; default: the BMAT
@@ -106,6 +106,7 @@ async fn build_from_env() -> Result<(Deps, Arc<S3Store>), lambda_runtime::Error>
         Config {
             chunk_size: env_or("CHUNK_SIZE", Config::default().chunk_size).max(1),
             inline_limit: env_or("INLINE_LIMIT", Config::default().inline_limit),
+            read_whole: env_or("READ_WHOLE", Config::default().read_whole),
             range_bytes: env_or("RANGE_BYTES", Config::default().range_bytes).max(1),
             lease_ms: env_or("LEASE_SECONDS", 900u64) * 1000,
             dataset_quiet_ms: env_or("DATASET_QUIET_SECONDS", 60u64) * 1000,

@@ -167,7 +167,13 @@ fn queued_pipeline(dir: &std::path::Path, csv: &[u8], config: Config) -> (Pipeli
 }
 
 fn run_shuffled(csv: &[u8], spec: &Spec, chunk: u64, seed: u64, copies: usize) -> (Status, Option<String>, u32) {
-    run_shuffled_with(csv, spec, Config { chunk_size: chunk, inline_limit: 64, ..Config::default() }, seed, copies)
+    run_shuffled_with(
+        csv,
+        spec,
+        Config { chunk_size: chunk, inline_limit: 64, read_whole: 0, ..Config::default() },
+        seed,
+        copies,
+    )
 }
 
 fn run_shuffled_with(
@@ -233,6 +239,71 @@ fn reducers_merge_in_levels_when_there_are_more_chunks_than_their_fan_in() {
         let header = want.lines().next().unwrap();
         let rows: String = out.split_inclusive('\n').filter(|l| l.trim_end() != header).collect();
         assert_eq!(format!("{header}\n{rows}"), want, "K = {k}, chunks of {chunk}");
+    }
+}
+
+/// Reducers read each large partial's slice with one GET where the plan's
+/// slice tables say it is; without the tables (a job planned before them)
+/// they read its index first; with one range there are none. The same rows
+/// every way.
+#[test]
+fn reducers_read_slices_from_the_plans_tables_or_from_the_index_without_them() {
+    let csv = std::fs::read(support::fixture("catalogue.csv")).unwrap();
+    let spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
+    let want = support::read(support::fixture("catalogue.expected.csv"));
+    let header = want.lines().next().unwrap().to_string();
+    // (chunk size, range bytes, merge fan-in, drop the tables before the reducers run)
+    for (chunk, range_bytes, k, drop) in [
+        (13u64, 64u64, 256usize, false),
+        (13, 64, 256, true),
+        (7, 1 << 30, 256, false),
+        (5, 100, 3, false),
+        (1100, 32, 256, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            chunk_size: chunk,
+            inline_limit: 0,
+            read_whole: 0,
+            range_bytes,
+            merge_fan_in: k,
+            ..Config::default()
+        };
+        let (p, queue, store) = queued_pipeline(dir.path(), &csv, config);
+        let id = p.submit("incoming/in.csv", &spec).unwrap().id;
+        let mut first_reduce = true;
+        loop {
+            let task = {
+                let mut q = queue.0.lock().unwrap();
+                match q.pop_front() {
+                    Some(t) => t,
+                    None => break,
+                }
+            };
+            if matches!(task, Task::Reduce { .. }) && first_reduce {
+                first_reduce = false;
+                let job = p.jobs.get_job(&id).unwrap().unwrap();
+                let table = Layout::default().slice_table(&id, 0);
+                let has = store.head(&table).is_ok();
+                assert_eq!(has, job.range_count > 1, "chunks of {chunk}: tables iff several ranges");
+                if drop {
+                    store.delete_prefix(&table[..table.len() - 5]).unwrap();
+                }
+            }
+            p.run_task(&task, "owner").unwrap();
+        }
+        let job = p.jobs.get_job(&id).unwrap().unwrap();
+        assert_eq!(job.status, Status::Done, "chunks of {chunk}");
+        let keys: Vec<String> = job.outputs.as_ref().unwrap().parts.iter().map(|p| p.key.clone()).collect();
+        let out: String = keys.iter().map(|k| support::read(dir.path().join(k))).collect();
+        let rows: String = out.split_inclusive('\n').filter(|l| l.trim_end() != header).collect();
+        assert_eq!(
+            format!("{header}\n{rows}"),
+            want,
+            "chunks of {chunk}, ranges {}, tables dropped: {drop}",
+            job.range_count
+        );
+        assert!(store.list("_fanfold/").unwrap().is_empty(), "the tables go with the job's working objects");
     }
 }
 

@@ -141,6 +141,11 @@ impl Layout {
     pub fn dataset_files(&self, job: &str, page: u32) -> String {
         format!("{}files/{page:05}.json", self.partials(job))
     }
+    /// Slice table `t` (chunks `t × 1000` on): where each range's slice of
+    /// each partial is (`steps::slices`).
+    pub fn slice_table(&self, job: &str, t: u32) -> String {
+        format!("{}plan/slices/{t:05}", self.partials(job))
+    }
     /// What range `r`'s reducer wrote.
     pub fn range_result(&self, job: &str, r: u32) -> String {
         format!("{}ranges/{r:05}.json", self.partials(job))
@@ -199,6 +204,10 @@ pub struct Config {
     /// Partials a reducer merges at once (K); with more chunks the merge has
     /// more levels. At most 2K streams are open in one reducer.
     pub merge_fan_in: usize,
+    /// Spilled partials up to this size are read whole by a reducer (one
+    /// GET); of larger ones it reads only its slice, found in the plan's
+    /// slice tables (one GET) or else from the partial's index (two).
+    pub read_whole: u64,
     /// Where reducers write their spills (the intermediate runs of a merge
     /// of more than K chunks): a local disk, Lambda's `/tmp` (its
     /// `EphemeralStorage`), never the object store.
@@ -236,6 +245,7 @@ impl Default for Config {
             max_ranges: 1000,
             glue_database: "fanfold".into(),
             merge_fan_in: 256,
+            read_whole: 256 * 1024,
             spill_dir: std::env::temp_dir(),
             dataset_quiet_ms: 30_000,
             scan_keep_ms: None,

@@ -48,6 +48,6 @@ pub use job::{
 };
 pub use ports::{Created, Dispatcher, JobPage, JobStore, ObjectMeta, ObjectStore, ObjectWriter, StoreError, Task};
 pub use steps::{
-    clear_stale_spills, is_dataset_file, DatasetFile, Latest, Pipeline, Retried, FILES_PAGE, MAX_FILES, PROGRESS_EVERY,
-    SLICE,
+    clear_stale_spills, is_dataset_file, DatasetFile, Latest, Pipeline, Retried, SliceAt, FILES_PAGE,
+    INDEX_READS_IN_FLIGHT, MAX_FILES, PROGRESS_EVERY, SLICE, TABLE_ROWS,
 };

@@ -1,8 +1,10 @@
 //! A reducer's view of one partial: only the bytes of its key range.
 //!
 //! An inline partial is sliced in memory. A spilled one small enough is
-//! read whole; a larger one costs two ranged reads: its index (the tail of
-//! the object, from `index_at`) and then the slice that the index names.
+//! read whole; of a larger one only the slice is read: one ranged read when
+//! the plan's slice table says where it is (`steps::slices`), else two, its
+//! index (the tail of the object, from `index_at`) and then the slice that
+//! the index names.
 //! Opening is lazy (on the first read, or in [`open_all`], which opens a
 //! batch with several requests in flight), so a reducer that lines up many
 //! sources holds no idle connection or file open until it merges them.
@@ -15,9 +17,7 @@ use fanfold_engine::{AggOp, RunIndex};
 
 use crate::job::{ChunkRecord, PartialRef};
 use crate::ports::ObjectStore;
-
-/// Spilled partials up to this size are read whole (one request instead of two).
-const READ_WHOLE: u64 = 256 * 1024;
+pub use crate::steps::SliceAt;
 
 pub type Source = Box<dyn Read + Send>;
 
@@ -31,14 +31,27 @@ pub struct Bounds {
 /// Reads the slice of `record`'s partial that may hold keys in `bounds`,
 /// as a run (a header, then the slice's entries). The merger's bounds drop
 /// the few entries outside the range. `base` is added to the slice's
-/// `first`/`last` positions (a dataset's file after others; else 0).
-pub fn slice_source(
-    store: Arc<dyn ObjectStore>,
-    record: &ChunkRecord,
-    ops: Vec<AggOp>,
-    bounds: Bounds,
-    base: u64,
-) -> Slice {
+/// `first`/`last` positions (a dataset's file after others; else 0). A
+/// spilled partial up to `read_whole` bytes is read whole; of a larger one
+/// the slice `at`, when known, else the one its index names.
+pub struct SliceOf<'a> {
+    /// The partial's chunk record.
+    pub record: &'a ChunkRecord,
+    /// The job's aggregates.
+    pub ops: Vec<AggOp>,
+    /// The reducer's key range.
+    pub bounds: Bounds,
+    /// Added to `first`/`last` positions.
+    pub base: u64,
+    /// Spilled partials up to this size are read whole.
+    pub read_whole: u64,
+    /// Where the slice is, from the plan's slice table.
+    pub at: Option<SliceAt>,
+}
+
+/// See [`SliceOf`].
+pub fn slice_source(store: Arc<dyn ObjectStore>, s: SliceOf) -> Slice {
+    let SliceOf { record, ops, bounds, base, read_whole, at } = s;
     let index_at = record.report.index_at;
     let len = record.report.run_bytes;
     match &record.partial {
@@ -47,7 +60,7 @@ pub fn slice_source(
             Err(e) => Slice { open: None, src: Some(Box::new(Failed(Some(e)))) },
         },
         PartialRef::Object(key) => {
-            let opener = Opener { store, key: key.clone(), index_at, len, ops, bounds, base };
+            let opener = Opener { store, key: key.clone(), index_at, len, ops, bounds, base, read_whole, at };
             Slice { open: Some(Box::new(opener)), src: None }
         }
     }
@@ -86,20 +99,27 @@ struct Opener {
     ops: Vec<AggOp>,
     bounds: Bounds,
     base: u64,
+    read_whole: u64,
+    at: Option<SliceAt>,
 }
 
 impl Opener {
     fn open(self) -> io::Result<Source> {
         let err = |e: crate::ports::StoreError| io::Error::other(format!("{}: {e}", self.key));
-        if self.len <= READ_WHOLE {
+        if self.len <= self.read_whole {
             let mut run = Vec::with_capacity(self.len as usize);
             self.store.get_range(&self.key, 0, None).map_err(err)?.read_to_end(&mut run)?;
             return Ok(Box::new(Cursor::new(slice_in_memory(&run, self.index_at, &self.bounds, self.base)?)));
         }
-        let mut tail = Vec::new();
-        self.store.get_range(&self.key, self.index_at, Some(self.len)).map_err(err)?.read_to_end(&mut tail)?;
-        let idx = RunIndex::parse(&tail, self.index_at)?;
-        let (s, e) = idx.slice_of(self.bounds.lo.as_deref(), self.bounds.hi.as_deref());
+        let (s, e) = match self.at {
+            Some(at) => (at.start, at.end),
+            None => {
+                let mut tail = Vec::new();
+                self.store.get_range(&self.key, self.index_at, Some(self.len)).map_err(err)?.read_to_end(&mut tail)?;
+                let idx = RunIndex::parse(&tail, self.index_at)?;
+                idx.slice_of(self.bounds.lo.as_deref(), self.bounds.hi.as_deref())
+            }
+        };
         let header = Cursor::new(slice_header_at(&self.ops, self.base));
         if s == e {
             return Ok(Box::new(header));

@@ -189,6 +189,9 @@ fn two_thousand_chunks_eight_reducers_and_a_dispatcher_killed_mid_slice() {
         &[
             ("FANFOLD_CHUNK_SIZE", "2000"),
             ("FANFOLD_INLINE_LIMIT", "0"),
+            // Every partial read by its slice, where the plan's slice tables
+            // say it is: one GET each (from the index it would be two).
+            ("FANFOLD_READ_WHOLE", "0"),
             ("FANFOLD_RANGE_BYTES", range_bytes),
             ("FANFOLD_FAULTS", "dispatch-crash@plays"),
             ("FANFOLD_DISPATCH_SECONDS", "20"),
@@ -233,6 +236,8 @@ fn two_thousand_chunks_eight_reducers_and_a_dispatcher_killed_mid_slice() {
             "--range-bytes",
             range_bytes,
             "--inline-limit",
+            "0",
+            "--read-whole",
             "0",
         ],
         dir.path(),

@@ -19,6 +19,7 @@ mod dataset;
 mod dispatch;
 mod plan;
 mod reduce;
+mod slices;
 mod stream;
 mod submit;
 mod sweep;
@@ -30,6 +31,7 @@ use std::time::Instant;
 pub use dataset::{is_dataset_file, DatasetFile, Latest, FILES_PAGE, MAX_FILES};
 pub use dispatch::{PROGRESS_EVERY, SLICE};
 pub use reduce::clear_stale_spills;
+pub use slices::{SliceAt, INDEX_READS_IN_FLIGHT, TABLE_ROWS};
 
 use crate::config::{now_ms, Config, FaultPoints, Layout, PipelineError};
 use crate::job::{Job, JobError, Status};

@@ -217,6 +217,7 @@ impl Pipeline {
             ranges = plan.ranges(),
             "range plan"
         );
+        let indexes_read = if plan.ranges() > 1 { self.write_slice_tables(id, job.chunk_count, &plan)? } else { 0 };
         self.output.put(&self.layout.ranges(id), &plan.encode())?;
         self.output.put(&self.layout.scan_totals(id), &serde_json::to_vec(&totals).expect("totals serialize"))?;
         let ranges = plan.ranges() as u32;
@@ -231,6 +232,7 @@ impl Pipeline {
             rescans = u64::from(job.chunks_rerun),
             ranges = u64::from(ranges),
             partial_bytes = totals.partial_bytes,
+            indexes_read,
             seconds = crate::metrics::seconds(started),
         );
         self.dispatch_all((0..ranges).map(|range| Task::Reduce { job: id.to_string(), range }))

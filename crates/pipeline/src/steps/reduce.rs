@@ -21,12 +21,13 @@ use std::path::{Path, PathBuf};
 
 use fanfold_engine::{Error as EngineError, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroups};
 
+use super::slices::SliceColumn;
 use super::{CancelCheck, Pipeline, PAGE};
 use crate::config::{now_ms, FaultPoints, PipelineError};
 use crate::fan_in::{fan_in, merge_group};
 use crate::job::{InputKind, JobError, OutputPart, RangeResult, Stage, Status};
 use crate::ports::{ObjectStore, ObjectWriter, StoreError};
-use crate::sources::{open_all, slice_source, Bounds, Slice, Source};
+use crate::sources::{open_all, slice_source, Bounds, Slice, SliceOf, Source};
 
 /// Groups kept for the summary's `top_groups`.
 pub(super) const TOP_GROUPS: usize = 10;
@@ -95,6 +96,9 @@ impl Pipeline {
         // File i's `first`/`last` positions count from the end of file i-1.
         // (A dataset's kept scans may be in a store of their own.)
         let store = if dataset { self.kept.clone() } else { self.output.clone() };
+        // A file's job has slice tables (a dataset's kept scans do not: they
+        // were planned without this version's ranges).
+        let mut column = (!dataset).then(|| SliceColumn::new(range, job.chunk_count));
         let mut each_chunk_job = |chunks_of: &str, base: u64| -> Result<u32, PipelineError> {
             let mut after = None;
             let mut records = 0u32;
@@ -104,7 +108,13 @@ impl Pipeline {
                 after = Some(last.report.index);
                 records += page.len() as u32;
                 for rec in &page {
-                    pending.push(slice_source(store.clone(), rec, ops.clone(), bounds.clone(), base));
+                    let at = match column.as_mut() {
+                        Some(c) => c.at(self, id, rec)?,
+                        None => None,
+                    };
+                    let read_whole = self.config.read_whole;
+                    let of = SliceOf { record: rec, ops: ops.clone(), bounds: bounds.clone(), base, read_whole, at };
+                    pending.push(slice_source(store.clone(), of));
                     seen += 1;
                     if pending.len() == k && seen <= ahead {
                         let group = opened(std::mem::take(&mut pending));
