@@ -67,6 +67,10 @@ impl Pipeline {
             if recs.len() != rows || recs.iter().enumerate().any(|(i, r)| r.report.index != first + i as u32) {
                 return Err(PipelineError::Invalid(format!("slice table {t}: the chunk records are not complete")));
             }
+            let needed = recs.iter().filter(|r| self.needs_index(r)).count() as u64;
+            if needed == 0 {
+                continue; // its reducers read these partials whole (or from memory)
+            }
             // Row by row (each partial's R slices), written column by column.
             let per = rows.div_ceil(INDEX_READS_IN_FLIGHT).max(1);
             let results: Vec<Result<Vec<u8>, PipelineError>> = std::thread::scope(|s| {
@@ -78,7 +82,7 @@ impl Pipeline {
             for r in results {
                 by_row.extend(r?);
             }
-            read += recs.iter().filter(|r| self.needs_index(r)).count() as u64;
+            read += needed;
             let mut table = Vec::with_capacity(by_row.len());
             for range in 0..ranges {
                 for row in 0..rows {
