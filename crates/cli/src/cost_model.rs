@@ -652,6 +652,57 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_shapes_give_back_the_partials_fanfold_run_measured() {
+        // (chunk bytes, measured partial bytes) on the 1 GB zipf file, 2026-12-07.
+        for (chunk, measured) in
+            [(64u64 << 20, 5.9e6), (128 << 20, 8.3e6), (512 << 20, 14.7e6), (1_000_000_000, 16.75e6)]
+        {
+            let model = Shape::zipf().partial_of_chunk(chunk as f64);
+            assert!((model / measured - 1.0).abs() < 0.15, "zipf {chunk}: model {model}, measured {measured}");
+        }
+        // bmat: 0.62 of a 512 MiB chunk, 0.73 of a 64 MiB one.
+        let b = Shape::bmat().partial_of_chunk(1e9) / 1e9;
+        assert!((0.62..=0.73).contains(&b), "{b}");
+    }
+
+    #[test]
+    fn spills_go_to_tmp_and_a_share_that_does_not_fit_is_refused() {
+        // 10 TB of unique keys in 18,627 chunks: every source is merged ahead.
+        let big = PlanInput { size: 10_000_000_000_000, chunk_size: 512 << 20, ..tb(Shape::bmat()) };
+        let fits = plan(&big);
+        assert!(fits.refused.is_none(), "{:?}", fits.refused);
+        let small = plan(&PlanInput { reducer_storage_mb: 2048, ..big.clone() });
+        assert!(small.refused.as_deref().unwrap().contains("of /tmp"), "{:?}", small.refused);
+        let line = fits.lines.iter().find(|l| l.starts_with("reducers ")).unwrap();
+        assert!(line.contains("spilling") && line.contains("to /tmp"), "{line}");
+        // /tmp past 512 MB is billed: less of it is a little cheaper.
+        let less = plan(&PlanInput { reducer_storage_mb: 8192, ..big });
+        assert!(less.refused.is_none() && less.dollars < fits.dollars);
+    }
+
+    #[test]
+    fn slice_tables_make_one_get_per_slice() {
+        let gets = |size: u64, read_whole: u64, range_bytes: u64| {
+            let p = plan(&PlanInput { size, read_whole, range_bytes, chunk_size: 512 << 20, ..tb(Shape::bmat()) });
+            let line = p.lines.iter().find(|l| l.starts_with("requests/reducer")).unwrap().clone();
+            let n: f64 = line.split("S3 ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            (n, p.chunks, p.ranges, p.lines.iter().find(|l| l.starts_with("plan ")).unwrap().clone())
+        };
+        // Several ranges: the plan reads the indexes; a reducer its tables' columns and one GET per slice.
+        let (n, chunks, ranges, plan_line) = gets(1_000_000_000_000, 256 * 1024, 4 << 30);
+        assert!(ranges > 1 && plan_line.contains("partial indexes"), "{plan_line}");
+        let tables = (chunks as f64 / 1000.0).ceil();
+        assert!((n - (chunks as f64 + tables + 1.0)).abs() < 2.0, "{n} GETs for {chunks} chunks");
+        // One range (8 GB): no tables, the index and the slice.
+        let (n, chunks, ranges, plan_line) = gets(8_000_000_000, 256 * 1024, 1 << 50);
+        assert_eq!(ranges, 1);
+        assert!(!plan_line.contains("partial indexes") && n >= 2.0 * chunks as f64, "{plan_line} {n}");
+        // Partials read whole: one GET each, no tables.
+        let (n, chunks, _, plan_line) = gets(1_000_000_000_000, u64::MAX, 4 << 30);
+        assert!(!plan_line.contains("partial indexes") && (n - chunks as f64).abs() < 3.0, "{plan_line} {n}");
+    }
+
     fn tb(shape: Shape) -> PlanInput {
         PlanInput {
             size: 1_000_000_000_000,

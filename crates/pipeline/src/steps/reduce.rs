@@ -445,3 +445,37 @@ impl PartSink for StoreSink<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_spill_directories_go_and_nothing_else_does() {
+        let root = tempfile::tempdir().unwrap();
+        let stale = root.path().join(format!("{SPILL_DIR_PREFIX}killed"));
+        std::fs::create_dir_all(stale.join("deep")).unwrap();
+        std::fs::write(stale.join("deep/0-0000001"), b"run").unwrap();
+        let other = root.path().join("user-data");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(root.path().join("fanfold-spill-but-a-file.txt"), b"x").unwrap();
+        clear_stale_spills(root.path());
+        assert!(!stale.exists(), "a killed reducer's spills are removed");
+        assert!(other.exists(), "anything else stays");
+        // A file with the prefix is not a spill directory: it stays (remove_dir_all refuses it).
+        assert!(root.path().join("fanfold-spill-but-a-file.txt").exists());
+        // A root that is not there is no error.
+        clear_stale_spills(&root.path().join("missing"));
+    }
+
+    #[test]
+    fn a_spill_directory_is_removed_with_its_spills() {
+        let root = tempfile::tempdir().unwrap();
+        let mut spills = Spills::new(&root.path().join("made")).unwrap();
+        let key = spills.next_key(0);
+        std::fs::write(&key, b"run").unwrap();
+        assert_eq!(std::fs::read_dir(root.path().join("made")).unwrap().count(), 1);
+        drop(spills);
+        assert_eq!(std::fs::read_dir(root.path().join("made")).unwrap().count(), 0);
+    }
+}
