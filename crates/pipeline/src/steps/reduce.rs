@@ -16,7 +16,7 @@
 //! parts over the same keys.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use fanfold_engine::{Error as EngineError, Merger, PartInfo, PartSink, PartWriter, RowFormatter, TopGroups};
@@ -390,7 +390,7 @@ fn whole(path: &Path) -> Source {
 
 struct LazyFile {
     path: PathBuf,
-    file: Option<BufReader<File>>,
+    file: Option<File>, // (the merger's run reader buffers)
 }
 
 impl std::io::Read for LazyFile {
@@ -398,7 +398,7 @@ impl std::io::Read for LazyFile {
         if self.file.is_none() {
             let f = File::open(&self.path)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("spill {}: {e}", self.path.display())))?;
-            self.file = Some(BufReader::with_capacity(256 * 1024, f));
+            self.file = Some(f);
         }
         self.file.as_mut().expect("opened").read(buf)
     }
