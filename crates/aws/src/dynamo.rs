@@ -133,6 +133,7 @@ fn job_from(item: &Item) -> Result<Job, StoreError> {
         chunks_rerun: get_n(item, "chunks_rerun").unwrap_or(0) as u32,
         sweeps: get_n(item, "sweeps").unwrap_or(0) as u32,
         swept_ms: get_n(item, "swept_ms"),
+        announce_pending: matches!(item.get("announce_pending"), Some(AttributeValue::Bool(true))),
         stuck_sweeps: get_n(item, "stuck_sweeps").unwrap_or(0) as u32,
         swept_progress: get_n(item, "swept_progress").unwrap_or(0),
         slice_count: get_n(item, "slice_count").unwrap_or(0) as u32,
@@ -870,10 +871,11 @@ impl JobStore for DynamoJobStore {
     fn complete(&self, id: &str, owner: &str, outputs: &Outputs, now_ms: u64) -> Result<bool, StoreError> {
         self.update(
             id,
-            "SET #st = :done, outputs = :out, updated_ms = :now REMOVE lease_owner, lease_until",
+            "SET #st = :done, outputs = :out, updated_ms = :now, announce_pending = :ann REMOVE lease_owner, lease_until",
             "#st = :merging AND lease_owner = :o",
             &[("#st", "status")],
             vec![
+                (":ann", AttributeValue::Bool(true)),
                 (":done", status(Status::Done)),
                 (":merging", status(Status::Merging)),
                 (":out", s(json(outputs))),
@@ -886,10 +888,11 @@ impl JobStore for DynamoJobStore {
     fn fail(&self, id: &str, error: &JobError, now_ms: u64) -> Result<bool, StoreError> {
         self.update(
             id,
-            "SET #st = :failed, #err = :e, updated_ms = :now REMOVE lease_owner, lease_until",
+            "SET #st = :failed, #err = :e, updated_ms = :now, announce_pending = :ann REMOVE lease_owner, lease_until",
             "attribute_exists(pk) AND NOT (#st IN (:done, :failed, :cancelled))",
             &[("#st", "status"), ("#err", "error")],
             vec![
+                (":ann", AttributeValue::Bool(true)),
                 (":failed", status(Status::Failed)),
                 (":done", status(Status::Done)),
                 (":cancelled", status(Status::Cancelled)),
@@ -902,10 +905,11 @@ impl JobStore for DynamoJobStore {
     fn cancel(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
         self.update(
             id,
-            "SET #st = :cancelled, updated_ms = :now REMOVE lease_owner, lease_until",
+            "SET #st = :cancelled, updated_ms = :now, announce_pending = :ann REMOVE lease_owner, lease_until",
             "attribute_exists(pk) AND NOT (#st IN (:done, :failed, :cancelled))",
             &[("#st", "status")],
             vec![
+                (":ann", AttributeValue::Bool(true)),
                 (":failed", status(Status::Failed)),
                 (":done", status(Status::Done)),
                 (":cancelled", status(Status::Cancelled)),
@@ -1019,6 +1023,8 @@ impl JobStore for DynamoJobStore {
                 Some(job) if matches!(job.status, Status::Splitting | Status::Running | Status::Merging) => {
                     out.push(job)
                 }
+                // Ended, its end event not yet out: the entry stays for `unannounced`.
+                Some(job) if job.announce_pending => {}
                 _ => {
                     // Ended (or expired): its entry goes.
                     let req =
@@ -1028,6 +1034,27 @@ impl JobStore for DynamoJobStore {
             }
         }
         Ok(out)
+    }
+
+    fn announced(&self, id: &str) -> Result<bool, StoreError> {
+        self.update(
+            id,
+            "REMOVE announce_pending",
+            "announce_pending = :t",
+            &[],
+            vec![(":t", AttributeValue::Bool(true))],
+        )
+    }
+
+    fn unannounced(&self) -> Result<Vec<Job>, StoreError> {
+        // Ended jobs keep their active entry until their end event is out.
+        let ids: Vec<String> = self
+            .query_items(ACTIVE_PK.into(), None, usize::MAX)?
+            .iter()
+            .filter_map(|i| get_s(i, "sk").map(str::to_string))
+            .collect();
+        let found = self.jobs_of(&ids)?;
+        Ok(found.into_values().filter(|j| j.status.is_final() && j.announce_pending).collect())
     }
 
     fn record_sweep(&self, id: &str, sweeps: u32, stuck: u32, progress: u64, now_ms: u64) -> Result<bool, StoreError> {

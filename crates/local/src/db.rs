@@ -249,6 +249,12 @@ impl JobStore for DbJobStore {
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.mem.active_jobs()
     }
+    fn announced(&self, id: &str) -> Result<bool, StoreError> {
+        self.change(id, Touched::Job, |m| m.announced(id), |b| *b)
+    }
+    fn unannounced(&self) -> Result<Vec<Job>, StoreError> {
+        self.mem.unannounced()
+    }
     fn record_sweep(&self, id: &str, sweeps: u32, stuck: u32, progress: u64, now: u64) -> Result<bool, StoreError> {
         self.change(id, Touched::Job, |m| m.record_sweep(id, sweeps, stuck, progress, now), |b| *b)
     }

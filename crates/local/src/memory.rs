@@ -339,6 +339,7 @@ impl JobStore for MemoryJobStore {
             }
             job.status = Status::Done;
             job.outputs = Some(outputs.clone());
+            job.announce_pending = true;
             job.lease = None;
             job.updated_ms = now_ms;
             true
@@ -348,6 +349,15 @@ impl JobStore for MemoryJobStore {
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         Ok(g.values().filter_map(|e| e.job.clone()).filter(|j| !j.status.is_final()).collect())
+    }
+
+    fn announced(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(id, |job, _| std::mem::take(&mut job.announce_pending))
+    }
+
+    fn unannounced(&self) -> Result<Vec<Job>, StoreError> {
+        let g = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(g.values().filter_map(|e| e.job.clone()).filter(|j| j.status.is_final() && j.announce_pending).collect())
     }
 
     fn record_sweep(&self, id: &str, sweeps: u32, stuck: u32, progress: u64, now_ms: u64) -> Result<bool, StoreError> {
@@ -370,6 +380,7 @@ impl JobStore for MemoryJobStore {
                 return false;
             }
             job.status = Status::Cancelled;
+            job.announce_pending = true;
             job.lease = None;
             job.updated_ms = now_ms;
             true
@@ -419,6 +430,7 @@ impl JobStore for MemoryJobStore {
             }
             job.status = Status::Failed;
             job.error = Some(error.clone());
+            job.announce_pending = true;
             job.lease = None;
             job.updated_ms = now_ms;
             true

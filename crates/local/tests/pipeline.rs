@@ -307,6 +307,69 @@ fn reducers_read_slices_from_the_plans_tables_or_from_the_index_without_them() {
     }
 }
 
+/// A notifier that fails its first `fail` calls and records the rest.
+struct Flaky {
+    fail: std::sync::atomic::AtomicU32,
+    got: std::sync::Mutex<Vec<fanfold_pipeline::notify::JobEvent>>,
+}
+
+impl fanfold_pipeline::notify::Notifier for Flaky {
+    fn job_ended(&self, event: &fanfold_pipeline::notify::JobEvent) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.fail.load(Ordering::SeqCst) > 0 {
+            self.fail.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Io(std::io::Error::other("the bus is down")));
+        }
+        self.got.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+/// End events are at least once: one the notifier could not take when the
+/// job ended is sent by a later sweep, once, with the job's figures.
+#[test]
+fn an_end_event_the_notifier_lost_is_sent_again_by_the_sweeper() {
+    let csv = std::fs::read(support::fixture("catalogue.csv")).unwrap();
+    let spec = Spec::from_json(&support::read(support::fixture("catalogue.spec.json"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, queue, _) = queued_pipeline(dir.path(), &csv, Config { chunk_size: 100, ..Config::default() });
+    let flaky = Arc::new(Flaky { fail: 1.into(), got: Default::default() });
+    p.notifier = Some(flaky.clone());
+    let id = p.submit("incoming/in.csv", &spec).unwrap().id;
+    support::drain_shuffled(&p, &queue, 3, 2, support::OnTaskError::Panic);
+    let job = p.jobs.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.status, Status::Done);
+    assert!(job.announce_pending, "the event did not go out");
+    assert!(flaky.got.lock().unwrap().is_empty());
+    let policy = fanfold_pipeline::SweepPolicy { dispatch_ms: 1000, ..Default::default() };
+    assert!(p.sweep(job.updated_ms + 10, &policy).unwrap().is_empty(), "not while the ender may still send it");
+    let did = p.sweep(job.updated_ms + 5000, &policy).unwrap();
+    assert_eq!(did.len(), 1, "{did:?}");
+    assert!(did[0].contains("end event sent again"), "{did:?}");
+    {
+        let got = flaky.got.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].job_id.as_str(), got[0].status, got[0].rows), (id.as_str(), Status::Done, job.rows));
+        assert!(got[0].groups.is_some_and(|g| g > 0), "the groups come from the summary: {:?}", got[0].groups);
+    }
+    assert!(!p.jobs.get_job(&id).unwrap().unwrap().announce_pending);
+    assert!(p.sweep(job.updated_ms + 9000, &policy).unwrap().is_empty(), "sent once");
+    assert_eq!(flaky.got.lock().unwrap().len(), 1);
+    // A failed job's event too; and the events of jobs whose notifier took them are never sent twice.
+    flaky.fail.store(1, std::sync::atomic::Ordering::SeqCst);
+    let bad = "incoming/bad.csv";
+    p.input.put(bad, b"sku,name\n\"open").unwrap();
+    let bad_id = p.submit(bad, &spec).unwrap().id;
+    support::drain_shuffled(&p, &queue, 4, 1, support::OnTaskError::FailJob);
+    let failed = p.jobs.get_job(&bad_id).unwrap().unwrap();
+    assert_eq!(failed.status, Status::Failed);
+    let did = p.sweep(failed.updated_ms + 5000, &policy).unwrap();
+    assert!(did.iter().any(|d| d.starts_with(&bad_id)), "{did:?}");
+    let got = flaky.got.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[1].status, got[1].error.is_some()), (Status::Failed, true));
+}
+
 #[test]
 fn a_reducer_that_cannot_spill_fails_the_job_naming_where() {
     let csv = std::fs::read(support::fixture("catalogue.csv")).unwrap();

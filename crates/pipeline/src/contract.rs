@@ -177,6 +177,49 @@ pub fn job_store(store: &dyn JobStore, id: &str) {
     final_states_stay_final(store, &format!("{id}-f"));
     retry_starts_an_ended_job_again(store, &format!("{id}-t"));
     listing_is_newest_first_in_pages(store, &format!("{id}-p"));
+    end_events_are_owed_until_announced(store, &format!("{id}-a"));
+}
+
+/// The transition that ends a job (DONE, FAILED, CANCELLED) marks its end
+/// event owed; `announced` clears the mark once, and an ended job is among
+/// the `unannounced` ones until then (the sweeper sends their events again).
+pub fn end_events_are_owed_until_announced(store: &dyn JobStore, id: &str) {
+    let owed = |id: &str| store.unannounced().unwrap().iter().any(|j| j.id == id);
+    let (done, failed, cancelled) = (format!("{id}-done"), format!("{id}-failed"), format!("{id}-cancelled"));
+    running(store, &done, 0);
+    assert!(!store.get_job(&done).unwrap().unwrap().announce_pending, "a running job owes nothing");
+    assert!(!owed(&done));
+    assert!(!store.announced(&done).unwrap(), "nothing to clear");
+    assert!(store.take_lease(&done, "f", 1, 100).unwrap());
+    assert!(store.start_merging(&done, "f", 0, 1).unwrap());
+    assert!(store.take_lease(&done, "f", 2, 100).unwrap());
+    let outputs = Outputs { parts: vec![], part_count: 0, manifest: "m".into(), summary: "s".into() };
+    assert!(store.complete(&done, "f", &outputs, 3).unwrap());
+    running(store, &failed, 0);
+    assert!(store.fail(&failed, &JobError::internal("a worker died"), 4).unwrap());
+    running(store, &cancelled, 0);
+    assert!(store.cancel(&cancelled, 5).unwrap());
+    for id in [&done, &failed, &cancelled] {
+        assert!(store.get_job(id).unwrap().unwrap().announce_pending, "{id}: its end event is owed");
+        assert!(owed(id), "{id}: the sweeper sees it");
+        assert!(!store.active_jobs().unwrap().iter().any(|j| &j.id == id), "{id}: ended jobs are not active");
+    }
+    // Cleared once, however many clear it at the same time.
+    let won: Vec<bool> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..4).map(|_| s.spawn(|| store.announced(&done).unwrap())).collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    assert!(!owed(&done) && owed(&failed));
+    assert!(store.announced(&failed).unwrap() && store.announced(&cancelled).unwrap());
+    assert!(!owed(&failed) && !owed(&cancelled));
+    let j = store.get_job(&done).unwrap().unwrap();
+    assert_eq!((j.status, j.announce_pending), (Status::Done, false), "announcing changes nothing else");
+    // A retried job owes nothing until it ends again.
+    running(store, &format!("{id}-again"), 0);
+    assert!(store.fail(&format!("{id}-again"), &JobError::internal("x"), 6).unwrap());
+    assert!(store.retry(&format!("{id}-again"), 7).unwrap());
+    assert!(!owed(&format!("{id}-again")));
 }
 
 /// A FAILED or CANCELLED job starts again from SPLITTING with nothing of

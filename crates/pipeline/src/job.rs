@@ -198,6 +198,12 @@ pub struct Job {
     /// When it last did.
     #[serde(default)]
     pub swept_ms: Option<u64>,
+    /// The job ended and its end event may not have gone out yet: set by
+    /// the transition that ended it, cleared once the notifier took the
+    /// event; the sweeper sends it again for a job whose ender died first
+    /// (so end events are at least once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announce_pending: bool,
     /// Sweeps in a row with no [`Job::progress`] between them (what
     /// `SweepPolicy::max_sweeps` bounds: a slow job that moves is not failed).
     #[serde(default)]
@@ -353,6 +359,7 @@ impl Job {
             chunks_rerun: 0,
             sweeps: 0,
             swept_ms: None,
+            announce_pending: false,
             stuck_sweeps: 0,
             swept_progress: 0,
             slice_count: 0,

@@ -257,6 +257,11 @@ pub trait JobStore: Send + Sync {
     fn list_jobs(&self, limit: usize, after: Option<&str>) -> Result<JobPage, StoreError>;
     /// Jobs that are not DONE, FAILED or CANCELLED (for the sweeper).
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Clears job `id`'s [`Job::announce_pending`] (its end event went
+    /// out); `true` if this call cleared it.
+    fn announced(&self, id: &str) -> Result<bool, StoreError>;
+    /// Ended jobs whose [`Job::announce_pending`] is set (for the sweeper).
+    fn unannounced(&self) -> Result<Vec<Job>, StoreError>;
     /// Counts one sweep of the job, if nobody else did since it saw
     /// `sweeps`, and records `stuck` (sweeps in a row without progress) and
     /// the job's `progress` when it was seen.

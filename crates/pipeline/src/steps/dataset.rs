@@ -379,6 +379,7 @@ impl Pipeline {
             summary: self.layout.kept_totals(&job.id),
         };
         if self.jobs.complete(&job.id, owner, &outputs, now_ms())? {
+            self.ended(&job.id, None); // (no event for a scan: its mark is cleared)
             self.tell_dataset(&job.id)?;
         }
         Ok(())

@@ -146,19 +146,37 @@ impl Pipeline {
         Ok(true)
     }
 
-    /// Tells the notifier that job `id` ended (this call ended it). Best
-    /// effort: the job's state is what counts, a lost event is logged.
+    /// Tells the notifier that job `id` ended (this call ended it), then
+    /// clears the job's `announce_pending`. An event that could not be sent
+    /// is logged and sent again by the sweeper ([`Pipeline::announce`]).
     pub(crate) fn ended(&self, id: &str, groups: Option<u64>) {
-        let Some(n) = &self.notifier else { return };
-        let sent = self.job(id).map_err(|e| e.to_string()).and_then(|job| {
-            if let crate::job::InputKind::Scan { .. } = job.source.kind {
-                return Ok(()); // a dataset's file: its dataset tells
+        match self.job(id) {
+            Ok(job) => {
+                self.announce(&job, groups);
             }
-            let event = JobEvent::of(&job, |k| self.output.uri(k), groups, now_ms());
-            n.job_ended(&event).map_err(|e| e.to_string())
-        });
+            Err(e) => tracing::error!(job = id, error = %e, "could not send the job's end event"),
+        }
+    }
+
+    /// Sends ended `job`'s end event (none for a dataset file's scan: its
+    /// dataset tells) and clears its `announce_pending`; `true` if it did.
+    pub(crate) fn announce(&self, job: &Job, groups: Option<u64>) -> bool {
+        let sent = match &self.notifier {
+            Some(n) if !matches!(job.source.kind, crate::job::InputKind::Scan { .. }) => {
+                n.job_ended(&JobEvent::of(job, |k| self.output.uri(k), groups, now_ms()))
+            }
+            _ => Ok(()),
+        };
         if let Err(e) = sent {
-            tracing::error!(job = id, error = %e, "could not send the job's end event");
+            tracing::error!(job = %job.id, error = %e, "could not send the job's end event (the sweeper sends it again)");
+            return false;
+        }
+        match self.jobs.announced(&job.id) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not record that the job's end event went out");
+                false
+            }
         }
     }
 

@@ -31,6 +31,17 @@ impl Pipeline {
         // Dataset folders quiet long enough: their new versions.
         let mut report = self.start_due_datasets(now)?;
         let (mut active, mut repairs) = (0u64, 0u64);
+        // Ended jobs whose end event did not go out (the call that ended
+        // them died first, or the notifier failed), a while after the end.
+        for job in self.jobs.unannounced()? {
+            if now.saturating_sub(job.updated_ms) <= policy.dispatch_ms {
+                continue;
+            }
+            if self.announce(&job, self.summary_groups(&job)) {
+                repairs += 1;
+                report.push(format!("{}: {:?} (its end event sent again)", job.id, job.status));
+            }
+        }
         for job in self.jobs.active_jobs()? {
             active += 1;
             let stale = now.saturating_sub(job.updated_ms) > policy.stale_ms;
@@ -207,5 +218,13 @@ impl Pipeline {
             tasks.extend((expected..count).map(task));
         }
         Ok(tasks)
+    }
+}
+
+impl Pipeline {
+    /// A DONE job's group count, from its summary (for an end event sent again).
+    fn summary_groups(&self, job: &crate::job::Job) -> Option<u64> {
+        let bytes = self.read_object(&job.outputs.as_ref()?.summary).ok()?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["groups"].as_u64()
     }
 }
