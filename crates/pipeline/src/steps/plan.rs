@@ -39,6 +39,15 @@ impl Pipeline {
         if !self.jobs.take_lease(id, owner, now, now + self.config.lease_ms)? {
             return Ok(());
         }
+        // The job read above may be stale: another plan (a duplicate task)
+        // may have planned it and released the lease in between. Holding
+        // the lease then would keep the commit from taking it until the
+        // lease ran out.
+        let job = self.job(id)?;
+        if !job.planning() {
+            self.jobs.release_lease(id, owner)?;
+            return Ok(());
+        }
         if let InputKind::Dataset { .. } = job.source.kind {
             return self.plan_dataset(&job, owner);
         }
