@@ -328,7 +328,12 @@ impl Pipeline {
 }
 
 /// A reducer's spills, by level, in a directory of its own.
+/// The directory is locked (an exclusive `flock` of its `lock` file, held
+/// while the reducer runs and released by the kernel if it dies), so that
+/// [`clear_stale_spills`] never removes a live reducer's spills: processes
+/// may share a `/tmp` (the emulator runs functions as local processes).
 struct Spills {
+    _lock: File,
     dir: tempfile::TempDir,
     levels: Vec<Vec<PathBuf>>,
     made: usize,
@@ -336,13 +341,18 @@ struct Spills {
 
 /// What a reducer's spill directory is called, in `Config::spill_dir`.
 pub const SPILL_DIR_PREFIX: &str = "fanfold-spill-";
+/// The file in a spill directory whose lock says it is in use.
+const SPILL_LOCK: &str = "lock";
 
 impl Spills {
     fn new(root: &Path) -> Result<Self, PipelineError> {
         std::fs::create_dir_all(root).map_err(|e| spill_error(root, e))?;
         let dir =
             tempfile::Builder::new().prefix(SPILL_DIR_PREFIX).tempdir_in(root).map_err(|e| spill_error(root, e))?;
-        Ok(Spills { dir, levels: Vec::new(), made: 0 })
+        let path = dir.path().join(SPILL_LOCK);
+        let lock = File::create(&path).map_err(|e| spill_error(&path, e))?;
+        lock.lock().map_err(|e| spill_error(&path, e))?;
+        Ok(Spills { _lock: lock, dir, levels: Vec::new(), made: 0 })
     }
 
     fn next_key(&mut self, level: usize) -> PathBuf {
@@ -405,15 +415,21 @@ impl std::io::Read for LazyFile {
 }
 
 /// Removes the spill directories a killed reducer left in `root` (Lambda
-/// keeps `/tmp` across invocations, a timed-out one too). Only for a
-/// process that runs one reducer at a time, before it runs any.
+/// keeps `/tmp` across invocations, a timed-out one too): those whose lock
+/// nobody holds. A directory without its lock file (being made) stays.
 pub fn clear_stale_spills(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(SPILL_DIR_PREFIX) {
-            if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                tracing::warn!(path = %e.path().display(), error = %err, "could not remove a stale spill directory");
-            }
+        if !e.file_name().to_string_lossy().starts_with(SPILL_DIR_PREFIX) {
+            continue;
+        }
+        let Ok(lock) = File::open(e.path().join(SPILL_LOCK)) else { continue };
+        if lock.try_lock().is_err() {
+            continue; // a live reducer's
+        }
+        drop(lock);
+        if let Err(err) = std::fs::remove_dir_all(e.path()) {
+            tracing::warn!(path = %e.path().display(), error = %err, "could not remove a stale spill directory");
         }
     }
 }
@@ -456,12 +472,23 @@ mod tests {
         let stale = root.path().join(format!("{SPILL_DIR_PREFIX}killed"));
         std::fs::create_dir_all(stale.join("deep")).unwrap();
         std::fs::write(stale.join("deep/0-0000001"), b"run").unwrap();
+        std::fs::write(stale.join(SPILL_LOCK), b"").unwrap(); // nobody holds it
+                                                              // A live reducer's (its lock held) and one being made (no lock yet) stay.
+        let live = Spills::new(root.path()).unwrap();
+        std::fs::write(live.dir.path().join("0-0000001"), b"run").unwrap();
+        let making = root.path().join(format!("{SPILL_DIR_PREFIX}making"));
+        std::fs::create_dir_all(&making).unwrap();
         let other = root.path().join("user-data");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(root.path().join("fanfold-spill-but-a-file.txt"), b"x").unwrap();
         clear_stale_spills(root.path());
         assert!(!stale.exists(), "a killed reducer's spills are removed");
+        assert!(live.dir.path().join("0-0000001").exists(), "a live reducer's spills stay");
+        assert!(making.exists(), "a directory without its lock yet stays");
         assert!(other.exists(), "anything else stays");
+        let live_path = live.dir.path().to_path_buf();
+        drop(live);
+        assert!(!live_path.exists(), "a reducer's directory goes with it");
         // A file with the prefix is not a spill directory: it stays (remove_dir_all refuses it).
         assert!(root.path().join("fanfold-spill-but-a-file.txt").exists());
         // A root that is not there is no error.
@@ -475,6 +502,7 @@ mod tests {
         let key = spills.next_key(0);
         std::fs::write(&key, b"run").unwrap();
         assert_eq!(std::fs::read_dir(root.path().join("made")).unwrap().count(), 1);
+        assert!(spills.dir.path().join(SPILL_LOCK).exists());
         drop(spills);
         assert_eq!(std::fs::read_dir(root.path().join("made")).unwrap().count(), 0);
     }
