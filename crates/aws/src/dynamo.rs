@@ -234,6 +234,16 @@ impl DynamoJobStore {
     }
 
     /// A conditional update on the job item: `Ok(false)` if the condition failed.
+    /// The ids in the active partition: jobs not known to have ended, and
+    /// ended ones whose end event is not out yet.
+    fn active_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .query_items(ACTIVE_PK.into(), None, usize::MAX)?
+            .iter()
+            .filter_map(|i| get_s(i, "sk").map(str::to_string))
+            .collect())
+    }
+
     fn update(
         &self,
         id: &str,
@@ -1011,11 +1021,7 @@ impl JobStore for DynamoJobStore {
     fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
         // The active partition, not a scan: a table holds every chunk record
         // of every job, and a sweep must not read them all.
-        let ids: Vec<String> = self
-            .query_items(ACTIVE_PK.into(), None, usize::MAX)?
-            .iter()
-            .filter_map(|i| get_s(i, "sk").map(str::to_string))
-            .collect();
+        let ids = self.active_ids()?;
         let mut found = self.jobs_of(&ids)?;
         let mut out = Vec::new();
         for id in ids {
@@ -1048,11 +1054,7 @@ impl JobStore for DynamoJobStore {
 
     fn unannounced(&self) -> Result<Vec<Job>, StoreError> {
         // Ended jobs keep their active entry until their end event is out.
-        let ids: Vec<String> = self
-            .query_items(ACTIVE_PK.into(), None, usize::MAX)?
-            .iter()
-            .filter_map(|i| get_s(i, "sk").map(str::to_string))
-            .collect();
+        let ids = self.active_ids()?;
         let found = self.jobs_of(&ids)?;
         Ok(found.into_values().filter(|j| j.status.is_final() && j.announce_pending).collect())
     }
