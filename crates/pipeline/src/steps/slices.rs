@@ -100,14 +100,13 @@ impl Pipeline {
         let ranges = plan.ranges();
         let mut out = Vec::with_capacity(recs.len() * ranges * ENTRY);
         for rec in recs {
-            let PartialRef::Object(key) = &rec.partial else {
-                out.resize(out.len() + ranges * ENTRY, 0);
-                continue;
+            let key = match &rec.partial {
+                PartialRef::Object(key) if self.needs_index(rec) => key,
+                _ => {
+                    out.resize(out.len() + ranges * ENTRY, 0); // read whole or from memory: no entry
+                    continue;
+                }
             };
-            if !self.needs_index(rec) {
-                out.resize(out.len() + ranges * ENTRY, 0);
-                continue;
-            }
             let (index_at, len) = (rec.report.index_at, rec.report.run_bytes);
             let mut tail = Vec::new();
             self.output.get_range(key, index_at, Some(len))?.read_to_end(&mut tail).map_err(StoreError::Io)?;
