@@ -86,7 +86,7 @@ const RECORD_BYTES: f64 = 1500.0;
 const READ_AHEAD_BYTES: f64 = 9.0 * 8.0 * 1048576.0;
 /// Rows a piece stages before folding them into its groups (the engine's
 /// `FOLD_BYTES`).
-const STAGED_BYTES: f64 = 64.0 * 1048576.0;
+const STAGED_BYTES: f64 = 128.0 * 1048576.0;
 /// Bytes of a large partial's index (1,024 entries of a key and an offset).
 const INDEX_BYTES: f64 = 40e3;
 /// Multipart upload part size of the S3 adapter (`fanfold_aws::PART_SIZE`).
@@ -313,7 +313,7 @@ pub fn plan(p: &PlanInput) -> Plan {
     };
     let scan_end = simulate(chunks, chunk_secs, p.concurrency, |i| split_secs + dispatch(i));
     // The runtime, per piece its read-ahead (4 streams: up to 9 blocks of
-    // 8 MiB), its staged rows (folded every 64 MiB where keys repeat), its
+    // 8 MiB), its staged rows (folded every 128 MiB where keys repeat), its
     // groups and their sorted run, and with several pieces the joined
     // partial. Measured with `fanfold run --workers 1 --chunk-size 512MB`
     // (no read-ahead) on the 1 GB files: zipf 424 MB (this gives 357 MB),

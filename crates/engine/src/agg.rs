@@ -29,8 +29,10 @@ const COMBINE: usize = 1024;
 /// Staged bytes after which a chunk's staged rows are folded into tables
 /// of their partitions that live until the chunk ends: a chunk's
 /// memory is then its groups plus this much, not all of its rows. A chunk
-/// of a few tens of MiB never folds and keeps the one reused table.
-const FOLD_BYTES: usize = 64 << 20;
+/// of up to ~100 MiB (the local default is 64 MiB) never folds and keeps
+/// the one reused table: folding it costs fresh tables and more memory
+/// than its staging (docs/architecture.md, "A large piece folds").
+const FOLD_BYTES: usize = 128 << 20;
 /// Partitions the first fold tries before it decides whether folding pays.
 const TRIAL_PARTITIONS: usize = 16;
 /// Groups per folded row above which a chunk stops folding (measured on
