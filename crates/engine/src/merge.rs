@@ -13,13 +13,22 @@ use crate::Error;
 pub type Group<'a> = (&'a [u8], &'a [Acc], &'a [u8]);
 
 /// Streams the merged groups of several runs in key order.
+///
+/// The runs meet in a tournament tree of losers: advancing the winning run
+/// replays one leaf-to-root path, one comparison per level (log2 k), where
+/// a binary heap's sift-down costs up to two per level. Ties between equal
+/// keys go to the lower run index, so groups combine in run order.
 pub struct Merger<R> {
     runs: Vec<RunReader<R>>,
     /// The first 32 bytes of each run's current key: most comparisons end
     /// here without touching the keys.
     prefixes: Vec<Prefix>,
-    /// Min-heap of run indices ordered by (current key, run index).
-    heap: Vec<usize>,
+    /// Whether each leaf (run, or padding up to a power of two) is spent.
+    spent: Vec<bool>,
+    /// `tree[0]` is the winning run; `tree[n]` for `1 <= n < leaves` the
+    /// loser of the match at internal node `n` (leaf `i` is node `leaves + i`).
+    tree: Vec<usize>,
+    leaves: usize,
     /// A run whose current entry was handed out as is; it advances first.
     pending: bool,
     key: Vec<u8>,
@@ -52,10 +61,13 @@ impl<R: Read> Merger<R> {
             }
         }
         let n = runs.len();
+        let leaves = n.next_power_of_two();
         let mut m = Merger {
             runs,
             prefixes: vec![[0; 4]; n],
-            heap: Vec::new(),
+            spent: vec![true; leaves],
+            tree: vec![0; leaves],
+            leaves,
             pending: false,
             key: Vec::new(),
             accs: Vec::new(),
@@ -65,11 +77,21 @@ impl<R: Read> Merger<R> {
         for i in 0..n {
             if m.runs[i].advance()? {
                 m.prefixes[i] = prefix(&m.runs[i].key);
-                m.heap.push(i);
-                let last = m.heap.len() - 1;
-                m.sift_up(last);
+                m.spent[i] = false;
             }
         }
+        // Play every match bottom-up: winners[node] won at `node`.
+        let mut winners = vec![0usize; 2 * leaves];
+        for (i, w) in winners[leaves..].iter_mut().enumerate() {
+            *w = i;
+        }
+        for node in (1..leaves).rev() {
+            let (a, b) = (winners[2 * node], winners[2 * node + 1]);
+            let (win, lose) = if m.before(b, a) { (b, a) } else { (a, b) };
+            winners[node] = win;
+            m.tree[node] = lose;
+        }
+        m.tree[0] = winners[1.min(2 * leaves - 1)];
         Ok(m)
     }
 
@@ -78,67 +100,65 @@ impl<R: Read> Merger<R> {
         self.runs.first().map(|r| r.ops()).unwrap_or(&[])
     }
 
+    /// Whether leaf `a`'s entry comes before leaf `b`'s: (key, run index),
+    /// a spent leaf after every live one.
     #[inline]
-    fn less(&self, a: usize, b: usize) -> bool {
-        let (pa, pb) = (&self.prefixes[a], &self.prefixes[b]);
-        if pa != pb {
-            return pa < pb;
-        }
-        cmp_after_prefix(&self.runs[a].key, &self.runs[b].key).then(a.cmp(&b)) == std::cmp::Ordering::Less
-    }
-
-    fn sift_up(&mut self, mut i: usize) {
-        while i > 0 {
-            let p = (i - 1) / 2;
-            if self.less(self.heap[i], self.heap[p]) {
-                self.heap.swap(i, p);
-                i = p;
-            } else {
-                break;
+    fn before(&self, a: usize, b: usize) -> bool {
+        match (self.spent[a], self.spent[b]) {
+            (true, _) => false,
+            (false, true) => true,
+            (false, false) => {
+                let (pa, pb) = (&self.prefixes[a], &self.prefixes[b]);
+                if pa != pb {
+                    return pa < pb;
+                }
+                cmp_after_prefix(&self.runs[a].key, &self.runs[b].key).then(a.cmp(&b)) == std::cmp::Ordering::Less
             }
         }
     }
 
-    fn sift_down(&mut self, mut i: usize) {
-        let n = self.heap.len();
-        loop {
-            let l = 2 * i + 1;
-            if l >= n {
-                break;
-            }
-            let r = l + 1;
-            let c = if r < n && self.less(self.heap[r], self.heap[l]) { r } else { l };
-            if self.less(self.heap[c], self.heap[i]) {
-                self.heap.swap(c, i);
-                i = c;
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// Advances the run at the top of the heap.
+    /// Advances the winning run and replays its path to the root.
     fn pop_top(&mut self) -> io::Result<()> {
-        let top = self.heap[0];
+        let top = self.tree[0];
         if self.runs[top].advance()? {
             self.prefixes[top] = prefix(&self.runs[top].key);
-            self.sift_down(0);
         } else {
-            let last = self.heap.pop().expect("non-empty");
-            if !self.heap.is_empty() {
-                self.heap[0] = last;
-                self.sift_down(0);
-            }
+            self.spent[top] = true;
         }
+        let mut cand = top;
+        let mut node = (self.leaves + top) / 2;
+        while node >= 1 {
+            let other = self.tree[node];
+            if self.before(other, cand) {
+                self.tree[node] = cand;
+                cand = other;
+            }
+            node /= 2;
+        }
+        self.tree[0] = cand;
         Ok(())
     }
 
-    fn top_key_repeats(&self) -> bool {
-        // Heap order means an equal key, if any, sits at a child of the root.
-        let top = self.heap[0];
-        self.heap[1..self.heap.len().min(3)]
-            .iter()
-            .any(|&c| self.prefixes[c] == self.prefixes[top] && eq_keys(&self.runs[c].key, &self.runs[top].key))
+    fn live_top(&self) -> Option<usize> {
+        let top = self.tree[0];
+        (!self.spent[top]).then_some(top)
+    }
+
+    fn top_key_repeats(&self, top: usize) -> bool {
+        // The runner-up lost to the winner on the winner's path: an equal
+        // key, if any, is the runner-up's.
+        let mut node = (self.leaves + top) / 2;
+        while node >= 1 {
+            let c = self.tree[node];
+            if !self.spent[c]
+                && self.prefixes[c] == self.prefixes[top]
+                && eq_keys(&self.runs[c].key, &self.runs[top].key)
+            {
+                return true;
+            }
+            node /= 2;
+        }
+        false
     }
 
     /// The next merged group, or `None` when all runs are exhausted.
@@ -147,8 +167,8 @@ impl<R: Read> Merger<R> {
             self.pending = false;
             self.pop_top().map_err(Error::Partial)?;
         }
-        let Some(&top) = self.heap.first() else { return Ok(None) };
-        if !self.top_key_repeats() {
+        let Some(top) = self.live_top() else { return Ok(None) };
+        if !self.top_key_repeats(top) {
             // The common case: the group is in one run only; hand it out as is.
             self.pending = true;
             let r = &self.runs[top];
@@ -167,7 +187,7 @@ impl<R: Read> Merger<R> {
             }
         }
         self.pop_top().map_err(Error::Partial)?;
-        while let Some(&t) = self.heap.first() {
+        while let Some(t) = self.live_top() {
             if !eq_keys(&self.runs[t].key, &self.key) {
                 break;
             }
@@ -193,5 +213,49 @@ fn op_of(a: &Acc) -> crate::spec::AggOp {
         Acc::Max(_) => AggOp::Max,
         Acc::First(_) => AggOp::First,
         Acc::Last(_) => AggOp::Last,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::number::Decimal;
+    use crate::partial::RunWriter;
+    use crate::spec::AggOp;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any number of runs (none, one, empty ones, not a power of two),
+        /// keys shared between runs and longer than the inline prefix: the
+        /// merge gives each key once, in byte order, with its values summed.
+        #[test]
+        fn merging_runs_gives_every_key_once_in_order(
+            runs in prop::collection::vec(
+                prop::collection::btree_map("(a{0,40}|[a-c]{1,3}|z[a-z]{0,5})", -1000i64..1000, 0..60),
+                0..20,
+            ),
+        ) {
+            let mut want: BTreeMap<Vec<u8>, i128> = BTreeMap::new();
+            let mut encoded = Vec::new();
+            for run in &runs {
+                let mut w = RunWriter::new(&[AggOp::Sum]);
+                for (k, v) in run {
+                    w.push(k.as_bytes(), &[Acc::Sum(Some(Decimal::from_int(*v as i128)))], &[]);
+                    *want.entry(k.as_bytes().to_vec()).or_default() += *v as i128;
+                }
+                encoded.push(w.finish());
+            }
+            let mut m = Merger::new(encoded.iter().map(|r| &r[..]).collect(), vec!["sum".into()]).unwrap();
+            let mut got = Vec::new();
+            while let Some((key, accs, _)) = m.next_group().unwrap() {
+                let Acc::Sum(Some(d)) = accs[0] else { panic!("a sum") };
+                got.push((key.to_vec(), d.mantissa));
+            }
+            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
     }
 }
