@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use crate::acc::{update, Acc, Input};
-use crate::key::{cmp_after_prefix, eq_keys, prefix, Prefix};
+use crate::key::{cmp_keys, eq_keys, prefix, Prefix};
 use crate::number::Decimal;
 use crate::spec::AggOp;
 
@@ -586,6 +586,36 @@ impl PartTable {
         }
     }
 
+    /// Sorts each run of `sorted` (sorted by the zero-padded key bytes
+    /// `[depth, depth + 32)`) whose prefixes tie, by the next 32 bytes, again
+    /// as inline tuples: keys such as a long song title and a date share
+    /// their first 32 bytes by the hundred, and a comparison that loads both
+    /// keys was a sixth of such a chunk's scan. Keys that end inside the
+    /// next 32 bytes, and ties past 128, are compared whole.
+    fn sort_ties(&self, sorted: &mut [(Prefix, u32)], depth: usize) {
+        let mut i = 0;
+        while i < sorted.len() {
+            let mut j = i + 1;
+            while j < sorted.len() && sorted[j].0 == sorted[i].0 {
+                j += 1;
+            }
+            if j - i > 1 {
+                let tie = &mut sorted[i..j];
+                let next = depth + 32;
+                if next >= 128 || tie.iter().any(|e| self.key(e.1 as usize).len() <= next) {
+                    tie.sort_unstable_by(|a, b| cmp_keys(self.key(a.1 as usize), self.key(b.1 as usize)));
+                } else {
+                    for e in tie.iter_mut() {
+                        e.0 = prefix(&self.key(e.1 as usize)[next..]);
+                    }
+                    tie.sort_unstable();
+                    self.sort_ties(tie, next);
+                }
+            }
+            i = j;
+        }
+    }
+
     /// Visits this partition's groups in key order.
     fn emit(&mut self, f: &mut impl FnMut(&[u8], &[Acc], &[u8])) {
         let n = self.template.len();
@@ -593,19 +623,9 @@ impl PartTable {
         order.clear();
         order.extend((0..self.key_ends.len()).map(|id| (prefix(self.key(id)), id as u32)));
         // Plain tuple order (an inlined comparison) sorts by prefix; only
-        // runs of equal prefixes (keys longer than the prefix) need the keys.
+        // runs of equal prefixes (keys longer than the prefix) need more.
         order.sort_unstable();
-        let mut i = 0;
-        while i < order.len() {
-            let mut j = i + 1;
-            while j < order.len() && order[j].0 == order[i].0 {
-                j += 1;
-            }
-            if j - i > 1 {
-                order[i..j].sort_unstable_by(|a, b| cmp_after_prefix(self.key(a.1 as usize), self.key(b.1 as usize)));
-            }
-            i = j;
-        }
+        self.sort_ties(&mut order, 0);
         for &(_, id) in &order {
             let id = id as usize;
             f(self.key(id), &self.accs[id * n..(id + 1) * n], &self.texts);
@@ -667,7 +687,38 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Groups come out in byte order of their keys, each once, whatever
+        /// the keys share: prefixes of 32, 64 or more bytes, keys that end
+        /// at or inside those bounds, a sample too small to route by.
+        #[test]
+        fn groups_come_out_in_key_order(
+            keys in prop::collection::vec(
+                (0usize..4, 0usize..130, "[a-c]{0,3}"),
+                1..9000,
+            ),
+        ) {
+            let stem = "s".repeat(130);
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .map(|(kind, n, tail)| match kind {
+                    0 => tail.into_bytes(),
+                    1 => format!("{}{tail}", &stem[..n]).into_bytes(),
+                    2 => format!("{}{n:03}", &stem[..64]).into_bytes(),
+                    _ => format!("{}{tail}\u{1}x", &stem[..n.min(40)]).into_bytes(),
+                })
+                .collect();
+            let mut buffers = ScanBuffers::default();
+            let mut t = GroupTable::new(&[AggOp::Count], &mut buffers);
+            for k in &keys {
+                t.add_row(k, &[Input::Present], b"", 0);
+            }
+            let mut got = Vec::new();
+            t.finish(&mut buffers, |key, _, _| got.push(key.to_vec()));
+            let want: Vec<Vec<u8>> = keys.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            prop_assert_eq!(got, want);
+        }
+
         /// Folding staged rows into partition tables mid-chunk changes nothing.
         #[test]
         fn a_chunk_that_folds_gives_the_same_groups(
