@@ -55,15 +55,41 @@ impl Decimal {
     /// Parses `[+-]digits[.digits][e[+-]digits]` (surrounding ASCII spaces allowed).
     pub fn parse(text: &[u8]) -> Result<Decimal, NumberError> {
         let t = trim_spaces(text);
-        // Fast path: a plain non-negative integer of at most 18 digits.
-        if !t.is_empty() && t.len() <= 18 && t.iter().all(u8::is_ascii_digit) {
-            let mut v: i64 = 0;
-            for &b in t {
-                v = v * 10 + (b - b'0') as i64;
-            }
-            return Ok(Decimal::from_int(v as i128));
+        Self::parse_short(t).map_or_else(|| Self::parse_slow(t), Ok)
+    }
+
+    /// The common case without the general parser: an optional sign, then at
+    /// most 18 digits with at most one point among them (`12`, `-3.50`,
+    /// `.5`, `7.`), no exponent. The same value and scale as
+    /// [`Self::parse_slow`] gives; `None` for anything else.
+    #[inline]
+    fn parse_short(t: &[u8]) -> Option<Decimal> {
+        let (neg, body) = match t.first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        if body.is_empty() || body.len() > 18 {
+            return None;
         }
-        Self::parse_slow(t)
+        let mut v: i64 = 0;
+        let mut point = None;
+        for (i, &b) in body.iter().enumerate() {
+            if b.is_ascii_digit() {
+                v = v * 10 + (b - b'0') as i64;
+            } else if b == b'.' && point.is_none() {
+                point = Some(i);
+            } else {
+                return None;
+            }
+        }
+        let scale = match point {
+            None => 0,
+            Some(_) if body.len() == 1 => return None, // "." alone
+            Some(p) => body.len() - 1 - p,
+        };
+        let m = v as i128;
+        Some(Decimal { mantissa: if neg { -m } else { m }, scale: scale as u8 })
     }
 
     fn parse_slow(t: &[u8]) -> Result<Decimal, NumberError> {
@@ -452,6 +478,24 @@ mod tests {
                     proptest::prop_assert_eq!(got, Ok(Decimal { mantissa, scale }), "{:?}", text)
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// The short path gives what the general parser gives, scale included.
+        #[test]
+        fn short_numbers_parse_as_the_general_parser_does(
+            text in "[+-]{0,1}[0-9]{0,10}[.]{0,1}[0-9]{0,10}|[0-9.+-]{0,6}"
+        ) {
+            if let Some(d) = Decimal::parse_short(text.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(d), Decimal::parse_slow(text.as_bytes()), "{:?}", text);
+            }
+            proptest::prop_assert_eq!(
+                Decimal::parse(text.as_bytes()),
+                Decimal::parse_slow(text.as_bytes()),
+                "{:?}", text
+            );
         }
     }
 

@@ -5,7 +5,7 @@ use super::{Issue, Problem};
 use crate::acc::Input;
 use crate::agg::GroupTable;
 use crate::key::push_field;
-use crate::number::Decimal;
+use crate::number::{Decimal, NumberError};
 use crate::spec::{AggOp, Compiled, FilterOp, Transform, MISSING};
 
 /// Per-row work: filters, key, inputs, group update.
@@ -67,6 +67,14 @@ impl RowWork<'_> {
             }
         }
         self.inputs.clear();
+        // Aggregates of one column (mean, min and max of a price) parse it once.
+        let mut parsed: (usize, Result<Decimal, NumberError>) = (usize::MAX, Err(NumberError::NotANumber));
+        let mut number = |c: usize, v: &[u8]| {
+            if parsed.0 != c {
+                parsed = (c, Decimal::parse(v));
+            }
+            parsed.1
+        };
         for a in &spec.aggs {
             let input = match a.col {
                 None => Input::Present,
@@ -82,10 +90,8 @@ impl RowWork<'_> {
                         AggOp::Count if v.is_empty() => Input::Null,
                         AggOp::Count => Input::Present,
                         _ if v.is_empty() && a.op != AggOp::First && a.op != AggOp::Last => Input::Null,
-                        AggOp::Sum | AggOp::Mean => {
-                            Input::Num(Decimal::parse(v).map_err(|e| issue(Problem::Number(e)))?)
-                        }
-                        AggOp::Min | AggOp::Max => match Decimal::parse(v) {
+                        AggOp::Sum | AggOp::Mean => Input::Num(number(c, v).map_err(|e| issue(Problem::Number(e)))?),
+                        AggOp::Min | AggOp::Max => match number(c, v) {
                             Ok(d) => Input::Num(d),
                             Err(_) if std::str::from_utf8(v).is_ok() => Input::Text(s, e),
                             Err(_) => return Err(issue(Problem::Utf8)),
