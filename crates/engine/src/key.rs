@@ -94,6 +94,15 @@ pub fn prefix(k: &[u8]) -> Prefix {
     out
 }
 
+/// After keys agree in their first `n` bytes zero-padded (equal
+/// [`prefix`]es: `n` = 32; in the merge also equal second prefixes: 64):
+/// the order of the rest.
+#[inline]
+pub fn cmp_after(a: &[u8], b: &[u8], n: usize) -> Ordering {
+    let s = a.len().min(b.len()).min(n);
+    cmp_keys(&a[s..], &b[s..])
+}
+
 #[inline]
 fn word(b: &[u8]) -> u64 {
     u64::from_be_bytes(b.try_into().expect("8 bytes"))
@@ -139,18 +148,45 @@ mod tests {
     }
 
     proptest! {
+        /// Two keys that differ first at any byte (inside either prefix, at
+        /// their bounds, past them) or where one ends: the merge's
+        /// comparison chain orders them as their bytes.
         #[test]
-        fn order_and_roundtrip(a in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..12), 2),
-                               b in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..12), 2)) {
+        fn the_merge_comparison_is_byte_order_at_every_position(
+            k in proptest::collection::vec(2u8..=255, 0..100),
+            at in 0usize..100,
+            y in 2u8..=255,
+            cut in proptest::bool::ANY,
+        ) {
+            let mut j = k.clone();
+            if cut {
+                j.truncate(at);
+            } else if at < j.len() {
+                j[at] = y;
+            }
+            let second = |k: &[u8]| if k.len() > 32 { prefix(&k[32..]) } else { [0; 4] };
+            let chain = prefix(&k).cmp(&prefix(&j)).then(second(&k).cmp(&second(&j))).then_with(|| cmp_after(&k, &j, 64));
+            prop_assert_eq!(chain, k.cmp(&j));
+            prop_assert_eq!(prefix(&k).cmp(&prefix(&j)).then_with(|| cmp_after(&k, &j, 32)), k.cmp(&j));
+        }
+
+        #[test]
+        fn order_and_roundtrip(a in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..40), 2),
+                               b in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..40), 2)) {
             prop_assert_eq!(enc(&a).cmp(&enc(&b)), a.cmp(&b));
             prop_assert_eq!(cmp_keys(&enc(&a), &enc(&b)), a.cmp(&b));
             prop_assert_eq!(eq_keys(&enc(&a), &enc(&b)), a == b);
             let (x, y) = (enc(&a), enc(&b));
             prop_assert_eq!(common_prefix(&x, &y), x.iter().zip(&y).take_while(|(p, q)| p == q).count());
             let (ka, kb) = (enc(&a), enc(&b));
-            // What the sort and the merge compare: the zero-padded prefix, then the rest.
-            let s = ka.len().min(kb.len()).min(32);
-            prop_assert_eq!(prefix(&ka).cmp(&prefix(&kb)).then_with(|| cmp_keys(&ka[s..], &kb[s..])), a.cmp(&b));
+            // What the merge compares: the zero-padded prefix, the next 32
+            // bytes (zero for a short key), then the rest.
+            prop_assert_eq!(prefix(&ka).cmp(&prefix(&kb)).then_with(|| cmp_after(&ka, &kb, 32)), a.cmp(&b));
+            let second = |k: &[u8]| if k.len() > 32 { prefix(&k[32..]) } else { [0; 4] };
+            prop_assert_eq!(
+                prefix(&ka).cmp(&prefix(&kb)).then(second(&ka).cmp(&second(&kb))).then_with(|| cmp_after(&ka, &kb, 64)),
+                a.cmp(&b)
+            );
             let mut out = Vec::new();
             let mut s = Vec::new();
             for_each_field(&enc(&a), &mut s, |f| out.push(f.to_vec()));

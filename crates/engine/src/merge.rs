@@ -5,7 +5,7 @@
 use std::io::{self, Read};
 
 use crate::acc::{combine, Acc};
-use crate::key::{cmp_keys, eq_keys, prefix, Prefix};
+use crate::key::{cmp_after, eq_keys, prefix, Prefix};
 use crate::partial::RunReader;
 use crate::Error;
 
@@ -96,7 +96,7 @@ impl<R: Read> Merger<R> {
             winners[node] = win;
             m.tree[node] = lose;
         }
-        m.tree[0] = winners[1.min(2 * leaves - 1)];
+        m.tree[0] = winners[1];
         Ok(m)
     }
 
@@ -121,9 +121,7 @@ impl<R: Read> Merger<R> {
                 if sa != sb {
                     return sa < sb;
                 }
-                let (ka, kb) = (&self.runs[a].key, &self.runs[b].key);
-                let s = ka.len().min(kb.len()).min(64);
-                cmp_keys(&ka[s..], &kb[s..]).then(a.cmp(&b)) == std::cmp::Ordering::Less
+                cmp_after(&self.runs[a].key, &self.runs[b].key, 64).then(a.cmp(&b)) == std::cmp::Ordering::Less
             }
         }
     }
