@@ -79,7 +79,16 @@ impl TopGroups {
 
 fn rank_of(acc: &Acc) -> Option<f64> {
     use crate::acc::Val;
-    let dec = |d: &crate::number::Decimal| d.mantissa as f64 / 10f64.powi(d.scale as i32);
+    // Per merged group: i64 and scale 0 skip the i128 conversion (a
+    // library call) and the division, and give the same f64.
+    let dec = |d: &crate::number::Decimal| {
+        let m = i64::try_from(d.mantissa).map_or(d.mantissa as f64, |m| m as f64);
+        if d.scale == 0 {
+            m
+        } else {
+            m / 10f64.powi(d.scale as i32)
+        }
+    };
     match acc {
         Acc::Count(c) => Some(*c as f64),
         Acc::Sum(Some(d)) | Acc::Min(Some(Val::Num(d))) | Acc::Max(Some(Val::Num(d))) => Some(dec(d)),
@@ -92,6 +101,19 @@ fn rank_of(acc: &Acc) -> Option<f64> {
 mod top_tests {
     use super::*;
     use crate::key::push_field;
+    use crate::number::Decimal;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_fast_rank_is_the_general_one(m in any::<i128>(), small in any::<i64>(), scale in 0u8..40) {
+            for mantissa in [m, small as i128] {
+                let d = Decimal { mantissa, scale };
+                let want = mantissa as f64 / 10f64.powi(scale as i32);
+                prop_assert_eq!(rank_of(&Acc::Sum(Some(d))).map(f64::to_bits), Some(want.to_bits()));
+            }
+        }
+    }
 
     #[test]
     fn keeps_the_largest_with_ties_in_key_order() {
