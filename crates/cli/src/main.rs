@@ -56,7 +56,7 @@ enum Command {
         /// Estimated result bytes per key range: each range is merged by its
         /// own reducer into its own parts. The same value gives the same
         /// result files for every chunk size and worker count.
-        #[arg(long, value_parser = parse_size, default_value = "128MiB")]
+        #[arg(long, value_parser = parse_size, default_value = "32MiB")]
         range_bytes: u64,
         /// Threads that scan one chunk, each a piece of it, as a Lambda
         /// worker with several vCPUs does (the result is the same; locally
