@@ -203,8 +203,12 @@ impl Tokenizer {
 }
 
 /// Finds the delimiters, quotes and newlines of a buffer 64 bytes at a
-/// time: each block becomes a bit mask (SWAR, eight bytes per step, no
-/// branch per byte), and positions are read off it with `trailing_zeros`.
+/// time: each block becomes a bit mask (SSE2 on x86_64, 16 bytes per step;
+/// elsewhere SWAR, eight bytes per step; no branch per byte), and positions
+/// are read off it with `trailing_zeros`. SSE2 made a chunk's scan 8%
+/// (zipf) to 13% (the 12-column catalogue) faster; it is the project's one
+/// `unsafe` (unaligned loads). arm64 (the functions' default) takes the
+/// SWAR path: a NEON one could not be built or run on this x86 machine.
 /// Short CSV fields made per-byte branches (and their mispredictions at
 /// every field end) the parser's largest cost.
 pub(super) struct Structurals {
@@ -255,6 +259,10 @@ impl Structurals {
     /// The mask of the (up to) 64 bytes at `at`.
     #[inline]
     fn block(&self, data: &[u8], at: usize) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(b) = data.get(at..at + 64) {
+            return sse2_mask(b.try_into().expect("64 bytes"), self.bytes);
+        }
         let block = &data[at.min(data.len())..data.len().min(at + 64)];
         let mut mask = 0u64;
         let words = block.chunks_exact(8);
@@ -280,6 +288,29 @@ impl Structurals {
     }
 }
 
+/// The bits of the bytes of `b` equal to one of `bytes`: 16 bytes per
+/// step (SSE2, which every x86_64 CPU has), four comparisons and a
+/// movemask where the portable path takes some 150 word operations.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[allow(unsafe_code)]
+fn sse2_mask(b: &[u8; 64], bytes: [u8; 3]) -> u64 {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86_64 baseline, so its intrinsics are
+    // available on every CPU this code runs on; each unaligned load reads
+    // 16 bytes of `b`, which holds 64.
+    unsafe {
+        let [d, q, n] = bytes.map(|x| _mm_set1_epi8(x as i8));
+        let mut mask = 0u64;
+        for k in 0..4 {
+            let v = _mm_loadu_si128(b.as_ptr().add(16 * k).cast());
+            let hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, d), _mm_cmpeq_epi8(v, q)), _mm_cmpeq_epi8(v, n));
+            mask |= (_mm_movemask_epi8(hit) as u16 as u64) << (16 * k);
+        }
+        mask
+    }
+}
+
 /// Whether `b` holds only ASCII bytes above 0x01 (eight bytes per step).
 #[inline]
 fn is_plain(b: &[u8]) -> bool {
@@ -299,6 +330,27 @@ fn is_plain(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any delimiter and quote (bytes of 0x80 and above included: the
+        /// SIMD comparison must not be a signed one), any start.
+        #[test]
+        fn structurals_of_any_bytes(
+            d in any::<u8>(),
+            q in any::<u8>(),
+            picks in proptest::collection::vec((0u8..4, any::<u8>()), 0..300),
+            start in 0usize..300,
+        ) {
+            let data: Vec<u8> = picks.iter().map(|&(k, x)| [d, q, b'\n', x][k as usize]).collect();
+            let start = start.min(data.len());
+            let mut cur = Structurals::new(d, q);
+            cur.seek(&data, start);
+            let got: Vec<usize> = std::iter::from_fn(|| cur.next(&data)).collect();
+            let want: Vec<usize> = (start..data.len()).filter(|&i| [d, q, b'\n'].contains(&data[i])).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn structurals_and_plain_match_a_byte_loop() {
