@@ -175,7 +175,6 @@ struct PartTable {
     texts: Vec<u8>,
     template: Vec<Acc>,
     scratch: Vec<Acc>,
-    inputs: Vec<Input>,
     order: Vec<(Prefix, u32)>,
     overflow: Option<usize>,
     /// Rows aggregated since the last reset.
@@ -383,36 +382,49 @@ impl GroupTable {
     }
 }
 
-/// Appends one staged row: length-prefixed key, tagged inputs, offset.
+/// Appends one staged row: length-prefixed key, offset (if needed), tagged inputs.
+///
+/// Tags: 0 empty, 1 present, 2 i64 mantissa, 3 i128, 4 text, 5 i32 (most
+/// numbers: a price, a count of plays), 6 the previous input again (mean,
+/// min and max of one column). Staged bytes are a chunk's memory traffic
+/// and, in its first chunk, a worker's fresh pages: the catalogue's rows
+/// staged 41 bytes of inputs with tags 2 and 4 alone, 15 with 5 and 6.
 #[inline]
 fn encode_row(buf: &mut Vec<u8>, key: &[u8], inputs: &[Input], row: &[u8], pos: u64, needs_pos: bool) {
     put_len(buf, key.len());
     buf.extend_from_slice(key);
-    for input in inputs {
-        match *input {
+    if needs_pos {
+        buf.extend_from_slice(&pos.to_le_bytes());
+    }
+    let mut prev = Input::Null;
+    for &input in inputs {
+        match input {
             Input::Null => buf.push(0),
             Input::Present => buf.push(1),
-            Input::Num(d) => match i64::try_from(d.mantissa) {
-                Ok(m) => {
+            Input::Num(d) if matches!(prev, Input::Num(p) if p == d) => buf.push(6),
+            Input::Text(s, e) if matches!(prev, Input::Text(ps, pe) if (ps, pe) == (s, e)) => buf.push(6),
+            Input::Num(d) => {
+                if let Ok(m) = i32::try_from(d.mantissa) {
+                    buf.push(5);
+                    buf.push(d.scale);
+                    buf.extend_from_slice(&m.to_le_bytes());
+                } else if let Ok(m) = i64::try_from(d.mantissa) {
                     buf.push(2);
                     buf.push(d.scale);
                     buf.extend_from_slice(&m.to_le_bytes());
-                }
-                Err(_) => {
+                } else {
                     buf.push(3);
                     buf.push(d.scale);
                     buf.extend_from_slice(&d.mantissa.to_le_bytes());
                 }
-            },
+            }
             Input::Text(s, e) => {
                 buf.push(4);
                 put_len(buf, e - s);
                 buf.extend_from_slice(&row[s..e]);
             }
         }
-    }
-    if needs_pos {
-        buf.extend_from_slice(&pos.to_le_bytes());
+        prev = input;
     }
 }
 
@@ -425,14 +437,20 @@ fn len_width(mut v: usize) -> usize {
     n
 }
 
-/// Skips one staged input; returns it.
+/// Skips one staged input; returns it (`prev`: the row's input before it).
 #[inline]
-fn read_input(b: &[u8], i: &mut usize) -> Input {
+fn read_input(b: &[u8], i: &mut usize, prev: Input) -> Input {
     let tag = b[*i];
     *i += 1;
     match tag {
         0 => Input::Null,
         1 => Input::Present,
+        5 => {
+            let scale = b[*i];
+            let m = i32::from_le_bytes(b[*i + 1..*i + 5].try_into().expect("4 bytes"));
+            *i += 5;
+            Input::Num(Decimal { mantissa: m as i128, scale })
+        }
         2 => {
             let scale = b[*i];
             let m = i64::from_le_bytes(b[*i + 1..*i + 9].try_into().expect("8 bytes"));
@@ -445,6 +463,7 @@ fn read_input(b: &[u8], i: &mut usize) -> Input {
             *i += 17;
             Input::Num(Decimal { mantissa: m, scale })
         }
+        6 => prev,
         _ => {
             let n = get_len(b, i);
             let s = *i;
@@ -462,11 +481,12 @@ fn split_rows(b: &[u8], n_inputs: usize, needs_pos: bool) -> Vec<(usize, usize, 
         let kl = get_len(b, &mut i);
         let ks = i;
         i += kl;
-        for _ in 0..n_inputs {
-            read_input(b, &mut i);
-        }
         if needs_pos {
             i += 8;
+        }
+        let mut prev = Input::Null;
+        for _ in 0..n_inputs {
+            prev = read_input(b, &mut i, prev);
         }
         out.push((ks, ks + kl, i));
     }
@@ -484,7 +504,6 @@ impl PartTable {
             texts: Vec::new(),
             template: ops.iter().map(|o| Acc::empty(*o)).collect(),
             scratch: Vec::new(),
-            inputs: Vec::new(),
             order: Vec::new(),
             overflow: None,
             rows: 0,
@@ -509,7 +528,9 @@ impl PartTable {
         self.rows = 0;
     }
 
-    /// Folds staged rows into the current partition's groups.
+    /// Folds staged rows into the current partition's groups. Each input
+    /// is applied as it is read (collecting a row's inputs first cost a
+    /// store-forwarding stall per input: a third of this loop).
     fn aggregate(&mut self, b: &[u8], needs_pos: bool) {
         let n = self.template.len();
         let mut i = 0;
@@ -517,11 +538,6 @@ impl PartTable {
             let kl = get_len(b, &mut i);
             let key = &b[i..i + kl];
             i += kl;
-            self.inputs.clear();
-            for _ in 0..n {
-                let input = read_input(b, &mut i);
-                self.inputs.push(input);
-            }
             let pos = if needs_pos {
                 let p = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
                 i += 8;
@@ -533,25 +549,30 @@ impl PartTable {
             let id = self.group(key);
             let accs = &mut self.accs[id * n..(id + 1) * n];
             if n == 1 {
-                if update(&mut accs[0], self.inputs[0], b, pos, &mut self.texts).is_err() {
+                let input = read_input(b, &mut i, Input::Null);
+                if update(&mut accs[0], input, b, pos, &mut self.texts).is_err() {
                     self.overflow.get_or_insert(0);
                 }
                 continue;
             }
+            // All of a row's updates or none: they go to a copy first.
             self.scratch.clear();
             self.scratch.extend_from_slice(accs);
             let arena_len = self.texts.len();
-            let mut ok = true;
-            for (a, input) in self.inputs.iter().enumerate() {
-                if update(&mut self.scratch[a], *input, b, pos, &mut self.texts).is_err() {
-                    self.texts.truncate(arena_len);
-                    self.overflow.get_or_insert(a);
-                    ok = false;
-                    break;
+            let mut failed = None;
+            let mut prev = Input::Null;
+            for a in 0..n {
+                prev = read_input(b, &mut i, prev);
+                if failed.is_none() && update(&mut self.scratch[a], prev, b, pos, &mut self.texts).is_err() {
+                    failed = Some(a);
                 }
             }
-            if ok {
-                accs.copy_from_slice(&self.scratch);
+            match failed {
+                None => accs.copy_from_slice(&self.scratch),
+                Some(a) => {
+                    self.texts.truncate(arena_len);
+                    self.overflow.get_or_insert(a);
+                }
             }
         }
     }
@@ -717,6 +738,50 @@ mod tests {
             t.finish(&mut buffers, |key, _, _| got.push(key.to_vec()));
             let want: Vec<Vec<u8>> = keys.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             prop_assert_eq!(got, want);
+        }
+
+        /// A staged row reads back as the inputs it was staged from: every
+        /// width of number, texts, repeats of the input before.
+        #[test]
+        fn staged_inputs_read_back(
+            picks in prop::collection::vec((0u8..6, any::<i128>(), 0u8..30, 0usize..20, 0usize..20), 0..12),
+            pos in any::<u64>(),
+        ) {
+            let row: Vec<u8> = (0..40u8).map(|c| b'a' + c % 26).collect();
+            let mut inputs: Vec<Input> = Vec::new();
+            for (kind, m, scale, s, len) in picks {
+                let num = |m: i128| Input::Num(Decimal { mantissa: m, scale });
+                inputs.push(match kind {
+                    0 => Input::Null,
+                    1 => Input::Present,
+                    2 => num(m),
+                    3 => num(m as i64 as i128),
+                    4 => num(m as i32 as i128),
+                    _ => Input::Text(s, s + len),
+                });
+                if m % 3 == 0 {
+                    inputs.push(*inputs.last().expect("just pushed"));
+                }
+            }
+            let mut buf = vec![7u8; 3];
+            encode_row(&mut buf, b"key", &inputs, &row, pos, true);
+            let mut i = 3;
+            prop_assert_eq!(get_len(&buf, &mut i), 3);
+            prop_assert_eq!(&buf[i..i + 3], b"key");
+            prop_assert_eq!(&buf[i + 3..i + 11], &pos.to_le_bytes()[..]);
+            i += 11;
+            let mut prev = Input::Null;
+            for want in &inputs {
+                prev = read_input(&buf, &mut i, prev);
+                let same = match (want, prev) {
+                    (Input::Null, Input::Null) | (Input::Present, Input::Present) => true,
+                    (Input::Num(a), Input::Num(b)) => *a == b,
+                    (Input::Text(s, e), Input::Text(bs, be)) => row[*s..*e] == buf[bs..be],
+                    _ => false,
+                };
+                prop_assert!(same, "{:?} read back as {:?}", want, prev);
+            }
+            prop_assert_eq!(i, buf.len());
         }
 
         /// Folding staged rows into partition tables mid-chunk changes nothing.
