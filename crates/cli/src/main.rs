@@ -161,6 +161,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages: mimalloc asks for them, and a fresh 2 MiB
+    // page is zeroed at its first touch, which in a VM (here, and Lambda's
+    // Firecracker) costs more than the TLB misses it saves. A 1 GB bmat
+    // run took 9.52 s with them and 8.73 s without (system time 2.57 ->
+    // 1.05 s), zipf 3.71 -> 3.56 s, peak memory 259 -> 199 MB.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
