@@ -181,7 +181,8 @@ impl<R: Read> Merger<R> {
             let c = self.tree[node];
             if !self.spent[c]
                 && self.prefixes[c] == self.prefixes[top]
-                && eq_keys(&self.runs[c].key, &self.runs[top].key)
+                && self.lens[c] == self.lens[top]
+                && (self.lens[c] <= 32 || eq_keys(&self.runs[c].key, &self.runs[top].key))
             {
                 return true;
             }

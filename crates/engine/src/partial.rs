@@ -522,6 +522,8 @@ impl<R: Read> RunReader<R> {
                 return Ok(false);
             }
             if self.lo.as_deref().is_none_or(|lo| self.key.as_slice() >= lo) {
+                // Keys only grow: the rest of the run is past `lo` too.
+                self.lo = None;
                 return Ok(true);
             }
         }

@@ -82,7 +82,10 @@ fn rank_of(acc: &Acc) -> Option<f64> {
     // Per merged group: i64 and scale 0 skip the i128 conversion (a
     // library call) and the division, and give the same f64.
     let dec = |d: &crate::number::Decimal| {
-        let m = i64::try_from(d.mantissa).map_or(d.mantissa as f64, |m| m as f64);
+        let m = match i64::try_from(d.mantissa) {
+            Ok(m) => m as f64,
+            Err(_) => d.mantissa as f64,
+        };
         if d.scale == 0 {
             m
         } else {

@@ -30,6 +30,11 @@ pub fn push_csv_field(out: &mut Vec<u8>, v: &[u8], delimiter: u8) {
 /// Formats result rows: decoded key fields, then aggregate values.
 pub struct RowFormatter {
     delimiter: u8,
+    /// 1 for the bytes that keep a key from being copied as is: the escape
+    /// byte 0x01, the delimiter, quotes and line ends. A table read per byte
+    /// without a branch; five comparisons per byte with an early exit were
+    /// an eighth of a large merge's time.
+    special: [u8; 256],
     scratch: Vec<u8>,
     value: Vec<u8>,
     kinds: Vec<crate::kinds::ValueKind>,
@@ -38,7 +43,11 @@ pub struct RowFormatter {
 impl RowFormatter {
     /// Rows with fields separated by `delimiter`.
     pub fn new(delimiter: u8) -> Self {
-        RowFormatter { delimiter, scratch: Vec::new(), value: Vec::new(), kinds: Vec::new() }
+        let mut special = [0u8; 256];
+        for b in [1, delimiter, b'"', b'\n', b'\r'] {
+            special[b as usize] = 1;
+        }
+        RowFormatter { delimiter, special, scratch: Vec::new(), value: Vec::new(), kinds: Vec::new() }
     }
 
     /// What each aggregate column's values were, over the rows so far.
@@ -63,7 +72,7 @@ impl RowFormatter {
     pub fn row(&mut self, key: &[u8], accs: &[Acc], texts: &[u8], out: &mut Vec<u8>) {
         let d = self.delimiter;
         let mut first = true;
-        let plain = !key.iter().any(|&b| b == 1 || b == d || b == b'"' || b == b'\n' || b == b'\r');
+        let plain = key.iter().fold(0, |any, &b| any | self.special[b as usize]) == 0;
         if plain {
             // No escapes and nothing to quote: the key's field terminators become delimiters.
             let start = out.len();
@@ -233,6 +242,33 @@ impl<S: PartSink> PartWriter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::push_field;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A key is written as its fields, each quoted where it must be,
+        /// whether it takes the copy path or the field by field one.
+        #[test]
+        fn rows_are_their_fields_quoted(
+            fields in prop::collection::vec(prop::collection::vec(prop::sample::select(b"ab,;\"\n\r\x00\x01\x02".to_vec()), 0..6), 1..4),
+            semicolon in any::<bool>(),
+        ) {
+            let d = if semicolon { b';' } else { b',' };
+            let mut key = Vec::new();
+            for f in &fields {
+                push_field(&mut key, f);
+            }
+            let mut got = Vec::new();
+            RowFormatter::new(d).row(&key, &[Acc::Count(3)], &[], &mut got);
+            let mut want = Vec::new();
+            for f in &fields {
+                push_csv_field(&mut want, f, d);
+                want.push(d);
+            }
+            want.extend_from_slice(b"3\n");
+            prop_assert_eq!(got, want);
+        }
+    }
 
     #[derive(Default)]
     struct Mem {
