@@ -148,6 +148,16 @@ mod tests {
     }
 
     proptest! {
+        /// A prefix is the first 32 bytes zero-padded, as big-endian words.
+        #[test]
+        fn prefix_is_the_padded_head(k in prop::collection::vec(any::<u8>(), 0..40)) {
+            let mut p = [0u8; 32];
+            let n = k.len().min(32);
+            p[..n].copy_from_slice(&k[..n]);
+            let want: Prefix = std::array::from_fn(|i| u64::from_be_bytes(p[8 * i..8 * i + 8].try_into().unwrap()));
+            prop_assert_eq!(prefix(&k), want);
+        }
+
         /// Two keys that differ first at any byte (inside either prefix, at
         /// their bounds, past them) or where one ends: the merge's
         /// comparison chain orders them as their bytes.
