@@ -1,5 +1,22 @@
 //! `fanfold`: exact CSV aggregation, on one machine or fanned out on AWS.
 
+/// `println!` that does not panic when stdout is closed (`fanfold run … |
+/// head`): the job is done and written; what is lost is only the report.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that does not panic when stderr is closed.
+macro_rules! tell {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 mod cost_model;
 mod gen;
 mod http;
@@ -172,6 +189,11 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr (`fanfold run … 2>&1 | head`) must not panic the
+        // logging thread: by default a failed write is reported with
+        // eprintln!, which panics on a broken pipe (and killed the worker
+        // threads: the run waited for ever).
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -240,15 +262,15 @@ fn main() -> ExitCode {
             };
             let p = cost_model::plan(&input);
             for l in &p.lines {
-                println!("{l}");
+                say!("{l}");
             }
             if let Some(add) = add {
                 for l in cost_model::plan_add(&input, add).0 {
-                    println!("{l}");
+                    say!("{l}");
                 }
             }
-            println!("{}", p.summary());
-            println!(
+            say!("{}", p.summary());
+            say!(
                 "assumptions: scan {:.0} MB/s per vCPU and merge {:.0} MB/s per vCPU (bench/run.sh), {:.0} MB/s of network per function and 1000 new functions per 10 s (published), {:.0} ms to a GET's first byte, {:.0} invokes/s from one function, {:.0} slice opens in flight per reducer, {:.0} MB/s to and from a function's /tmp, us-east-1 on-demand prices",
                 cost_model::SCAN_PER_CORE / 1e6,
                 cost_model::MERGE_PER_CORE / 1e6,
@@ -261,7 +283,7 @@ fn main() -> ExitCode {
             match p.refused {
                 None => Ok(ExitCode::SUCCESS),
                 Some(why) => {
-                    eprintln!("error: this job cannot run on Lambda as configured: {why}");
+                    tell!("error: this job cannot run on Lambda as configured: {why}");
                     Ok(ExitCode::from(1))
                 }
             }
@@ -270,7 +292,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tell!("error: {e:#}");
             // A rejected spec is the user's data (1); anything else is usage or I/O (2).
             ExitCode::from(if e.is::<Rejected>() { 1 } else { 2 })
         }
@@ -283,7 +305,7 @@ fn gen_cmd(profile: gen::Profile, size: u64, output: PathBuf, seed: u64) -> Resu
     let t = Instant::now();
     let n = gen::generate(profile, size, seed, &mut w).with_context(|| format!("writing {}", output.display()))?;
     std::io::Write::flush(&mut w)?;
-    eprintln!("wrote {} to {} in {:.1} s", human(n), output.display(), t.elapsed().as_secs_f64());
+    tell!("wrote {} to {} in {:.1} s", human(n), output.display(), t.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -401,8 +423,8 @@ fn run(
     match job.status {
         Status::Done => {
             let s = outcome.summary.as_ref().context("reading summary.json")?;
-            println!("job {} DONE in {secs:.2} s", job.id);
-            println!(
+            say!("job {} DONE in {secs:.2} s", job.id);
+            say!(
                 "  input   {} ({}), {} rows read, {} filtered, {} skipped, {} chunks ({} re-run)",
                 file.display(),
                 human(s.input_bytes),
@@ -413,7 +435,7 @@ fn run(
                 s.chunks_rerun
             );
             if let Some(d) = &s.dataset {
-                println!(
+                say!(
                     "  files   {} ({} scanned, {}; {} reused, {})",
                     d.files,
                     d.files_scanned,
@@ -423,25 +445,20 @@ fn run(
                 );
             }
             for b in &s.bad_row_samples {
-                println!("  skipped {b}");
+                say!("  skipped {b}");
             }
-            println!(
-                "  output  {} groups in {} file(s) in {}",
-                s.groups,
-                s.output_files.len(),
-                outcome.out_dir.display()
-            );
+            say!("  output  {} groups in {} file(s) in {}", s.groups, s.output_files.len(), outcome.out_dir.display());
             for p in &s.output_files {
-                println!("    {} ({}, {} rows)", outcome.out_dir.join(&p.key).display(), human(p.bytes), p.rows);
+                say!("    {} ({}, {} rows)", outcome.out_dir.join(&p.key).display(), human(p.bytes), p.rows);
             }
-            println!("    {}", outcome.out_dir.join("manifest.json").display());
-            println!("    {}", outcome.out_dir.join("summary.json").display());
+            say!("    {}", outcome.out_dir.join("manifest.json").display());
+            say!("    {}", outcome.out_dir.join("summary.json").display());
             Ok(ExitCode::SUCCESS)
         }
         _ => {
             let msg =
                 job.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| format!("job ended {:?}", job.status));
-            eprintln!("error: {}: {msg}", file.display());
+            tell!("error: {}: {msg}", file.display());
             // 1: the input was rejected (the user's data); 2: it could not be read.
             let rejected = job.error.as_ref().is_some_and(|e| e.rejected);
             Ok(ExitCode::from(if rejected { 1 } else { 2 }))

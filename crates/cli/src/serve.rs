@@ -112,7 +112,7 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
         .sweep(now_ms(), &SweepPolicy { orphaned: true, ..SweepPolicy::default() })
         .context("resuming unfinished jobs")?;
     for line in &resumed {
-        eprintln!("resumed {line}");
+        tell!("resumed {line}");
     }
 
     {
@@ -131,11 +131,11 @@ pub fn serve(opts: ServeOptions) -> Result<ExitCode> {
         token: Some(token.clone()),
         files: Some(Signer::from_token(&token)),
     });
-    println!("fanfold serve: {base_url}  data {}", opts.data.display());
+    say!("fanfold serve: {base_url}  data {}", opts.data.display());
     if generated {
-        println!("token (generated; set --token or FANFOLD_TOKEN to keep one): {token}");
+        say!("token (generated; set --token or FANFOLD_TOKEN to keep one): {token}");
     }
-    println!("jobs page: {base_url}/#token={token}");
+    say!("jobs page: {base_url}/#token={token}");
     use std::io::Write;
     std::io::stdout().flush()?;
     rt.block_on(crate::http::serve(listener, fanfold_api::router(api), opts.limits, async {

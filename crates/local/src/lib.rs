@@ -265,6 +265,13 @@ fn run_in(
         if job.status.is_final() {
             break job;
         }
+        if pool.stopped() {
+            return Err(PipelineError::Invalid(format!(
+                "job {}: the worker threads stopped before it ended (the job is left {:?})",
+                job.id, job.status
+            ))
+            .into());
+        }
         std::thread::sleep(Duration::from_millis(40));
     };
     pool.shutdown();

@@ -135,6 +135,13 @@ fn worker<R: RunTask>(n: usize, shared: &Shared, pipeline: &Weak<R>) {
 }
 
 impl Pool {
+    /// Whether every worker thread has stopped (they stop only when the
+    /// pool closes, unless something outside a task's panic guard killed
+    /// them): a run that waits for its job must not wait for ever then.
+    pub fn stopped(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
     /// Lets queued tasks finish, then stops the threads.
     pub fn shutdown(mut self) {
         self.close();

@@ -294,6 +294,42 @@ fn no_progress_output_when_stderr_is_not_a_terminal() {
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `fanfold run … 2>&1 | head`: the reader goes away while the run still
+/// logs and reports. The run must finish its job and exit, not panic (a
+/// logging write that failed used to panic the worker threads, and the run
+/// waited for ever).
+#[test]
+fn a_closed_stdout_and_stderr_neither_hang_nor_fail_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen_bmat(dir.path(), "in.csv", "2MB", 3);
+    let args = ["run", input.to_str().unwrap(), "--chunk-size", "16KB", "--workers", "2"];
+    run_ok(&[&args[..], &["--out", "ref"]].concat(), dir.path());
+    let mut child = std::process::Command::new(fanfold_bin())
+        .args(args)
+        .args(["--out", "closed"])
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(300) {
+            let _ = child.kill();
+            panic!("fanfold run hung with its output closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(rows_of(&parts(&dir.path().join("closed"))), rows_of(&parts(&dir.path().join("ref"))));
+}
+
 #[test]
 fn gen_is_reproducible_and_matches_the_bmat_shape() {
     let dir = tempfile::tempdir().unwrap();
