@@ -49,6 +49,7 @@ pub mod sample;
 mod scan;
 pub mod sketch;
 mod spec;
+mod swar;
 mod top;
 mod write;
 

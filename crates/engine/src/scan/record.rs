@@ -6,6 +6,7 @@ use memchr::{memchr, memchr3};
 
 use super::{Issue, Problem};
 use crate::spec::Dialect;
+use crate::swar::{splat, zero_bytes, ONES};
 
 /// What [`Tokenizer::parse_record`] found at a record start.
 pub(super) enum Parsed {
@@ -220,13 +221,10 @@ pub(super) struct Structurals {
     mask: u64,
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-
 impl Structurals {
     pub(super) fn new(d: u8, q: u8) -> Self {
         let bytes = [d, q, b'\n'];
-        Structurals { splats: bytes.map(|b| ONES * b as u64), bytes, base: usize::MAX, mask: 0 }
+        Structurals { splats: bytes.map(splat), bytes, base: usize::MAX, mask: 0 }
     }
 
     /// Positions the cursor so that [`Self::next`] returns positions `>= at`.
@@ -270,10 +268,10 @@ impl Structurals {
         for (k, w) in words.enumerate() {
             let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
             let mut hits = 0u64;
-            for splat in self.splats {
+            for s in self.splats {
                 // 0x80 in each byte of `w` equal to the splatted byte, exactly.
-                let x = w ^ splat;
-                hits |= !(((x & LOW7) + LOW7) | x | LOW7);
+                let x = w ^ s;
+                hits |= zero_bytes(x);
             }
             // Gather the eight 0x80 bits into one byte.
             mask |= ((hits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
@@ -337,8 +335,7 @@ fn is_plain(b: &[u8]) -> bool {
 #[inline]
 fn not_plain(w: u64) -> u64 {
     // A zero byte of `w & !0x01…` is a byte 0x00 or 0x01 of `w`.
-    let v = w & !ONES;
-    (w | (v.wrapping_sub(ONES) & !v)) & (ONES << 7)
+    (w | zero_bytes(w & !ONES)) & (ONES << 7)
 }
 
 #[cfg(test)]
