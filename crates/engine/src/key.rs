@@ -84,10 +84,17 @@ pub type Prefix = [u64; 4];
 
 #[inline]
 pub fn prefix(k: &[u8]) -> Prefix {
+    prefix_words(k)
+}
+
+/// The first `8 * N` bytes of a key (`N` ≤ 4), zero-padded, as big-endian
+/// words: [`prefix`] for `N` = 4; a sort of short keys compares fewer words.
+#[inline]
+pub fn prefix_words<const N: usize>(k: &[u8]) -> [u64; N] {
     let mut p = [0u8; 32];
-    let n = k.len().min(32);
+    let n = k.len().min(8 * N);
     p[..n].copy_from_slice(&k[..n]);
-    let mut out = [0u64; 4];
+    let mut out = [0u64; N];
     for (o, w) in out.iter_mut().zip(p.chunks_exact(8)) {
         *o = word(w);
     }
