@@ -165,6 +165,9 @@ pub struct GroupTable {
     folded: Vec<Option<PartTable>>,
 }
 
+/// A sort order of groups: (the first `N` words of the key, group id).
+type Order<const N: usize> = Vec<([u64; N], u32)>;
+
 /// A partition's aggregation state, reused across partitions.
 struct PartTable {
     table: HashTable<u32>,
@@ -178,7 +181,7 @@ struct PartTable {
     order: Vec<(Prefix, u32)>,
     /// The sort orders of partitions whose keys are all at most 8, 16 or
     /// 24 bytes long: fewer words per entry and per comparison.
-    short: (Vec<([u64; 1], u32)>, Vec<([u64; 2], u32)>, Vec<([u64; 3], u32)>),
+    short: (Order<1>, Order<2>, Order<3>),
     /// The longest key of the partition's groups.
     max_key: usize,
     overflow: Option<usize>,
@@ -671,7 +674,7 @@ impl PartTable {
     /// trailing zero bytes) are settled by the keys' lengths.
     fn emit_short<const N: usize>(
         &mut self,
-        buffer: fn(&mut Self) -> &mut Vec<([u64; N], u32)>,
+        buffer: fn(&mut Self) -> &mut Order<N>,
         f: &mut impl FnMut(&[u8], &[Acc], &[u8]),
     ) {
         let mut order = std::mem::take(buffer(self));

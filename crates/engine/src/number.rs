@@ -302,16 +302,15 @@ fn trim_spaces(mut t: &[u8]) -> &[u8] {
 }
 
 fn write_scaled(m: i128, scale: u8, out: &mut Vec<u8>) {
+    let mut buf = itoa::Buffer::new();
     if scale == 0 {
-        let mut buf = itoa_buf(m);
-        out.append(&mut buf);
+        out.extend_from_slice(buf.format(m).as_bytes());
         return;
     }
     if m < 0 {
         out.push(b'-');
     }
-    let digits = m.unsigned_abs().to_string();
-    let digits = digits.as_bytes();
+    let digits = buf.format(m.unsigned_abs()).as_bytes();
     let s = scale as usize;
     if digits.len() <= s {
         out.extend_from_slice(b"0.");
@@ -325,58 +324,13 @@ fn write_scaled(m: i128, scale: u8, out: &mut Vec<u8>) {
     }
 }
 
-fn itoa_buf(m: i128) -> Vec<u8> {
-    // Fast path for the common i64 range without going through a String.
-    if let Ok(v) = i64::try_from(m) {
-        let mut tmp = [0u8; 20];
-        let mut i = tmp.len();
-        let neg = v < 0;
-        let mut u = v.unsigned_abs();
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (u % 10) as u8;
-            u /= 10;
-            if u == 0 {
-                break;
-            }
-        }
-        let mut out = Vec::with_capacity(21);
-        if neg {
-            out.push(b'-');
-        }
-        out.extend_from_slice(&tmp[i..]);
-        return out;
-    }
-    m.to_string().into_bytes()
-}
-
 /// Appends an unsigned integer in decimal without allocating.
 pub fn write_u64(v: u64, out: &mut Vec<u8>) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let mut u = v;
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
-/// Appends a decimal without allocating in the common i64 case.
+/// Appends a decimal (without allocating).
 pub fn write_decimal(d: &Decimal, out: &mut Vec<u8>) {
-    if d.scale == 0 {
-        if let Ok(v) = i64::try_from(d.mantissa) {
-            if v < 0 {
-                out.push(b'-');
-            }
-            write_u64(v.unsigned_abs(), out);
-            return;
-        }
-    }
     d.write_to(out);
 }
 

@@ -53,6 +53,21 @@ pub struct RowFormatter {
     scratch: Vec<u8>,
     value: Vec<u8>,
     kinds: Vec<crate::kinds::ValueKind>,
+    /// Whether the delimiter can never appear in a number's text.
+    numbers_plain: bool,
+}
+
+/// Whether `a`'s value is written as a number (or not at all).
+fn is_number(a: &Acc) -> bool {
+    use crate::acc::Val;
+    matches!(
+        a,
+        Acc::Count(_)
+            | Acc::Sum(_)
+            | Acc::Mean { .. }
+            | Acc::Min(Some(Val::Num(_)) | None)
+            | Acc::Max(Some(Val::Num(_)) | None)
+    )
 }
 
 impl RowFormatter {
@@ -62,7 +77,14 @@ impl RowFormatter {
         for b in [1, delimiter, b'"', b'\n', b'\r'] {
             special[b as usize] = 1;
         }
-        RowFormatter { delimiter, special, scratch: Vec::new(), value: Vec::new(), kinds: Vec::new() }
+        RowFormatter {
+            delimiter,
+            special,
+            scratch: Vec::new(),
+            value: Vec::new(),
+            kinds: Vec::new(),
+            numbers_plain: !b"0123456789+-.eE".contains(&delimiter),
+        }
     }
 
     /// What each aggregate column's values were, over the rows so far.
@@ -110,9 +132,14 @@ impl RowFormatter {
                 out.push(d);
             }
             first = false;
-            self.value.clear();
-            write_value(a, texts, &mut self.value);
-            push_csv_field(out, &self.value, d);
+            if self.numbers_plain && is_number(a) {
+                // Digits, sign and point: nothing to quote, no copy to check.
+                write_value(a, texts, out);
+            } else {
+                self.value.clear();
+                write_value(a, texts, &mut self.value);
+                push_csv_field(out, &self.value, d);
+            }
         }
         out.push(b'\n');
     }
@@ -276,6 +303,43 @@ mod tests {
                 want.push(d);
             }
             want.extend_from_slice(b"3\n");
+            prop_assert_eq!(got, want);
+        }
+
+        /// Values are their text, quoted where the delimiter (a digit, a
+        /// sign or a point included) appears in it, whether written straight
+        /// to the row (numbers) or checked first.
+        #[test]
+        fn values_are_their_text_quoted(
+            values in prop::collection::vec((0u8..6, any::<i64>(), 0u8..5, 1u64..9), 1..6),
+            d in prop::sample::select(b",;.-5e\t".to_vec()),
+        ) {
+            use crate::acc::{TextRef, Val};
+            use crate::number::Decimal;
+            let texts = b"1.5,x".to_vec();
+            let accs: Vec<Acc> = values.iter().map(|&(kind, m, scale, n)| {
+                let dec = Decimal { mantissa: m as i128 * 1000, scale };
+                match kind {
+                    0 => Acc::Count(m.unsigned_abs()),
+                    1 => Acc::Sum(Some(dec)),
+                    2 => Acc::Mean { sum: dec, n },
+                    3 => Acc::Min(Some(Val::Num(dec))),
+                    4 => Acc::Max(Some(Val::Text(TextRef { off: 0, len: 5 }))),
+                    _ => Acc::Sum(None),
+                }
+            }).collect();
+            let mut key = Vec::new();
+            push_field(&mut key, b"k");
+            let mut got = Vec::new();
+            RowFormatter::new(d).row(&key, &accs, &texts, &mut got);
+            let mut want = b"k".to_vec();
+            for a in &accs {
+                want.push(d);
+                let mut v = Vec::new();
+                write_value(a, &texts, &mut v);
+                push_csv_field(&mut want, &v, d);
+            }
+            want.push(b'\n');
             prop_assert_eq!(got, want);
         }
     }
