@@ -87,18 +87,32 @@ pub fn prefix(k: &[u8]) -> Prefix {
     prefix_words(k)
 }
 
-/// The first `8 * N` bytes of a key (`N` ≤ 4), zero-padded, as big-endian
+/// The first `8 * N` bytes of a key (1 ≤ `N` ≤ 4), zero-padded, as big-endian
 /// words: [`prefix`] for `N` = 4; a sort of short keys compares fewer words.
 #[inline]
 pub fn prefix_words<const N: usize>(k: &[u8]) -> [u64; N] {
-    let mut p = [0u8; 32];
-    let n = k.len().min(8 * N);
-    p[..n].copy_from_slice(&k[..n]);
-    let mut out = [0u64; N];
-    for (o, w) in out.iter_mut().zip(p.chunks_exact(8)) {
-        *o = word(w);
+    let len = k.len();
+    if len < 8 {
+        let mut p = [0u8; 8];
+        p[..len].copy_from_slice(k);
+        let mut out = [0u64; N];
+        out[0] = u64::from_be_bytes(p);
+        return out;
     }
-    out
+    // Whole words are loaded as they are; the word the key ends in is the
+    // key's last eight bytes shifted up (an overlapping load, no copy into
+    // a padded buffer: that was a library call per key).
+    let last = word(&k[len - 8..]);
+    std::array::from_fn(|i| {
+        let start = 8 * i;
+        if start + 8 <= len {
+            word(&k[start..start + 8])
+        } else if start < len {
+            last << (8 * (start + 8 - len))
+        } else {
+            0
+        }
+    })
 }
 
 /// After keys agree in their first `n` bytes zero-padded (equal
@@ -155,7 +169,8 @@ mod tests {
     }
 
     proptest! {
-        /// A prefix is the first 32 bytes zero-padded, as big-endian words.
+        /// A prefix is the first 32 bytes zero-padded, as big-endian words
+        /// (and one of fewer words its first words), for keys of every length.
         #[test]
         fn prefix_is_the_padded_head(k in prop::collection::vec(any::<u8>(), 0..40)) {
             let mut p = [0u8; 32];
@@ -163,6 +178,9 @@ mod tests {
             p[..n].copy_from_slice(&k[..n]);
             let want: Prefix = std::array::from_fn(|i| u64::from_be_bytes(p[8 * i..8 * i + 8].try_into().unwrap()));
             prop_assert_eq!(prefix(&k), want);
+            prop_assert_eq!(&prefix_words::<1>(&k)[..], &want[..1]);
+            prop_assert_eq!(&prefix_words::<2>(&k)[..], &want[..2]);
+            prop_assert_eq!(&prefix_words::<3>(&k)[..], &want[..3]);
         }
 
         /// Two keys that differ first at any byte (inside either prefix, at
