@@ -29,7 +29,7 @@
 use std::io::{self, Read};
 
 use crate::acc::{Acc, TextRef, Val};
-use crate::key::common_prefix;
+use crate::key::{cmp_keys, common_prefix};
 use crate::number::Decimal;
 use crate::spec::AggOp;
 
@@ -517,11 +517,12 @@ impl<R: Read> RunReader<R> {
             if !self.advance_any()? {
                 return Ok(false);
             }
-            if self.hi.as_deref().is_some_and(|hi| self.key.as_slice() >= hi) {
+            // Word by word, inline: a slice comparison is a memcmp call per entry.
+            if self.hi.as_deref().is_some_and(|hi| cmp_keys(&self.key, hi).is_ge()) {
                 self.remaining = 0;
                 return Ok(false);
             }
-            if self.lo.as_deref().is_none_or(|lo| self.key.as_slice() >= lo) {
+            if self.lo.as_deref().is_none_or(|lo| cmp_keys(&self.key, lo).is_ge()) {
                 // Keys only grow: the rest of the run is past `lo` too.
                 self.lo = None;
                 return Ok(true);
