@@ -753,6 +753,19 @@ mod tests {
         (out, folded)
     }
 
+    /// The keys a chunk's table gives out, and the distinct keys sorted.
+    fn emitted_and_sorted(keys: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut buffers = ScanBuffers::default();
+        let mut t = GroupTable::new(&[AggOp::Count], &mut buffers);
+        for k in keys {
+            t.add_row(k, &[Input::Present], b"", 0);
+        }
+        let mut got = Vec::new();
+        t.finish(&mut buffers, |key, _, _| got.push(key.to_vec()));
+        let want = keys.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        (got, want)
+    }
+
     /// Folds stop where keys do not repeat (they would only add memory).
     #[test]
     fn folding_stops_when_keys_do_not_repeat() {
@@ -779,14 +792,7 @@ mod tests {
             width in 1usize..=25,
         ) {
             let keys: Vec<Vec<u8>> = keys.into_iter().map(|mut k| { k.truncate(width); k }).collect();
-            let mut buffers = ScanBuffers::default();
-            let mut t = GroupTable::new(&[AggOp::Count], &mut buffers);
-            for k in &keys {
-                t.add_row(k, &[Input::Present], b"", 0);
-            }
-            let mut got = Vec::new();
-            t.finish(&mut buffers, |key, _, _| got.push(key.to_vec()));
-            let want: Vec<Vec<u8>> = keys.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let (got, want) = emitted_and_sorted(&keys);
             prop_assert_eq!(got, want);
         }
 
@@ -810,14 +816,7 @@ mod tests {
                     _ => format!("{}{tail}\u{1}x", &stem[..n.min(40)]).into_bytes(),
                 })
                 .collect();
-            let mut buffers = ScanBuffers::default();
-            let mut t = GroupTable::new(&[AggOp::Count], &mut buffers);
-            for k in &keys {
-                t.add_row(k, &[Input::Present], b"", 0);
-            }
-            let mut got = Vec::new();
-            t.finish(&mut buffers, |key, _, _| got.push(key.to_vec()));
-            let want: Vec<Vec<u8>> = keys.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let (got, want) = emitted_and_sorted(&keys);
             prop_assert_eq!(got, want);
         }
 

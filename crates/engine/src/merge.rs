@@ -276,6 +276,30 @@ mod tests {
     use crate::partial::RunWriter;
     use crate::spec::AggOp;
 
+    /// (key, sum) in key order.
+    type Sums = Vec<(Vec<u8>, i128)>;
+
+    /// The merge of runs of sums, and each key's sum over the runs.
+    fn merged_and_summed(runs: &[BTreeMap<Vec<u8>, i64>]) -> (Sums, Sums) {
+        let mut want: BTreeMap<Vec<u8>, i128> = BTreeMap::new();
+        let mut encoded = Vec::new();
+        for run in runs {
+            let mut w = RunWriter::new(&[AggOp::Sum]);
+            for (k, v) in run {
+                w.push(k, &[Acc::Sum(Some(Decimal::from_int(*v as i128)))], &[]);
+                *want.entry(k.clone()).or_default() += *v as i128;
+            }
+            encoded.push(w.finish());
+        }
+        let mut m = Merger::new(encoded.iter().map(|r| &r[..]).collect(), vec!["sum".into()]).unwrap();
+        let mut got = Vec::new();
+        while let Some((key, accs, _)) = m.next_group().unwrap() {
+            let Acc::Sum(Some(d)) = accs[0] else { panic!("a sum") };
+            got.push((key.to_vec(), d.mantissa));
+        }
+        (got, want.into_iter().collect())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Any number of runs (none, one, empty ones, not a power of two),
@@ -289,23 +313,10 @@ mod tests {
                 0..20,
             ),
         ) {
-            let mut want: BTreeMap<Vec<u8>, i128> = BTreeMap::new();
-            let mut encoded = Vec::new();
-            for run in &runs {
-                let mut w = RunWriter::new(&[AggOp::Sum]);
-                for (k, v) in run {
-                    w.push(k.as_bytes(), &[Acc::Sum(Some(Decimal::from_int(*v as i128)))], &[]);
-                    *want.entry(k.as_bytes().to_vec()).or_default() += *v as i128;
-                }
-                encoded.push(w.finish());
-            }
-            let mut m = Merger::new(encoded.iter().map(|r| &r[..]).collect(), vec!["sum".into()]).unwrap();
-            let mut got = Vec::new();
-            while let Some((key, accs, _)) = m.next_group().unwrap() {
-                let Acc::Sum(Some(d)) = accs[0] else { panic!("a sum") };
-                got.push((key.to_vec(), d.mantissa));
-            }
-            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+            let runs: Vec<BTreeMap<Vec<u8>, i64>> =
+                runs.into_iter().map(|r| r.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect()).collect();
+            let (got, want) = merged_and_summed(&runs);
+            prop_assert_eq!(got, want);
         }
 
         /// Keys of all-ones bytes (like a spent run's sentinel prefix), zero
@@ -322,23 +333,8 @@ mod tests {
                 0..12,
             ),
         ) {
-            let mut want: BTreeMap<Vec<u8>, i128> = BTreeMap::new();
-            let mut encoded = Vec::new();
-            for run in &runs {
-                let mut w = RunWriter::new(&[AggOp::Sum]);
-                for (k, v) in run {
-                    w.push(k, &[Acc::Sum(Some(Decimal::from_int(*v as i128)))], &[]);
-                    *want.entry(k.clone()).or_default() += *v as i128;
-                }
-                encoded.push(w.finish());
-            }
-            let mut m = Merger::new(encoded.iter().map(|r| &r[..]).collect(), vec!["sum".into()]).unwrap();
-            let mut got = Vec::new();
-            while let Some((key, accs, _)) = m.next_group().unwrap() {
-                let Acc::Sum(Some(d)) = accs[0] else { panic!("a sum") };
-                got.push((key.to_vec(), d.mantissa));
-            }
-            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+            let (got, want) = merged_and_summed(&runs);
+            prop_assert_eq!(got, want);
         }
     }
 }
