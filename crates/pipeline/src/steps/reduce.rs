@@ -303,11 +303,7 @@ impl Pipeline {
                     if cancel.due() && self.stopped(id).unwrap_or(false) {
                         return Err(EngineError::Output(std::io::Error::other("the job was cancelled")));
                     }
-                    let mut start = 0;
-                    for &end in &block.ends {
-                        writer.push_row(&block.bytes[start..end])?;
-                        start = end;
-                    }
+                    writer.push_rows(&block.bytes, &block.ends)?;
                     groups += block.ends.len() as u64;
                 }
                 Ok(())
