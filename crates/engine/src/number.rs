@@ -472,7 +472,7 @@ mod tests {
             let back = Decimal::parse(text.as_bytes());
             proptest::prop_assert!(back.is_ok(), "{}: {:?}", text, back);
             let back = back.unwrap();
-            // Parsing drops no digits: the same scale unless written as an integer.
+            // Nothing is lost or rescaled: the same mantissa and the same scale.
             proptest::prop_assert_eq!(back, d, "{}", text);
         }
     }
